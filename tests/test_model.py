@@ -1,0 +1,177 @@
+"""Exits, dynamic inference, FLOPs, checkpoints and the errors users can hit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+from conftest import PETL_METHODS, TINY_VIT, randomize_trainable, tiny_config, tiny_model
+
+from dyn_adapter.errors import ConfigError
+from dyn_adapter.models import (
+    BackboneConfig,
+    DynAdapterViT,
+    create_backbone,
+    create_dyn_adapter,
+    load_model,
+    load_trainable,
+    save_trainable,
+)
+
+
+@pytest.fixture
+def model():
+    m = tiny_model("adapter")
+    randomize_trainable(m, std=0.5)  # spread the heads' confidences
+    return m
+
+
+def test_forward_exits_shapes(model, images):
+    logits = model.forward_exits(images)
+    assert [tuple(t.shape) for t in logits] == [(16, 5)] * 3
+    assert model.exit_blocks == [2, 4, 6]
+
+
+def test_default_exits_every_third_block():
+    cfg = tiny_config(blocks=None, head_depths=[2, 1, 0, 0], head_widths=[16, 8, 0, 0])
+    assert create_dyn_adapter(cfg).exit_blocks == [3, 6]
+
+
+def test_heads_are_balanced(model):
+    sizes = model.head_param_counts()
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+
+
+def test_dynamic_threshold_zero_exits_first(model, images):
+    out = model.forward_dynamic(images, [0.0, 0.0, 0.0])
+    assert (out.exit_index == 0).all()
+    torch.testing.assert_close(out.prediction, model.forward_exits(images)[0].argmax(-1))
+
+
+def test_dynamic_threshold_above_one_exits_last(model, images):
+    out = model.forward_dynamic(images, [1.01, 1.01, 1.01])
+    assert (out.exit_index == model.num_exits - 1).all()
+    torch.testing.assert_close(out.prediction, model.forward_exits(images)[-1].argmax(-1))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dynamic_matches_static_exits(model, images, seed):
+    with torch.no_grad():
+        probs = [t.softmax(-1) for t in model.forward_exits(images)]
+    conf = torch.stack([p.max(-1).values for p in probs])  # [exits, B]
+    # Thresholds drawn from the confidences themselves so every exit gets some samples.
+    g = torch.Generator().manual_seed(seed)
+    thr = [float(conf[k][torch.randint(len(images), (1,), generator=g)]) for k in range(3)]
+    out = model.forward_dynamic(images, thr)
+    for i in range(len(images)):
+        first = next(k for k in range(3) if k == 2 or conf[k, i] >= thr[k])
+        assert out.exit_index[i] == first
+        assert out.prediction[i] == probs[first][i].argmax()
+        torch.testing.assert_close(out.confidence[i], conf[first, i], rtol=0, atol=1e-6)
+
+
+def test_dynamic_uses_every_exit_for_median_thresholds(model, images):
+    with torch.no_grad():
+        conf = torch.stack([t.softmax(-1).max(-1).values for t in model.forward_exits(images)])
+    out = model.forward_dynamic(images, [float(conf[0].median()), float(conf[1].median()), 0.0])
+    assert set(out.exit_index.tolist()) <= {0, 1, 2}
+    assert (out.exit_index == 0).sum() >= len(images) // 2
+
+
+def test_dynamic_temperature_changes_confidence(model, images):
+    hot = model.forward_dynamic(images, [1.01] * 3, temperatures=[1, 1, 10.0])
+    cold = model.forward_dynamic(images, [1.01] * 3)
+    assert (hot.confidence < cold.confidence).all()
+    torch.testing.assert_close(hot.prediction, cold.prediction)
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "match"),
+    [([0.5, 0.5], "one per exit"), ([0.5, float("nan"), 0.5], "thresholds\\[1\\]"), ([0.5, -0.1, 0.2], ">= 0")],
+)
+def test_dynamic_rejects_bad_thresholds(model, images, thresholds, match):
+    with pytest.raises(ConfigError, match=match):
+        model.forward_dynamic(images, thresholds)
+
+
+def test_cumulative_flops_increase_and_match_analytic():
+    model = tiny_model("none")
+    info = model.exit_info
+    flops = [e.gflops_cumulative for e in info]
+    assert all(b > a for a, b in zip(flops, flops[1:]))
+    # Analytic multiply-adds of the tiny ViT: 16 patches + CLS, width 64, MLP ratio 4.
+    n, d, p = 17, 64, 7
+    block = n * d * 3 * d + n * d * d + 2 * n * d * 4 * d + 2 * n * n * d
+    embed = 16 * 3 * p * p * d
+    heads = sum(e.head_gflops for e in info)
+    assert flops[-1] == pytest.approx((embed + 6 * block) / 1e9 + heads, rel=1e-9)
+    assert info[0].gflops_cumulative == pytest.approx((embed + 2 * block) / 1e9 + info[0].head_gflops)
+
+
+@pytest.mark.parametrize("petl", PETL_METHODS)
+def test_save_load_roundtrip(tmp_path, petl, images):
+    model = tiny_model(petl)
+    randomize_trainable(model)
+    save_trainable(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "model_config.json"]
+    meta = json.loads((tmp_path / "model_config.json").read_text())
+    assert meta["backbone_sha256"] == model.backbone_sha256
+    assert meta["model"]["petl"]["method"] == petl
+    loaded = load_model(tmp_path).eval()
+    with torch.no_grad():
+        for a, b in zip(model.forward_exits(images), loaded.forward_exits(images), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_load_refuses_other_class_count(tmp_path):
+    save_trainable(tiny_model(num_classes=5), tmp_path)
+    with pytest.raises(ConfigError, match="5 classes"):
+        load_trainable(tiny_model(num_classes=7), tmp_path)
+
+
+def test_load_refuses_other_backbone(tmp_path):
+    save_trainable(tiny_model(), tmp_path)
+    other = tiny_model()
+    other.backbone_sha256 = "0" * 64
+    with pytest.raises(ConfigError, match="backbone hash"):
+        load_trainable(other, tmp_path)
+
+
+def test_exit_block_out_of_range():
+    with pytest.raises(ConfigError, match="block 9 is out of range"):
+        tiny_model(blocks=[3, 9])
+
+
+def test_last_exit_must_be_final_block():
+    with pytest.raises(ConfigError, match="last exit must be the final block"):
+        tiny_model(blocks=[2, 4])
+
+
+def test_not_a_vit_is_refused():
+    with pytest.raises(ConfigError, match="not a timm VisionTransformer"):
+        DynAdapterViT(timm.create_model("resnet10t", num_classes=0), num_classes=3)
+    with pytest.raises(ConfigError, match="ViT"):
+        create_backbone(BackboneConfig(name="resnet10t", weights="none"))
+
+
+def test_weights_file_that_does_not_fit(tmp_path):
+    from safetensors.torch import save_file
+
+    wrong = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2)
+    path = tmp_path / "wrong.safetensors"
+    save_file(wrong.state_dict(), str(path))
+    cfg = BackboneConfig(name="vit_tiny_patch16_224", weights=str(path), img_size=28, model_kwargs=dict(TINY_VIT))
+    with pytest.raises(ConfigError, match="does not fit"):
+        create_backbone(cfg)
+
+
+def test_missing_weights_file():
+    with pytest.raises(ConfigError, match="neither one of"):
+        create_backbone(BackboneConfig(name="vit_tiny_patch16_224", weights="/nonexistent.pth"))
+
+
+def test_forward_final_is_the_last_exit(model, images):
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_final(images), model.forward_exits(images)[-1])
