@@ -38,7 +38,7 @@ def describe(cfg: ModelConfig) -> dict[str, Any]:
             {
                 "index": e.index,
                 "block": e.block,
-                "head_depth": len(model.heads[e.index].blocks),
+                "head_depth": model.head_depths[e.index],
                 "head_params": e.head_params,
                 "head_gflops": e.head_gflops,
                 "gflops_cumulative": e.gflops_cumulative,

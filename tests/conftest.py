@@ -31,7 +31,9 @@ def tiny_config(petl: str = "adapter", num_classes: int = 5, **exits) -> ModelCo
             name="vit_tiny_patch16_224", weights="none", img_size=28, model_kwargs=dict(TINY_VIT)
         ),
         petl=PetlConfig(method=petl, dim=4, groups=2),
-        exits=ExitsConfig(**{"blocks": [2, 4, 6], "head_depths": [2, 1, 0], "head_widths": [16, 8, 0], **exits}),
+        exits=ExitsConfig(
+            **{"blocks": [2, 4, 6], "head_depths": [2, 1, 0], "head_widths": [16, 8, 0], **exits}
+        ),
         num_classes=num_classes,
     )
 

@@ -32,7 +32,10 @@ def test_model_info_table(capsys, petl):
 
 
 def test_vit_b16_full_model_flops(capsys):
-    assert main(["model-info", "--backbone", "vit_base_patch16_224", "--img-size", "224", "--json"]) == 0
+    assert (
+        main(["model-info", "--backbone", "vit_base_patch16_224", "--img-size", "224", "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     # ViT-B/16 at 224 px: 17.6 G multiply-adds for the blocks; heads add a few MFLOPs.
     assert report["full_gflops"] == pytest.approx(17.58, abs=0.03)
@@ -41,7 +44,8 @@ def test_vit_b16_full_model_flops(capsys):
 def test_bad_exit_is_a_clear_error():
     proc = subprocess.run(
         [sys.executable, "-m", "dyn_adapter.cli", "model-info", *TINY, "--exits", "3,13"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "exits.blocks: block 13 is out of range" in proc.stderr
@@ -49,5 +53,7 @@ def test_bad_exit_is_a_clear_error():
 
 
 def test_help_lists_model_info():
-    proc = subprocess.run([sys.executable, "-m", "dyn_adapter.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dyn_adapter.cli", "--help"], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "model-info" in proc.stdout

@@ -6,8 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dyn_adapter.models import BackboneConfig, create_backbone, create_dyn_adapter, ModelConfig
-from dyn_adapter.models import dinov2_onnx
+from dyn_adapter.models import (
+    BackboneConfig,
+    ModelConfig,
+    create_backbone,
+    create_dyn_adapter,
+    dinov2_onnx,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +25,9 @@ def onnx_session():
     ort = pytest.importorskip("onnxruntime")
     graph = onnx.load(str(dinov2_onnx.packaged_onnx_path()))
     for name in (dinov2_onnx.FEATURES_OUTPUT, POS_OUTPUT):
-        graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        graph.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        )
     return ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -28,7 +35,9 @@ def test_features_match_onnx_runtime(onnx_session):
     # The ONNX graph takes 224 px; timm builds the same model at 224 px from our weights.
     model = create_backbone(BackboneConfig(img_size=224)).eval()
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    features, pos = onnx_session.run([dinov2_onnx.FEATURES_OUTPUT, POS_OUTPUT], {"input_image": x.numpy()})
+    features, pos = onnx_session.run(
+        [dinov2_onnx.FEATURES_OUTPUT, POS_OUTPUT], {"input_image": x.numpy()}
+    )
 
     # Our 37x37 position grid, resampled the way the ONNX graph does (bicubic, no antialias),
     # gives the graph's position embedding: the grid itself was converted correctly.
@@ -57,8 +66,9 @@ def test_packaged_weights_are_cached_with_their_hash():
 
 
 def test_packaged_backbone_hash_is_recorded(tmp_path):
-    from dyn_adapter.models import save_trainable
     import json
+
+    from dyn_adapter.models import save_trainable
 
     model = create_dyn_adapter(ModelConfig(backbone=BackboneConfig(img_size=112)))
     save_trainable(model, tmp_path)

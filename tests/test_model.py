@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -89,7 +90,11 @@ def test_dynamic_temperature_changes_confidence(model, images):
 
 @pytest.mark.parametrize(
     ("thresholds", "match"),
-    [([0.5, 0.5], "one per exit"), ([0.5, float("nan"), 0.5], "thresholds\\[1\\]"), ([0.5, -0.1, 0.2], ">= 0")],
+    [
+        ([0.5, 0.5], "one per exit"),
+        ([0.5, float("nan"), 0.5], "thresholds\\[1\\]"),
+        ([0.5, -0.1, 0.2], ">= 0"),
+    ],
 )
 def test_dynamic_rejects_bad_thresholds(model, images, thresholds, match):
     with pytest.raises(ConfigError, match=match):
@@ -100,14 +105,16 @@ def test_cumulative_flops_increase_and_match_analytic():
     model = tiny_model("none")
     info = model.exit_info
     flops = [e.gflops_cumulative for e in info]
-    assert all(b > a for a, b in zip(flops, flops[1:]))
+    assert all(b > a for a, b in itertools.pairwise(flops))
     # Analytic multiply-adds of the tiny ViT: 16 patches + CLS, width 64, MLP ratio 4.
     n, d, p = 17, 64, 7
     block = n * d * 3 * d + n * d * d + 2 * n * d * 4 * d + 2 * n * n * d
     embed = 16 * 3 * p * p * d
     heads = sum(e.head_gflops for e in info)
     assert flops[-1] == pytest.approx((embed + 6 * block) / 1e9 + heads, rel=1e-9)
-    assert info[0].gflops_cumulative == pytest.approx((embed + 2 * block) / 1e9 + info[0].head_gflops)
+    assert info[0].gflops_cumulative == pytest.approx(
+        (embed + 2 * block) / 1e9 + info[0].head_gflops
+    )
 
 
 @pytest.mark.parametrize("petl", PETL_METHODS)
@@ -115,7 +122,10 @@ def test_save_load_roundtrip(tmp_path, petl, images):
     model = tiny_model(petl)
     randomize_trainable(model)
     save_trainable(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_model.safetensors", "model_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "adapter_model.safetensors",
+        "model_config.json",
+    ]
     meta = json.loads((tmp_path / "model_config.json").read_text())
     assert meta["backbone_sha256"] == model.backbone_sha256
     assert meta["model"]["petl"]["method"] == petl
@@ -159,10 +169,20 @@ def test_not_a_vit_is_refused():
 def test_weights_file_that_does_not_fit(tmp_path):
     from safetensors.torch import save_file
 
-    wrong = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=28, patch_size=7, embed_dim=32, depth=2, num_heads=2)
+    wrong = timm.create_model(
+        "vit_tiny_patch16_224",
+        num_classes=0,
+        img_size=28,
+        patch_size=7,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+    )
     path = tmp_path / "wrong.safetensors"
     save_file(wrong.state_dict(), str(path))
-    cfg = BackboneConfig(name="vit_tiny_patch16_224", weights=str(path), img_size=28, model_kwargs=dict(TINY_VIT))
+    cfg = BackboneConfig(
+        name="vit_tiny_patch16_224", weights=str(path), img_size=28, model_kwargs=dict(TINY_VIT)
+    )
     with pytest.raises(ConfigError, match="does not fit"):
         create_backbone(cfg)
 

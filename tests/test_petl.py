@@ -16,7 +16,9 @@ def test_identity_at_init(petl, images):
     model = tiny_model(petl)
     plain = create_backbone(tiny_config(petl).backbone).eval()
     with torch.no_grad():
-        torch.testing.assert_close(model.backbone.forward_features(images), plain.forward_features(images), rtol=0, atol=0)
+        torch.testing.assert_close(
+            model.backbone.forward_features(images), plain.forward_features(images), rtol=0, atol=0
+        )
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,9 @@ def test_merged_equals_unmerged(petl, images):
         merged = model.forward_exits(images)
         # Merged, the blocks cost exactly the plain backbone's FLOPs.
         plain = tiny_model("none")
-        assert model.exit_info[-1].gflops_cumulative == pytest.approx(plain.exit_info[-1].gflops_cumulative)
+        assert model.exit_info[-1].gflops_cumulative == pytest.approx(
+            plain.exit_info[-1].gflops_cumulative
+        )
         assert model.exit_info[-1].gflops_cumulative < flops_unmerged
         model.unmerge()
         restored = model.forward_exits(images)

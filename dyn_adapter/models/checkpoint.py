@@ -25,17 +25,25 @@ FORMAT_VERSION = 1
 
 def trainable_state_dict(model: DynAdapterViT) -> dict[str, torch.Tensor]:
     """The trainable tensors (PETL modules and heads), by their names in ``model``."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
-def save_trainable(model: DynAdapterViT, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_trainable(
+    model: DynAdapterViT, out_dir: str | Path, extra: dict[str, Any] | None = None
+) -> Path:
     """Write the trainable weights and the config needed to rebuild ``model``; returns ``out_dir``."""
     from safetensors.torch import save_file
 
     if getattr(model, "config", None) is None:
-        raise ValueError("save_trainable needs a model built by create_dyn_adapter (it has no config)")
+        raise ValueError(
+            "save_trainable needs a model built by create_dyn_adapter (it has no config)"
+        )
     if any(getattr(m, "merged", False) for m in model.modules()):
-        raise ValueError("unmerge the model before saving: checkpoints hold the unmerged PETL weights")
+        raise ValueError(
+            "unmerge the model before saving: checkpoints hold the unmerged PETL weights"
+        )
     out = Path(out_dir)
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         save_file(trainable_state_dict(model), str(tmp))
@@ -54,7 +62,9 @@ def save_trainable(model: DynAdapterViT, out_dir: str | Path, extra: dict[str, A
 def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     path = Path(ckpt_dir) / CONFIG_FILE
     if not path.is_file():
-        raise ConfigError(f"{ckpt_dir}: no {CONFIG_FILE}; is this a dyn-adapter checkpoint directory?")
+        raise ConfigError(
+            f"{ckpt_dir}: no {CONFIG_FILE}; is this a dyn-adapter checkpoint directory?"
+        )
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -92,8 +102,10 @@ def load_trainable(model: DynAdapterViT, ckpt_dir: str | Path) -> None:
         )
     for name, t in state.items():
         if t.shape != expected[name].shape:
-            raise ConfigError(f"{weights}: {name} has shape {tuple(t.shape)}, the model expects "
-                              f"{tuple(expected[name].shape)}")
+            raise ConfigError(
+                f"{weights}: {name} has shape {tuple(t.shape)}, the model expects "
+                f"{tuple(expected[name].shape)}"
+            )
     model.load_state_dict(state, strict=False)
 
 

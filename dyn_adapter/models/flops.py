@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,11 +32,11 @@ def unfused_attention(module: nn.Module) -> Iterator[None]:
     saved = [(m, m.fused_attn) for m in module.modules() if hasattr(m, "fused_attn")]
     try:
         for m, _ in saved:
-            m.fused_attn = False
+            setattr(m, "fused_attn", False)  # noqa: B010 (a timm Final attribute)
         yield
     finally:
         for m, fused in saved:
-            m.fused_attn = fused
+            setattr(m, "fused_attn", fused)  # noqa: B010
 
 
 def count_gflops(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -46,7 +47,9 @@ def count_gflops(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
 
 
 @torch.no_grad()
-def measure_exit_info(model: DynAdapterViT, img_size: tuple[int, int] | None = None) -> list[ExitInfo]:
+def measure_exit_info(
+    model: DynAdapterViT, img_size: tuple[int, int] | None = None
+) -> list[ExitInfo]:
     """Per-exit cumulative GFLOPs for one image, measured stage by stage."""
     from .dyn_vit import ExitInfo
 
@@ -56,14 +59,12 @@ def measure_exit_info(model: DynAdapterViT, img_size: tuple[int, int] | None = N
     model.eval()
     try:
         with unfused_attention(model):
-            total, h = count_gflops(lambda: model.embed(x))
+            total, h = count_gflops(partial(model.embed, x))
             infos = []
-            for k, (stage, n_params) in enumerate(
-                zip(model.stages(), model.head_param_counts(), strict=True)
-            ):
-                stage_flops, h = count_gflops(lambda s=stage, t=h: s(t))
-                tokens = model._exit_tokens(k, h)
-                head_flops, _ = count_gflops(lambda k=k, t=tokens: model.heads[k](t))
+            heads = zip(model.heads, model.head_param_counts(), strict=True)
+            for k, (stage, (head, n_params)) in enumerate(zip(model.stages(), heads, strict=True)):
+                stage_flops, h = count_gflops(partial(stage, h))
+                head_flops, _ = count_gflops(partial(head, model._exit_tokens(k, h)))
                 total += stage_flops + head_flops
                 infos.append(ExitInfo(k, model.exit_blocks[k], total, n_params, head_flops))
     finally:

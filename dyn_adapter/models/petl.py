@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -48,12 +48,16 @@ class PetlConfig:
 
     def __post_init__(self) -> None:
         if self.method not in PETL_METHODS:
-            raise ConfigError(f"petl.method: unknown method {self.method!r}; choose one of {PETL_METHODS}")
+            raise ConfigError(
+                f"petl.method: unknown method {self.method!r}; choose one of {PETL_METHODS}"
+            )
         if self.dim < 1:
             raise ConfigError(f"petl.dim: must be >= 1, got {self.dim}")
         bad = set(self.lora_targets) - {"q", "k", "v"}
         if bad or not self.lora_targets:
-            raise ConfigError(f"petl.lora_targets: must be a non-empty subset of q, k, v; got {list(self.lora_targets)}")
+            raise ConfigError(
+                f"petl.lora_targets: must be a non-empty subset of q, k, v; got {list(self.lora_targets)}"
+            )
         self.lora_targets = tuple(self.lora_targets)
 
 
@@ -120,7 +124,9 @@ class MergeableLayer(PetlLayer):
 
     def __init__(self, base_layer: nn.Linear, drop: float = 0.0) -> None:
         if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base_layer).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} wraps an nn.Linear, got {type(base_layer).__name__}"
+            )
         super().__init__(base_layer, drop)
         self.merged = False
 
@@ -136,8 +142,8 @@ class MergeableLayer(PetlLayer):
         dw, db = self.delta_weight_bias()
         if self.base_layer.bias is None:
             self.base_layer.bias = nn.Parameter(torch.zeros_like(db), requires_grad=False)
-        self.base_layer.weight += dw
-        self.base_layer.bias += db
+        self.base_layer.weight.add_(dw)
+        self.base_layer.bias.add_(db)
         # The delta may depend on the base weights (RepAdapter): keep it to undo the merge.
         self._merged_delta = (dw, db)
         self.merged = True
@@ -148,9 +154,9 @@ class MergeableLayer(PetlLayer):
         if not self.merged:
             return
         dw, db = self._merged_delta
-        self.base_layer.weight -= dw
+        self.base_layer.weight.sub_(dw)
         assert self.base_layer.bias is not None
-        self.base_layer.bias -= db
+        self.base_layer.bias.sub_(db)
         del self._merged_delta
         self.merged = False
 
@@ -212,7 +218,9 @@ class LoraLinear(MergeableLayer):
         ]
         dim = self.base_layer.in_features
         parts = out.split(dim, dim=-1)
-        return torch.cat([p if u is None else p + u for p, u in zip(parts, updates, strict=True)], dim=-1)
+        return torch.cat(
+            [p if u is None else p + u for p, u in zip(parts, updates, strict=True)], dim=-1
+        )
 
 
 class RepAdapterLinear(MergeableLayer):
@@ -274,13 +282,13 @@ class RepAdapterLinear(MergeableLayer):
         return self.base_layer(x + self.scale * self.adapter(self.drop(x)))
 
 
-def inject_petl(blocks: Sequence[nn.Module], cfg: PetlConfig) -> None:
+def inject_petl(blocks: Sequence[Any], cfg: PetlConfig) -> None:
     """Wrap the target layers of each timm ViT ``Block`` with the configured PETL module."""
     for block in blocks:
-        attn, mlp = block.attn, block.mlp  # type: ignore[union-attr]
+        attn, mlp = block.attn, block.mlp
         if cfg.method == "adapter":
             dim = attn.qkv.in_features
-            block.mlp = ParallelAdapter(mlp, dim, cfg.dim, cfg.scale, cfg.act)  # type: ignore[union-attr]
+            block.mlp = ParallelAdapter(mlp, dim, cfg.dim, cfg.scale, cfg.act)
         elif cfg.method == "lora":
             attn.qkv = LoraLinear(attn.qkv, cfg.dim, cfg.scale, cfg.lora_targets)
         elif cfg.method == "repadapter":
@@ -312,9 +320,12 @@ def merge_petl(module: nn.Module) -> int:
     layers = petl_layers(module)
     unmergeable = [type(m).__name__ for m in layers if not isinstance(m, MergeableLayer)]
     if unmergeable:
-        raise ValueError(f"cannot merge {unmergeable[0]}: only LoRA and RepAdapter fold into the weights")
+        raise ValueError(
+            f"cannot merge {unmergeable[0]}: only LoRA and RepAdapter fold into the weights"
+        )
     for m in layers:
-        m.merge()  # type: ignore[union-attr]
+        assert isinstance(m, MergeableLayer)
+        m.merge()
     return len(layers)
 
 

