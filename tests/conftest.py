@@ -39,6 +39,7 @@ def tiny_config(petl: str = "adapter", num_classes: int = 5, **exits) -> ModelCo
 
 
 def tiny_model(petl: str = "adapter", num_classes: int = 5, **exits) -> DynAdapterViT:
+    torch.manual_seed(0)  # PETL and head init come from the global generator
     return create_dyn_adapter(tiny_config(petl, num_classes, **exits)).eval()
 
 

@@ -62,22 +62,27 @@ def test_dynamic_matches_static_exits(model, images, seed):
     with torch.no_grad():
         probs = [t.softmax(-1) for t in model.forward_exits(images)]
     conf = torch.stack([p.max(-1).values for p in probs])  # [exits, B]
-    # Thresholds drawn from the confidences themselves so every exit gets some samples.
+    # Thresholds between two neighbouring confidences, so every exit gets some samples and no
+    # sample sits on a threshold (batch-size-dependent rounding could tip it either way).
     g = torch.Generator().manual_seed(seed)
-    thr = [float(conf[k][torch.randint(len(images), (1,), generator=g)]) for k in range(3)]
+    thr = []
+    for k in range(3):
+        c = conf[k].sort().values
+        j = int(torch.randint(1, len(c), (1,), generator=g))
+        thr.append(float(c[j - 1] + c[j]) / 2)
     out = model.forward_dynamic(images, thr)
     for i in range(len(images)):
         first = next(k for k in range(3) if k == 2 or conf[k, i] >= thr[k])
         assert out.exit_index[i] == first
         assert out.prediction[i] == probs[first][i].argmax()
-        torch.testing.assert_close(out.confidence[i], conf[first, i], rtol=0, atol=1e-6)
+        torch.testing.assert_close(out.confidence[i], conf[first, i], rtol=0, atol=1e-5)
 
 
 def test_dynamic_uses_every_exit_for_median_thresholds(model, images):
     with torch.no_grad():
         conf = torch.stack([t.softmax(-1).max(-1).values for t in model.forward_exits(images)])
     out = model.forward_dynamic(images, [float(conf[0].median()), float(conf[1].median()), 0.0])
-    assert set(out.exit_index.tolist()) <= {0, 1, 2}
+    assert set(out.exit_index.tolist()) == {0, 1, 2}
     assert (out.exit_index == 0).sum() >= len(images) // 2
 
 
@@ -195,3 +200,9 @@ def test_missing_weights_file():
 def test_forward_final_is_the_last_exit(model, images):
     with torch.no_grad():
         torch.testing.assert_close(model.forward_final(images), model.forward_exits(images)[-1])
+
+
+def test_other_input_sizes_work(model):
+    # Built for 28 px; dynamic_img_size resamples the position embedding for 42 px (6x6 patches).
+    out = model.forward_dynamic(torch.randn(3, 3, 42, 42), [0.5, 0.5, 0.0])
+    assert out.prediction.shape == (3,)
