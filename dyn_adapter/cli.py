@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import ConfigError
 
@@ -87,6 +88,75 @@ def cmd_convert_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set train.epochs=5 (repeatable; "
+        "same syntax as dvc exp run -S)",
+    )
+
+
+def _params(args: argparse.Namespace):  # -> Params
+    from .params import load_params
+
+    return load_params(args.params, args.overrides)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .data import prepare
+
+    params = _params(args)
+    result = prepare.run(params.data, params.model.backbone, args.out)
+    print(
+        f"prepared {result.counts} ({result.num_classes} classes, {result.skipped} skipped) "
+        f"-> {result.out_dir}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import train
+
+    params = _params(args)
+    model_cfg = train.frozen_probe(params.model) if args.probe else params.model
+    result = train.run(model_cfg, params.train, args.data, args.out, init_from=args.init_from)
+    acc = result.test_accuracy or result.val_accuracy
+    split = "test" if result.test_accuracy else "val"
+    print(
+        f"final-epoch {split} accuracy per exit: {' '.join(f'{a:.4f}' for a in acc)} "
+        f"-> {result.model_dir}"
+    )
+    return 0
+
+
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    from . import sparsify
+
+    params = _params(args)
+    best = sparsify.run(
+        params.model, params.train, params.sparsify, args.data, args.model, args.out
+    )
+    print(
+        f"best candidate {best['name']}: val accuracy per exit "
+        f"{' '.join(f'{a:.4f}' for a in best['val_accuracy'])} -> {args.out}"
+    )
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from . import ablation
+
+    params = _params(args)
+    ablation.run(params.model, params.train, args.data, args.out)
+    print((Path(args.out) / "ablation.md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dyn-adapter",
@@ -111,6 +181,75 @@ def build_parser() -> argparse.ArgumentParser:
         "cached under $DYN_ADAPTER_CACHE (default ~/.cache/dyn-adapter); a no-op when cached.",
     )
     p.set_defaults(func=cmd_convert_weights)
+
+    p = sub.add_parser(
+        "prepare",
+        help="prepare train/val/test splits from the configured source",
+        description="Read the data source in params.yaml (data.*) into class-balanced, "
+        "seeded splits with checksums and the backbone's preprocessing config.",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--out", default="outputs/prepared", help="output directory (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "train",
+        help="multi-exit training with adaptive loss weights",
+        description="Train the PETL modules and exit heads (params: model.*, train.*). "
+        "Started again on the same --out, it resumes from the last epoch checkpoint.",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+    )
+    p.add_argument("--out", default="outputs/train", help="output directory (default: %(default)s)")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL_DIR",
+        help="start from a saved model's PETL and head weights",
+    )
+    p.add_argument(
+        "--probe",
+        action="store_true",
+        help="train the frozen-probe baseline instead: no PETL, a linear head per exit",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "sparsify",
+        help="tune bidirectional sparsity by short fine-tuning runs",
+        description="Fine-tune the trained model once per sparsity candidate "
+        "(params: sparsify.*), keep the best on validation.",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+    )
+    p.add_argument(
+        "--model", default="outputs/train/model", help="trained model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--out", default="outputs/sparsify", help="output directory (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_sparsify)
+
+    p = sub.add_parser(
+        "ablate",
+        help="ablation of sparsity halves and loss-weight schedule",
+        description="Train one model per variant (sparsity none/forward/backward/both, "
+        "scheduled vs constant loss weights) and tabulate final-epoch val accuracy.",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+    )
+    p.add_argument(
+        "--out", default="outputs/ablation", help="output directory (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_ablate)
     return parser
 
 

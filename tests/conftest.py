@@ -55,3 +55,82 @@ def randomize_trainable(model: torch.nn.Module, seed: int = 0, std: float = 0.2)
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(16, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+TINY_PARAMS = {
+    "model": {
+        "backbone": {
+            "name": "vit_tiny_patch16_224",
+            "weights": "none",
+            "img_size": 28,
+            "model_kwargs": dict(TINY_VIT),
+        },
+        "petl": {"method": "adapter", "dim": 4},
+        "exits": {"blocks": [2, 4, 6], "head_depths": [2, 1, 0], "head_widths": [16, 8, 0]},
+    },
+    "train": {"epochs": 2, "batch_size": 32, "warmup_epochs": 1, "eval_batch_size": 128},
+}
+
+
+def write_prepared(root, sizes=None, num_classes: int = 4, size: int = 28, seed: int = 0):
+    """A prepared-dataset directory (the format ``prepare`` writes) of learnable synthetic images:
+    class k is noise in the k-th brightness band."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from dyn_adapter.data.transforms import resolve_data_config
+    from dyn_adapter.models import BackboneConfig
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sizes = sizes or {"train": 128, "val": 64, "test": 64}
+    splits = {}
+    for split, n in sizes.items():
+        labels = np.arange(n) % num_classes
+        # Class k: noise in the k-th brightness band (what a random-init ViT can still see).
+        step = 256 // num_classes
+        noise = rng.integers(0, step, (n, size, size, 3))
+        images = (noise + labels[:, None, None, None] * step).astype(np.uint8)
+        np.save(root / f"{split}_images.npy", images)
+        np.save(root / f"{split}_labels.npy", labels.astype(np.int64))
+        splits[split] = {
+            "count": n,
+            "class_counts": np.bincount(labels, minlength=num_classes).tolist(),
+            "sha256": f"synthetic-{split}-{seed}",
+        }
+    backbone = BackboneConfig(name="vit_tiny_patch16_224", weights="none", img_size=size)
+    from dyn_adapter.data.prepared import FORMAT_VERSION
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "source": "synthetic",
+        "path": str(root),
+        "classes": [f"class_{k}" for k in range(num_classes)],
+        "num_classes": num_classes,
+        "splits": splits,
+        "skipped": [],
+        "skipped_count": 0,
+        "data_config": resolve_data_config(backbone),
+        "image_size": [size, size],
+        "config": {},
+        "seed": seed,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    return write_prepared(tmp_path / "prepared")
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    return path

@@ -35,13 +35,14 @@ class ExitsConfig:
             12-block ViT.
         head_depths: Residual MLP blocks per exit head (decreasing with depth: balanced heads).
         head_widths: Hidden width of those MLP blocks per exit.
-        pool: Token pooling of every head.
+        pool: Token pooling of every head. ``avg`` (mean of patch tokens) by default: shallow
+            CLS tokens carry little class information yet, the patch tokens do.
     """
 
     blocks: Sequence[int] | None = None
     head_depths: Sequence[int] = (2, 1, 0, 0)
     head_widths: Sequence[int] = (24, 8, 0, 0)
-    pool: PoolType = "token"
+    pool: PoolType = "avg"
 
     def resolve(self, depth: int) -> tuple[list[int], list[int], list[int]]:
         """Exit blocks, head depths and widths for a backbone with ``depth`` blocks."""

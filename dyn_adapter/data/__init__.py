@@ -1,0 +1,1 @@
+"""Data: preparation of image classification splits and fast batch loading."""

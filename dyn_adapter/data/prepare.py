@@ -1,0 +1,393 @@
+"""The ``prepare`` stage: a source's images to fixed, class-balanced uint8 splits on disk.
+
+``run`` reads Fashion-MNIST, a VTAB-1k task or an image folder (locally or from S3), draws
+seeded class-balanced train/val(/test) splits, decodes the selected images to uint8 RGB of one
+size, and writes them with a manifest (see :mod:`dyn_adapter.data.prepared`), atomically:
+the output directory appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import to_dict
+from ..errors import ConfigError
+from ..io import write_json
+from ..models.backbone import BackboneConfig
+from . import s3, sources
+from .prepared import FORMAT_VERSION, MANIFEST, SPLITS, split_files
+from .sources import BadData, BadImage, Layout, Pool
+from .transforms import resolve_data_config
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("fashion-mnist", "vtab", "imagefolder")
+ON_BAD = ("error", "skip")
+
+
+@dataclass
+class DataConfig:
+    """Which images to prepare, and how many.
+
+    Attributes:
+        source: ``fashion-mnist`` (IDX files), ``vtab`` (a VTAB-1k task directory: its
+            ``train800.txt``/``val200.txt``/``test.txt`` are the splits, so ``train_size`` and
+            ``val_size`` are not used) or ``imagefolder`` (``<class>/<image>`` folders).
+        path: A local directory, or ``s3://bucket/prefix`` (mirrored into a local cache).
+        train_size: Training images, class-balanced, drawn with ``seed`` from the training pool.
+        val_size: Validation images, class-balanced, disjoint from train.
+        test_size: None: the whole test split; else a class-balanced seeded subset.
+        seed: Seed of every random draw; same seed, same arrays.
+        on_bad: ``error`` stops at the first bad image or list line; ``skip`` leaves it out,
+            lists it in the manifest and warns (paths outside the data are never skipped).
+        s3_endpoint_url: An S3-compatible endpoint for ``s3://`` paths; None for AWS.
+            Credentials come from the environment (``AWS_ACCESS_KEY_ID`` etc.), never from here.
+    """
+
+    source: Literal["fashion-mnist", "vtab", "imagefolder"] = "fashion-mnist"
+    path: str = "/usr/share/datasets/fashion-mnist"
+    train_size: int = 800
+    val_size: int = 200
+    test_size: int | None = None
+    seed: int = 0
+    on_bad: Literal["error", "skip"] = "error"
+    s3_endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source: {self.source!r} is not one of {list(SOURCES)}")
+        if self.on_bad not in ON_BAD:
+            raise ConfigError(f"data.on_bad: {self.on_bad!r} is not one of {list(ON_BAD)}")
+        if not self.path:
+            raise ConfigError("data.path: must be a directory or an s3://bucket/prefix URL")
+        if s3.is_s3_url(self.path):
+            s3.parse_url(self.path)
+        for key in ("train_size", "val_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.test_size is not None and self.test_size < 1:
+            raise ConfigError(f"data.test_size: must be >= 1 or null, got {self.test_size}")
+        if self.seed < 0:
+            raise ConfigError(f"data.seed: must be >= 0, got {self.seed}")
+        if self.s3_endpoint_url is not None:
+            _check_endpoint(self.s3_endpoint_url)
+
+
+def _check_endpoint(url: str) -> None:
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest:
+        raise ConfigError(f"data.s3_endpoint_url: {url!r} is not an http(s):// URL")
+    if "@" in rest.split("/", 1)[0]:
+        # The config is logged and stored in the manifest: no secrets in it.
+        raise ConfigError(
+            "data.s3_endpoint_url: must not contain credentials; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY in the environment instead"
+        )
+
+
+@dataclass
+class PrepareResult:
+    """What ``run`` wrote: the directory, the class count, images per split, skipped inputs."""
+
+    out_dir: Path
+    num_classes: int
+    counts: dict[str, int]
+    skipped: int
+
+
+def run(cfg: DataConfig, backbone: BackboneConfig, out_dir: str | Path) -> PrepareResult:
+    """Prepare ``cfg``'s images for ``backbone`` into ``out_dir``, replacing it atomically.
+
+    Everything is written into a temporary sibling directory that is renamed onto ``out_dir``
+    only once complete; on any error it is removed and a previous ``out_dir`` is left as it was.
+
+    Args:
+        cfg: The source and the split sizes.
+        backbone: Gives the input size images are resized to (when sources differ in size) and
+            the normalisation stored in the manifest as ``data_config``.
+        out_dir: The prepared-dataset directory; an existing one must be empty or a previous
+            prepared dataset (it is never deleted otherwise).
+
+    Raises:
+        ConfigError: Bad configuration, missing or bad data (see ``DataConfig.on_bad``).
+    """
+    out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))  # "." and ".." have no name
+    if not out_dir.name:
+        raise ConfigError(f"{out_dir}: not usable as the output directory; name a directory")
+    _check_replaceable(out_dir)
+    data_config = resolve_data_config(backbone)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        manifest = _prepare_into(tmp, cfg, data_config)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    counts = {name: split["count"] for name, split in manifest["splits"].items()}
+    logger.info("prepared %s: %s images, %d classes", out_dir, counts, manifest["num_classes"])
+    if manifest["skipped_count"]:
+        logger.warning(
+            "skipped %d bad inputs; they are listed under 'skipped' in %s",
+            manifest["skipped_count"],
+            out_dir / MANIFEST,
+        )
+    return PrepareResult(out_dir, manifest["num_classes"], counts, manifest["skipped_count"])
+
+
+def _prepare_into(tmp: Path, cfg: DataConfig, data_config: dict[str, Any]) -> dict[str, Any]:
+    """Write the splits and the manifest into ``tmp``; return the manifest."""
+    root, display = _local_root(cfg)
+    bad = BadData(cfg.on_bad, display)
+    layout = sources.load(cfg.source, root, bad)
+    if cfg.source == "vtab":
+        logger.info("vtab: the task's split files define train/val; train_size/val_size unused")
+    planned = _plan(layout, cfg, bad)
+    planned, size = _image_size(planned, root, bad, tuple(data_config["input_size"][1:]))
+    splits = {}
+    for name in SPLITS:
+        labels = _write_split(tmp, name, planned[name], root, size, bad)
+        _check_not_empty(name, labels, layout, bad)
+        splits[name] = {
+            "count": len(labels),
+            "class_counts": np.bincount(labels, minlength=len(layout.classes)).tolist(),
+            "sha256": _sha256(tmp / f for f in split_files(name)),
+        }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "source": cfg.source,
+        "path": display,
+        "classes": layout.classes,
+        "num_classes": len(layout.classes),
+        "splits": splits,
+        "skipped": bad.skipped,
+        "skipped_count": len(bad.skipped),
+        "data_config": data_config,
+        "image_size": list(size),
+        "config": to_dict(cfg),
+        "seed": cfg.seed,
+    }
+    write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def _local_root(cfg: DataConfig) -> tuple[Path, str]:
+    """The local data directory and how messages name it (the s3:// URL for S3 data)."""
+    if s3.is_s3_url(cfg.path):
+        return s3.download_prefix(cfg.path, cfg.s3_endpoint_url), str(s3.parse_url(cfg.path))
+    root = Path(cfg.path).expanduser().absolute()
+    return root, str(root)
+
+
+# --- which images go where ---------------------------------------------------------------------
+
+
+def _plan(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool]:
+    """The train/val/test selection: seeded, class-balanced, disjoint."""
+    pools = layout.pools
+    where = {name: bad.where(layout.origins.get(name, ".")) for name in pools}
+    # Separate streams, so the test subset does not change train/val (and vice versa).
+    train_rng = np.random.default_rng([cfg.seed, 0])
+    test_rng = np.random.default_rng([cfg.seed, 1])
+    test_size: list[tuple[str, int | None]] = [("test", cfg.test_size)]
+    if layout.fixed_splits:
+        test = pools["test"]
+        if cfg.test_size is not None:
+            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"])
+        return {"train": pools["train"], "val": pools["val"], "test": test}
+    sizes: list[tuple[str, int | None]] = [("train", cfg.train_size), ("val", cfg.val_size)]
+    if "test" in pools:
+        train, val = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"])
+        test = pools["test"]
+        if cfg.test_size is not None:
+            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"])
+    else:  # one pool: the test split is what train and val leave (or a subset of it)
+        sizes += test_size
+        train, val, test = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"])
+    return {"train": train, "val": val, "test": test}
+
+
+def balanced_quota(size: int, num_classes: int) -> np.ndarray:
+    """Images per class for a class-balanced ``size``; the first ``size % k`` classes get one more."""
+    quota = np.full(num_classes, size // num_classes, dtype=np.int64)
+    quota[: size % num_classes] += 1
+    return quota
+
+
+def _draw(
+    pool: Pool,
+    sizes: list[tuple[str, int | None]],
+    classes: list[str],
+    rng: np.random.Generator,
+    where: str,
+) -> list[Pool]:
+    """Disjoint class-balanced subsets of ``pool``, one per ``(split, size)``.
+
+    A size of None takes everything the earlier subsets left, in pool order; drawn subsets
+    come in a seeded random order. ``where`` names the pool in messages.
+    """
+    num_classes = len(classes)
+    by_class = [rng.permutation(np.flatnonzero(pool.labels == c)) for c in range(num_classes)]
+    quotas = [None if size is None else balanced_quota(size, num_classes) for _, size in sizes]
+    needed = np.zeros(num_classes, dtype=np.int64)
+    for quota in quotas:
+        if quota is not None:
+            needed += quota
+    for c, members in enumerate(by_class):
+        if len(members) < needed[c]:
+            asked = " + ".join(f"data.{name}_size={size}" for name, size in sizes if size)
+            raise ConfigError(
+                f"{asked} need {needed[c]} images of class {classes[c]!r}, but {where} has "
+                f"{len(members)}; lower the sizes or add images"
+            )
+    start = np.zeros(num_classes, dtype=np.int64)
+    subsets = []
+    for quota in quotas:
+        if quota is None:
+            rest = [m[s:] for m, s in zip(by_class, start, strict=True)]
+            subsets.append(pool.take(np.sort(np.concatenate(rest))))
+            continue
+        chosen = [m[s : s + q] for m, s, q in zip(by_class, start, quota, strict=True)]
+        subsets.append(pool.take(rng.permutation(np.concatenate(chosen))))
+        start += quota
+    return subsets
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _image_size(
+    planned: dict[str, Pool], root: Path, bad: BadData, input_size: tuple[int, ...]
+) -> tuple[dict[str, Pool], tuple[int, int]]:
+    """The one stored size, and the splits without files whose header cannot be read.
+
+    When all selected images share a size it is kept (no resampling); otherwise everything is
+    resized to the backbone's input size.
+    """
+    sizes: set[tuple[int, int]] = set()
+    readable = {}
+    for name, pool in planned.items():
+        if pool.images is not None:
+            sizes.add((pool.images.shape[1], pool.images.shape[2]))
+            readable[name] = pool
+            continue
+        keep = []
+        for i, rel in enumerate(tqdm(pool.files, desc=f"check {name}", unit="img", disable=None)):
+            try:
+                sizes.add(sources.read_size(root / rel))
+                keep.append(i)
+            except BadImage as e:
+                bad.report(rel, str(e), "replace or delete the file")
+        readable[name] = pool.take(keep)
+    if len(sizes) == 1:
+        return readable, sizes.pop()
+    height, width = input_size
+    return readable, (int(height), int(width))
+
+
+def _write_split(
+    tmp: Path, name: str, pool: Pool, root: Path, size: tuple[int, int], bad: BadData
+) -> np.ndarray:
+    """Write ``<name>_images.npy`` and ``<name>_labels.npy``; return the labels written."""
+    images_path, labels_path = (tmp / f for f in split_files(name))
+    if pool.images is not None:
+        images = pool.images if pool.images.ndim == 4 else np.repeat(pool.images[..., None], 3, -1)
+        np.save(images_path, np.ascontiguousarray(images, dtype=np.uint8))
+        labels = pool.labels
+    else:
+        labels = _write_files(images_path, name, pool, root, size, bad)
+    np.save(labels_path, labels.astype(np.int64))
+    return labels
+
+
+def _write_files(
+    path: Path, name: str, pool: Pool, root: Path, size: tuple[int, int], bad: BadData
+) -> np.ndarray:
+    """Decode ``pool``'s files straight into a memory-mapped ``.npy`` (no full copy in RAM)."""
+    assert pool.files is not None
+    height, width = size
+    if not pool.files:
+        np.save(path, np.zeros((0, height, width, 3), dtype=np.uint8))
+        return pool.labels
+    out = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(len(pool.files), height, width, 3)
+    )
+    kept: list[int] = []
+    for i, rel in enumerate(tqdm(pool.files, desc=f"load {name}", unit="img", disable=None)):
+        try:
+            out[len(kept)] = sources.read_rgb(root / rel, size)
+            kept.append(i)
+        except BadImage as e:
+            bad.report(rel, str(e), "replace or delete the file")
+    out.flush()
+    if len(kept) < len(pool.files):  # skipped images left unused rows at the end: drop them
+        shrunk = path.with_name(f"shrunk-{path.name}")
+        np.save(shrunk, out[: len(kept)])
+        del out
+        os.replace(shrunk, path)
+    return pool.labels[kept]
+
+
+def _check_not_empty(name: str, labels: np.ndarray, layout: Layout, bad: BadData) -> None:
+    if len(labels):
+        return
+    origin = layout.origins.get(name) or layout.origins.get("train", ".")
+    message = f"the {name} split is empty"
+    if name == "train" or not bad.skip:
+        raise ConfigError(f"{bad.where(origin)}: {message}; add images for it (or lower the sizes)")
+    logger.warning("%s: %s", bad.where(origin), message)
+
+
+def _sha256(paths: Iterable[Path]) -> str:
+    """One hash over the concatenated files (a split's images, then its labels)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+# --- atomic replacement ---------------------------------------------------------------------------
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but an empty directory or an earlier prepared dataset."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a directory; choose another output")
+    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise ConfigError(
+            f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); it would be "
+            "replaced, so choose another output directory or remove it yourself"
+        )
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` onto ``out_dir``; the old one is moved aside first and put back on failure."""
+    _check_replaceable(out_dir)
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

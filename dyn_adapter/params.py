@@ -1,0 +1,104 @@
+"""``params.yaml``: the single source of truth, validated into typed config.
+
+Unknown keys and wrong types are refused with the dotted key's name. Overrides use the same
+``a.b=c`` syntax as ``dvc exp run -S``; values are parsed as YAML (``3``, ``0.5``, ``true``,
+``[3, 6, 12]``, ``null``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import from_dict
+from .data.prepare import DataConfig
+from .errors import ConfigError
+from .models import ModelConfig
+from .sparsity import SparsityMode
+from .train import TrainConfig
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+@dataclass
+class SparsifyConfig:
+    """Bidirectional sparsity tuning: a seeded grid of short fine-tuning runs from ``train``'s model.
+
+    Attributes:
+        mode: Which halves of sparsity the candidates use (``none`` fine-tunes without).
+        forward_rates: Dropout rates at the first stage to try.
+        backward_keeps: Gradient keep ratios at the first stage to try.
+        epochs: Fine-tuning epochs per candidate.
+        lr: Peak learning rate of the fine-tuning.
+        warmup_epochs: Warm-up of the fine-tuning.
+    """
+
+    mode: SparsityMode = "both"
+    forward_rates: Sequence[float] = (0.1, 0.3)
+    backward_keeps: Sequence[float] = (0.5, 0.8)
+    epochs: int = 5
+    lr: float = 3e-4
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.forward_rates or not self.backward_keeps:
+            raise ConfigError(
+                "sparsify.forward_rates and sparsify.backward_keeps must be non-empty"
+            )
+        if self.epochs < 1:
+            raise ConfigError(f"sparsify.epochs: must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class Params:
+    """Every stage's settings; each stage reads only its own sections."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` overrides on a nested dict (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+        node = raw
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_params(path: str | Path | None = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Params:
+    """Read and validate ``params.yaml`` (defaults for anything it leaves out)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such parameters file (pass --params PATH)")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    try:
+        return from_dict(Params, apply_overrides(raw, overrides))
+    except ConfigError as e:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{e}") from e

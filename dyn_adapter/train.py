@@ -1,0 +1,367 @@
+"""The ``train`` stage: multi-exit training with adaptive prioritisation of the exits' losses.
+
+``run`` is what the CLI, DVC and KFP call. Everything random in an epoch is seeded from
+(seed, epoch), and a checkpoint is written after every epoch, so a run that is killed and
+started again on the same output directory ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .config import to_dict
+from .data.prepared import PreparedData
+from .data.transforms import AugmentConfig
+from .engine import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
+from .errors import ConfigError
+from .io import write_json
+from .manifest import config_hash, stage_manifest
+from .models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
+from .resume import latest_training_state, load_training_state, save_training_state
+from .schedules import LossWeightsConfig, cosine_lr, loss_weights
+from .sparsity import GradientMasker, SparsityConfig, apply_forward_sparsity
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+CHECKPOINTS_DIR = "checkpoints"
+LOG_FILE = "train_log.json"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe (VTAB-1k PETL protocol, scaled to the run's epochs).
+
+    Attributes:
+        epochs: Passes over the training split.
+        batch_size: Images per optimizer step.
+        lr: Peak AdamW learning rate of the PETL modules, reached after the warm-up.
+        head_lr_scale: The exit heads' learning rate is ``lr`` times this: freshly initialised
+            classifiers on frozen features need larger steps than the zero-initialised PETL
+            updates inside the backbone.
+        min_lr: Learning rate at the end of the cosine decay.
+        weight_decay: AdamW weight decay.
+        warmup_epochs: Linear warm-up length.
+        label_smoothing: Cross-entropy label smoothing.
+        augment: Training augmentation (flip, translation).
+        loss_weights: Adaptive prioritisation schedule of the exits' losses.
+        sparsity: Bidirectional sparsity (``mode: none`` to train without).
+        amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+        eval_batch_size: Images per forward pass when evaluating.
+        evaluate_test: Evaluate every exit on the test split after the final epoch.
+        seed: Seeds model init, shuffling, augmentation, dropout and gradient masks.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr_scale: float = 10.0
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
+    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(mode="none"))
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    eval_batch_size: int = 256
+    evaluate_test: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(
+                f"train.warmup_epochs: must be in [0, epochs], got {self.warmup_epochs}"
+            )
+
+
+@dataclass
+class TrainResult:
+    """What ``run`` produced."""
+
+    out_dir: Path
+    model_dir: Path
+    val_accuracy: list[float]
+    test_accuracy: list[float] | None
+    epochs_run: int
+
+
+def build_optimizer(model: DynAdapterViT, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: PETL modules at ``lr``, exit heads at ``lr * head_lr_scale``."""
+    heads = [p for p in model.heads.parameters() if p.requires_grad]
+    head_ids = {id(p) for p in heads}
+    petl = [p for p in model.trainable_parameters() if id(p) not in head_ids]
+    groups = [
+        {"params": petl, "lr_scale": 1.0},
+        {"params": heads, "lr_scale": cfg.head_lr_scale},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def frozen_probe(model: ModelConfig) -> ModelConfig:
+    """The baseline anyone could build: the frozen backbone with a linear probe at every exit."""
+    exits = dataclasses.replace(model.exits, head_depths=[0] * len(model.exits.head_depths))
+    return dataclasses.replace(
+        model, petl=dataclasses.replace(model.petl, method="none"), exits=exits
+    )
+
+
+def run(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    init_from: str | Path | None = None,
+) -> TrainResult:
+    """Train a Dyn-Adapter model on a prepared dataset, resuming from ``out_dir`` if it holds a run.
+
+    Args:
+        model_cfg: Architecture; ``num_classes`` is taken from the data.
+        train_cfg: The recipe.
+        data_dir: A directory written by ``prepare``.
+        out_dir: Where the model, logs, metrics, manifest and checkpoints go.
+        init_from: A model directory to start from (sparsity tuning starts from ``train``'s).
+    """
+    out = Path(out_dir)
+    data = PreparedData(data_dir)
+    model_cfg = dataclasses.replace(model_cfg, num_classes=data.num_classes)
+    config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
+    run_id = config_hash(
+        {**config, "data": data.manifest.get("splits"), "init_from": str(init_from or "")}
+    )
+    device = resolve_device(train_cfg.device)
+
+    seed_everything(train_cfg.seed)
+    model = create_dyn_adapter(model_cfg)
+    if init_from is not None:
+        load_trainable(model, Path(init_from))
+    model.to(device)
+    optimizer = build_optimizer(model, train_cfg)
+    train_x, train_y = data.split("train")
+    val_x, val_y = data.split("val")
+    steps_per_epoch = -(-len(train_y) // train_cfg.batch_size)
+    total_steps = train_cfg.epochs * steps_per_epoch
+
+    log: list[dict[str, Any]] = []
+    start_epoch = 0
+    latest = latest_training_state(out / CHECKPOINTS_DIR)
+    if latest is not None:
+        state = load_training_state(latest, model, optimizer)
+        if state.get("run_id") != run_id:
+            raise ConfigError(
+                f"{out} holds a training run with another config or data; use a new output "
+                f"directory, or delete {out / CHECKPOINTS_DIR} to start over"
+            )
+        start_epoch, log = state["epoch"], state["log"]
+        logger.info("resuming %s after epoch %d", out, start_epoch)
+
+    apply_forward_sparsity(model, train_cfg.sparsity)
+    masker = GradientMasker(model, train_cfg.sparsity)
+    scaler = (
+        torch.amp.GradScaler("cuda") if device.type == "cuda" and train_cfg.amp == "fp16" else None
+    )
+
+    def lr_at(step: int) -> float:
+        return cosine_lr(
+            step,
+            total_steps,
+            train_cfg.warmup_epochs * steps_per_epoch,
+            train_cfg.lr,
+            train_cfg.min_lr,
+        )
+
+    from tqdm.auto import tqdm
+
+    for epoch in range(start_epoch, train_cfg.epochs):
+        # Everything random in this epoch derives from (seed, epoch): resumption is exact.
+        epoch_seed = train_cfg.seed * 100_003 + epoch
+        torch.manual_seed(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        weights = loss_weights(train_cfg.loss_weights, model.num_exits, epoch, train_cfg.epochs)
+        tic = time.perf_counter()
+        with tqdm(
+            total=len(train_y),
+            desc=f"epoch {epoch + 1}/{train_cfg.epochs}",
+            unit="img",
+            leave=False,
+            disable=None,
+        ) as bar:
+            try:
+                stats = train_epoch(
+                    model,
+                    optimizer,
+                    train_x,
+                    train_y,
+                    data_config=data.data_config,
+                    batch_size=train_cfg.batch_size,
+                    weights=weights,
+                    lr_at=lr_at,
+                    first_step=epoch * steps_per_epoch,
+                    generator=generator,
+                    augment=train_cfg.augment,
+                    device=device,
+                    amp=train_cfg.amp,
+                    label_smoothing=train_cfg.label_smoothing,
+                    after_backward=masker if train_cfg.sparsity.backward else None,
+                    scaler=scaler,
+                    progress=bar.update,
+                )
+            except FloatingPointError as e:
+                last = latest_training_state(out / CHECKPOINTS_DIR)
+                raise ConfigError(
+                    f"training diverged in epoch {epoch + 1}: {e}; the last good checkpoint is "
+                    f"{last or 'none (first epoch)'}; lower train.lr and run again"
+                ) from e
+        val = _evaluate(model, val_x, val_y, data.data_config, train_cfg, device)
+        log.append(
+            _epoch_record(
+                epoch,
+                lr_at((epoch + 1) * steps_per_epoch - 1),
+                weights,
+                stats,
+                val,
+                time.perf_counter() - tic,
+            )
+        )
+        logger.info(
+            "epoch %d/%d  loss %s  val acc %s",
+            epoch + 1,
+            train_cfg.epochs,
+            _fmt(stats.loss),
+            _fmt(val.accuracy),
+        )
+        save_training_state(
+            out / CHECKPOINTS_DIR, epoch + 1, model, optimizer, {"run_id": run_id, "log": log}
+        )
+        write_json(out / LOG_FILE, {"epochs": log})
+
+    return _finish(model, data, train_cfg, config, log, out, device, init_from)
+
+
+def _evaluate(
+    model: DynAdapterViT,
+    images: np.ndarray,
+    labels: np.ndarray,
+    data_config: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> EpochStats:
+    logits = exit_logits(
+        model,
+        images,
+        labels,
+        data_config=data_config,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        amp=cfg.amp,
+    )
+    return exit_stats(logits, labels)
+
+
+def evaluate_split(
+    model_dir: str | Path, data_dir: str | Path, split: str, cfg: TrainConfig
+) -> list[float]:
+    """Accuracy of every exit of a saved model on one split of a prepared dataset."""
+    from .models import load_model
+
+    data = PreparedData(data_dir)
+    device = resolve_device(cfg.device)
+    model = load_model(model_dir).to(device)
+    images, labels = data.split(split)
+    return _evaluate(model, images, labels, data.data_config, cfg, device).accuracy
+
+
+def _epoch_record(
+    epoch: int, lr: float, weights: list[float], train: EpochStats, val: EpochStats, seconds: float
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "loss_weights": weights,
+        "train_loss": train.loss,
+        "train_accuracy": train.accuracy,
+        "val_loss": val.loss,
+        "val_accuracy": val.accuracy,
+        "seconds": seconds,
+    }
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + " ".join(f"{v:.3f}" for v in values) + "]"
+
+
+def _finish(
+    model: DynAdapterViT,
+    data: PreparedData,
+    cfg: TrainConfig,
+    config: dict[str, Any],
+    log: list[dict[str, Any]],
+    out: Path,
+    device: torch.device,
+    init_from: str | Path | None,
+) -> TrainResult:
+    """Write the final model, metrics (final epoch, never the best one) and the manifest."""
+    model.cpu()
+    tmp = out / f".{MODEL_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_trainable(model, tmp)
+    shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
+    tmp.rename(out / MODEL_DIR)
+    model.to(device)
+
+    final = log[-1]
+    metrics: dict[str, Any] = {
+        "epochs": final["epoch"],
+        "exits": [{"block": b} for b in model.exit_blocks],
+        "val_accuracy": final["val_accuracy"],
+        "train_loss": final["train_loss"],
+    }
+    test_acc = None
+    if cfg.evaluate_test and "test" in data.manifest.get("splits", {}):
+        test_x, test_y = data.split("test")
+        test_acc = _evaluate(model, test_x, test_y, data.data_config, cfg, device).accuracy
+        metrics["test_accuracy"] = test_acc
+        logger.info("final-epoch test accuracy per exit: %s", _fmt(test_acc))
+    for k, e in enumerate(metrics["exits"]):
+        e["val_accuracy"] = final["val_accuracy"][k]
+        if test_acc is not None:
+            e["test_accuracy"] = test_acc[k]
+    write_json(out / METRICS_FILE, metrics)
+    write_json(
+        out / MANIFEST_FILE,
+        stage_manifest(
+            "train",
+            config,
+            data_sha256={k: v.get("sha256") for k, v in data.manifest.get("splits", {}).items()},
+            backbone_sha256=model.backbone_sha256,
+            init_from=str(init_from) if init_from else None,
+        ),
+    )
+    return TrainResult(out, out / MODEL_DIR, final["val_accuracy"], test_acc, len(log))

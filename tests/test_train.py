@@ -1,0 +1,255 @@
+"""Multi-exit training: schedules, sparsity, determinism, outputs, resumption, sparsity tuning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY_PARAMS, tiny_model
+from safetensors.torch import load_file
+
+from dyn_adapter import sparsify, train
+from dyn_adapter.errors import ConfigError
+from dyn_adapter.models.petl import petl_layers
+from dyn_adapter.params import load_params
+from dyn_adapter.schedules import LossWeightsConfig, cosine_lr, loss_weights
+from dyn_adapter.sparsity import (
+    GradientMasker,
+    SparsityConfig,
+    apply_forward_sparsity,
+    stage_dropout_rates,
+    stage_keep_ratios,
+)
+
+
+def params(tmp_path, *overrides):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    return load_params(path, overrides)
+
+
+# -- schedules ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+def test_loss_weights_shift_priority_keeping_the_sum(shape):
+    cfg = LossWeightsConfig(shape=shape, early_start=0.1, final_floor=1.0)
+    series = [loss_weights(cfg, 4, e, 10) for e in range(10)]
+    assert all(sum(w) == pytest.approx(4.0) for w in series)
+    assert series[0][0] == pytest.approx(0.1) and series[-1][0] == pytest.approx(1.0)
+    assert series[0][-1] == pytest.approx(3.7) and series[-1][-1] == pytest.approx(1.0)
+    early = [w[0] for w in series]
+    assert early == sorted(early)
+
+
+def test_constant_loss_weights():
+    assert loss_weights(LossWeightsConfig(shape="constant"), 3, 4, 10) == [1.0, 1.0, 1.0]
+
+
+def test_cosine_lr_warms_up_then_decays():
+    lrs = [cosine_lr(s, 100, 10, 1e-3, 1e-6) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[10:] == sorted(lrs[10:], reverse=True) and lrs[-1] < 1e-5
+
+
+# -- bidirectional sparsity ---------------------------------------------------------------
+
+
+def test_sparsity_is_strongest_in_shallow_stages():
+    cfg = SparsityConfig(mode="both", forward_rate=0.3, backward_keep=0.5)
+    assert stage_dropout_rates(cfg, 4) == pytest.approx([0.3, 0.2, 0.1, 0.0])
+    assert stage_keep_ratios(cfg, 4) == pytest.approx([0.5, 2 / 3, 5 / 6, 1.0])
+    off = SparsityConfig(mode="none", forward_rate=0.3, backward_keep=0.5)
+    assert stage_dropout_rates(off, 4) == [0.0] * 4 and stage_keep_ratios(off, 4) == [1.0] * 4
+
+
+def test_forward_sparsity_sets_dropout_per_stage():
+    model = tiny_model("adapter")
+    apply_forward_sparsity(model, SparsityConfig(mode="forward", forward_rate=0.4))
+    rates = [layer.drop.p for layer in petl_layers(model)]  # 6 blocks, exits after 2, 4, 6
+    assert rates == pytest.approx([0.4, 0.4, 0.2, 0.2, 0.0, 0.0])
+    assert [h.drop.p for h in model.heads] == pytest.approx([0.4, 0.2, 0.0])
+
+
+def test_gradient_masks_keep_the_expected_update():
+    model = tiny_model("adapter")
+    masker = GradientMasker(model, SparsityConfig(mode="backward", backward_keep=0.5))
+    first = model.heads[0].fc.weight
+    last = model.heads[-1].fc.weight
+    torch.manual_seed(0)
+    total, zeros = torch.zeros_like(first), 0.0
+    draws = 400
+    for _ in range(draws):
+        for p in model.trainable_parameters():
+            p.grad = torch.ones_like(p)
+        masker()
+        total += first.grad
+        zeros += float((first.grad == 0).float().mean())
+        assert torch.equal(last.grad, torch.ones_like(last))  # keep = 1 at the last stage
+    assert zeros / draws == pytest.approx(0.5, abs=0.02)  # half the entries dropped
+    assert (total / draws).mean().item() == pytest.approx(1.0, abs=0.02)  # unbiased
+
+
+# -- the train stage ----------------------------------------------------------------------
+
+
+def test_train_writes_outputs_and_learns(tmp_path, prepared):
+    p = params(tmp_path, "train.epochs=4")
+    result = train.run(p.model, p.train, prepared, tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "model" / "adapter_model.safetensors").is_file()
+    log = json.loads((out / "train_log.json").read_text())["epochs"]
+    assert [e["epoch"] for e in log] == [1, 2, 3, 4]
+    assert all(len(e["loss_weights"]) == 3 and len(e["val_accuracy"]) == 3 for e in log)
+    assert log[0]["loss_weights"][0] < log[-1]["loss_weights"][0]  # the schedule moved
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == result.test_accuracy and len(metrics["exits"]) == 3
+    assert metrics["val_accuracy"] == log[-1]["val_accuracy"]  # final epoch, not the best
+    assert max(result.test_accuracy) > 0.5  # 4 classes: chance is 0.25
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "train" and len(manifest["config_hash"]) == 64
+    assert manifest["inputs"]["backbone_sha256"]
+
+
+def test_train_is_deterministic(tmp_path, prepared):
+    p = params(tmp_path, "train.sparsity.mode=both", "train.evaluate_test=false")
+    train.run(p.model, p.train, prepared, tmp_path / "a")
+    train.run(p.model, p.train, prepared, tmp_path / "b")
+    a = load_file(tmp_path / "a" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_on_a_finished_run_is_a_resume(tmp_path, prepared):
+    p = params(tmp_path, "train.evaluate_test=false")
+    first = train.run(p.model, p.train, prepared, tmp_path / "out")
+    again = train.run(p.model, p.train, prepared, tmp_path / "out")
+    assert again.val_accuracy == first.val_accuracy
+
+
+def test_changed_config_does_not_resume_silently(tmp_path, prepared):
+    p = params(tmp_path, "train.evaluate_test=false")
+    train.run(p.model, p.train, prepared, tmp_path / "out")
+    p2 = params(tmp_path, "train.evaluate_test=false", "train.lr=0.01")
+    with pytest.raises(ConfigError, match="another config"):
+        train.run(p2.model, p2.train, prepared, tmp_path / "out")
+
+
+def test_frozen_probe_trains_linear_heads_only(tmp_path, prepared):
+    p = params(tmp_path, "train.evaluate_test=false", "train.epochs=1")
+    probe = train.frozen_probe(p.model)
+    assert probe.petl.method == "none" and list(probe.exits.head_depths) == [0, 0, 0]
+    train.run(probe, p.train, prepared, tmp_path / "probe")
+    weights = load_file(tmp_path / "probe" / "model" / "adapter_model.safetensors")
+    assert all(k.startswith("heads.") for k in weights)
+
+
+@pytest.mark.integration
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, tiny_params_file):
+    from conftest import write_prepared
+
+    data = write_prepared(tmp_path / "data", sizes={"train": 1536, "val": 64})
+    args = [
+        sys.executable,
+        "-m",
+        "dyn_adapter.cli",
+        "train",
+        "--params",
+        str(tiny_params_file),
+        "--data",
+        str(data),
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.sparsity.mode=both",
+        "--set",
+        "train.evaluate_test=false",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [*args, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True
+    )
+
+    proc = subprocess.Popen(
+        [*args, "--out", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not list(ckpts.glob("epoch-0001")) and time.monotonic() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the second epoch
+    assert proc.poll() is None, "training finished before the kill: make the epochs longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model").exists()
+
+    subprocess.run(
+        [*args, "--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True
+    )
+    a = load_file(tmp_path / "full" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "model" / "adapter_model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sparsify_tunes_and_keeps_the_best(tmp_path, prepared):
+    p = params(
+        tmp_path,
+        "train.evaluate_test=false",
+        "train.epochs=1",
+        "sparsify.epochs=1",
+        "sparsify.forward_rates=[0.1, 0.3]",
+        "sparsify.backward_keeps=[0.6]",
+    )
+    train.run(p.model, p.train, prepared, tmp_path / "train")
+    best = sparsify.run(
+        p.model, p.train, p.sparsify, prepared, tmp_path / "train" / "model", tmp_path / "sp"
+    )
+    table = json.loads((tmp_path / "sp" / "candidates.json").read_text())
+    assert [c["name"] for c in table["candidates"]] == ["f0.1-b0.6", "f0.3-b0.6"]
+    assert best["score"] == max(c["score"] for c in table["candidates"])
+    assert (tmp_path / "sp" / "model" / "adapter_model.safetensors").is_file()
+    assert "(best)" in (tmp_path / "sp" / "candidates.md").read_text()
+
+
+# -- params.yaml --------------------------------------------------------------------------
+
+
+def test_params_file_in_repo_is_valid():
+    from pathlib import Path
+
+    p = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert p.model.exits.blocks == [3, 6, 9, 12] and p.train.epochs >= 1
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("train.epoch=3", "train.epoch: unknown key"),
+        ("train.epochs=three", "train.epochs: expected an integer"),
+        ("model.petl.method=prefix", "model.petl.method: 'prefix' is not one of"),
+        ("train.lr=-1", "train.lr: must be > 0"),
+        ("nonsense", "expected KEY=VALUE"),
+    ],
+)
+def test_params_errors_name_the_key(tmp_path, override, match):
+    with pytest.raises(ConfigError, match=match):
+        params(tmp_path, override)
+
+
+def test_yaml_syntax_error_names_the_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_params(bad)
