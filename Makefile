@@ -33,10 +33,14 @@ $(FMNIST):
 weights: $(STAMP)
 	@$(BIN)/dyn-adapter convert-weights
 
-demo: setup  ## the main job: exit tables of the packaged DINOv2 ViT-S/14 for each PETL method
+demo: setup  ## the main job: exit tables, then prepare -> train (+ probe baseline) -> sparsify into outputs/
 	@for petl in adapter lora repadapter; do \
 		$(BIN)/dyn-adapter model-info --weights packaged --img-size 112 --petl $$petl || exit 1; echo; \
 	done
+	$(BIN)/dyn-adapter prepare --out outputs/prepared
+	$(BIN)/dyn-adapter train --data outputs/prepared --out outputs/train
+	$(BIN)/dyn-adapter train --probe --data outputs/prepared --out outputs/probe
+	$(BIN)/dyn-adapter sparsify --data outputs/prepared --model outputs/train/model --out outputs/sparsify
 
 test: setup lint  ## lint, then every test, slow and integration ones included (what CI runs)
 	$(BIN)/python -m pytest
@@ -49,8 +53,9 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check dyn_adapter tests bench
 	$(BIN)/mypy
 
-bench: setup  ## dynamic vs full inference speed on the packaged backbone
+bench: setup  ## dynamic vs full inference speed; multi- vs single-exit training step
 	$(BIN)/python bench/dynamic_speed.py
+	$(BIN)/python bench/train_step.py
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -148,6 +148,25 @@ def cmd_sparsify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import search
+
+    params = _params(args)
+    result = search.run(
+        params.search,
+        args.model,
+        args.data,
+        args.out,
+        eval_batch_size=params.train.eval_batch_size,
+        device=params.train.device,
+    )
+    print((Path(args.out) / search.PARETO_FILE).read_text())
+    print(
+        f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
+    )
+    return 0
+
+
 def cmd_ablate(args: argparse.Namespace) -> int:
     from . import ablation
 
@@ -235,6 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="outputs/sparsify", help="output directory (default: %(default)s)"
     )
     p.set_defaults(func=cmd_sparsify)
+
+    p = sub.add_parser(
+        "search",
+        help="per-exit thresholds for FLOPs budgets (Optuna on cached logits)",
+        description="Cache the validation logits of every exit once, then search thresholds "
+        "that maximise accuracy within each budget (params: search.*); also the geometric "
+        "baseline and the oracle.",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+    )
+    p.add_argument("--model", default="outputs/sparsify/model", help="model (default: %(default)s)")
+    p.add_argument(
+        "--out", default="outputs/search", help="output directory (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser(
         "ablate",

@@ -18,6 +18,7 @@ from .config import from_dict
 from .data.prepare import DataConfig
 from .errors import ConfigError
 from .models import ModelConfig
+from .search import SearchConfig
 from .sparsity import SparsityMode
 from .train import TrainConfig
 
@@ -61,6 +62,7 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

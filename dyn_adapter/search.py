@@ -1,0 +1,216 @@
+"""The ``search`` stage: per-exit thresholds for a list of FLOPs budgets, on cached logits.
+
+The model runs once over the validation split; its per-exit logits are cached and every
+candidate policy after that is a few numpy operations. For each budget (a fraction of the full
+model's GFLOPs), Optuna's seeded TPE maximises validation accuracy subject to expected GFLOPs
+within the budget. The study is seeded with the best geometric (MSDNet) policy that fits the
+budget, so the search can only match or beat that baseline on validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .io import write_json
+from .thresholds import ExitScores, PolicyResult, geometric_curve, oracle, simulate
+
+logger = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.json"
+PARETO_FILE = "pareto.md"
+STUDY_FILE = "optuna.db"
+
+
+@dataclass
+class SearchConfig:
+    """Threshold search settings.
+
+    Attributes:
+        budgets: Expected-GFLOPs budgets as fractions of the full model (``(0, 1]``).
+        trials: Optuna trials per budget.
+        temperatures: Also search a softmax temperature per exit.
+        geometric_qs: Ratios ``q`` of the geometric baseline's sweep (``p_k ∝ q^k``).
+        storage: Optuna storage (any SQLAlchemy URL, so several workers can share a study);
+            ``None``: SQLite in the output directory.
+        seed: Seed of the TPE sampler.
+    """
+
+    budgets: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    trials: int = 200
+    temperatures: bool = False
+    geometric_qs: Sequence[float] = field(
+        default_factory=lambda: [float(q) for q in np.geomspace(0.05, 20.0, 41)]
+    )
+    storage: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [b for b in self.budgets if not 0 < b <= 1]
+        if bad or not self.budgets:
+            raise ConfigError(f"search.budgets: each must be in (0, 1], got {list(self.budgets)}")
+        if self.trials < 1:
+            raise ConfigError(f"search.trials: must be >= 1, got {self.trials}")
+
+
+def best_geometric(curve: Sequence[PolicyResult], budget_gflops: float) -> PolicyResult | None:
+    """The most accurate geometric policy within the budget (cheapest on ties)."""
+    fitting = [r for r in curve if r.gflops <= budget_gflops]
+    return max(fitting, key=lambda r: (r.accuracy, -r.gflops)) if fitting else None
+
+
+def search_budget(
+    raw_logits: Sequence[torch.Tensor],
+    labels: np.ndarray,
+    gflops: Sequence[float],
+    budget: float,
+    cfg: SearchConfig,
+    storage: str,
+    study_name: str,
+    start: PolicyResult | None = None,
+) -> tuple[PolicyResult, list[float] | None]:
+    """Optuna over thresholds (and temperatures) for one budget; returns the best feasible policy
+    and its temperatures (``None`` unless searched)."""
+    import optuna
+
+    num_exits = len(raw_logits)
+    budget_gflops = budget * float(gflops[-1])
+    base = ExitScores.from_logits(raw_logits, labels, gflops)
+
+    def evaluate(trial: optuna.trial.BaseTrial) -> tuple[PolicyResult, list[float] | None]:
+        thr = [trial.suggest_float(f"t{k}", 0.0, 1.0) for k in range(num_exits - 1)]
+        temps = (
+            [trial.suggest_float(f"T{k}", 0.5, 4.0, log=True) for k in range(num_exits)]
+            if cfg.temperatures
+            else None
+        )
+        scores = (
+            base if temps is None else ExitScores.from_logits(raw_logits, labels, gflops, temps)
+        )
+        return simulate(scores, [*thr, 0.0]), temps
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        result, _ = evaluate(trial)
+        excess = result.gflops - budget_gflops
+        trial.set_constraint("gflops_over_budget", excess)
+        trial.set_user_attr("gflops", result.gflops)
+        # Infeasible trials rank below every feasible one, closer to the budget first.
+        return result.accuracy if excess <= 0 else -excess / budget_gflops
+
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        load_if_exists=True,
+    )
+    if start is not None and not study.trials:
+        params = {f"t{k}": min(1.0, t) for k, t in enumerate(start.thresholds[:-1])}
+        if cfg.temperatures:
+            params |= {f"T{k}": 1.0 for k in range(num_exits)}
+        study.enqueue_trial(params)
+    remaining = cfg.trials - len(study.trials)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining)
+    feasible = [t for t in study.trials if t.value is not None and t.value >= 0]
+    if not feasible:
+        raise ConfigError(
+            f"search: no thresholds meet the budget {budget:g} x full GFLOPs; the first exit alone "
+            f"costs {float(gflops[0]) / float(gflops[-1]):.2f} x full: raise the budget"
+        )
+    best = max(feasible, key=lambda t: (t.value, -t.user_attrs["gflops"]))
+    return evaluate(optuna.trial.FixedTrial(best.params))
+
+
+def run(
+    cfg: SearchConfig,
+    model_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    eval_batch_size: int = 256,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Cache validation logits, then search every budget; write thresholds and the Pareto table."""
+    from .data.prepared import PreparedData
+    from .engine import exit_logits, resolve_device
+    from .models import load_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = PreparedData(data_dir)
+    images, labels = data.split("val")
+    model = load_model(model_dir)
+    gflops = [e.gflops_cumulative for e in model.exit_info]
+    dev = resolve_device(device)
+    logits = exit_logits(
+        model.to(dev),
+        images,
+        labels,
+        data_config=data.data_config,
+        batch_size=eval_batch_size,
+        device=dev,
+    )
+    labels = np.asarray(labels)
+    scores = ExitScores.from_logits(logits, labels, gflops)
+    curve = geometric_curve(scores, cfg.geometric_qs)
+    storage = cfg.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
+
+    rows = []
+    for budget in cfg.budgets:
+        limit = budget * scores.full_gflops
+        geo = best_geometric(curve, limit)
+        policy, temps = search_budget(
+            logits, labels, gflops, budget, cfg, storage, f"budget-{budget:g}", geo
+        )
+        rows.append(
+            {
+                "budget": budget,
+                **asdict(policy),
+                "temperatures": temps,
+                "gflops_ratio": policy.gflops / scores.full_gflops,
+                "geometric": asdict(geo) if geo else None,
+            }
+        )
+        logger.info(
+            "budget %.2f: val accuracy %.4f at %.3f GFLOPs (geometric %s)",
+            budget,
+            policy.accuracy,
+            policy.gflops,
+            f"{geo.accuracy:.4f}" if geo else "n/a",
+        )
+    result = {
+        "full_gflops": scores.full_gflops,
+        "exit_gflops": gflops,
+        "budgets": rows,
+        "oracle": asdict(oracle(scores)),
+        "geometric_curve": [asdict(r) for r in curve],
+        "static_exits": [
+            {"gflops": g, "accuracy": float((scores.prediction[k] == labels).mean())}
+            for k, g in enumerate(gflops)
+        ],
+    }
+    write_json(out / THRESHOLDS_FILE, result)
+    (out / PARETO_FILE).write_text(pareto_markdown(rows, scores.full_gflops))
+    return result
+
+
+def pareto_markdown(rows: list[dict[str, Any]], full: float) -> str:
+    lines = [
+        "| budget | val accuracy | GFLOPs | ratio | geometric accuracy | thresholds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        geo = f"{r['geometric']['accuracy']:.4f}" if r["geometric"] else "n/a"
+        thr = ", ".join(f"{t:.3f}" for t in r["thresholds"][:-1])
+        lines.append(
+            f"| {r['budget']:g} | {r['accuracy']:.4f} | {r['gflops']:.3f} | "
+            f"{r['gflops'] / full:.3f} | {geo} | {thr} |"
+        )
+    return "\n".join(lines) + "\n"

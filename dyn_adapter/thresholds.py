@@ -1,0 +1,138 @@
+"""Exit policies on cached per-exit logits: simulation, geometric calibration, the oracle.
+
+Nothing here runs the network. Given every exit's logits for a split (computed once), a
+threshold policy's accuracy, exit distribution and expected GFLOPs are exact functions of the
+cached confidences, the same rule ``DynAdapterViT.forward_dynamic`` applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ExitScores:
+    """Cached per-exit predictions of a split.
+
+    Attributes:
+        confidence: ``[exits, N]`` max softmax probability at each exit.
+        prediction: ``[exits, N]`` argmax class at each exit.
+        labels: ``[N]`` true classes.
+        gflops: ``[exits]`` cumulative GFLOPs to reach each exit's prediction.
+    """
+
+    confidence: np.ndarray
+    prediction: np.ndarray
+    labels: np.ndarray
+    gflops: np.ndarray
+
+    @classmethod
+    def from_logits(
+        cls,
+        logits: Sequence[torch.Tensor],
+        labels: np.ndarray,
+        gflops: Sequence[float],
+        temperatures: Sequence[float] | None = None,
+    ) -> ExitScores:
+        temps = temperatures or [1.0] * len(logits)
+        probs = [
+            torch.softmax(t.float() / tau, dim=-1) for t, tau in zip(logits, temps, strict=True)
+        ]
+        conf, pred = zip(*(p.max(dim=-1) for p in probs), strict=True)
+        return cls(
+            torch.stack(conf).numpy(),
+            torch.stack(pred).numpy(),
+            np.asarray(labels),
+            np.asarray(gflops, dtype=np.float64),
+        )
+
+    @property
+    def num_exits(self) -> int:
+        return self.confidence.shape[0]
+
+    @property
+    def full_gflops(self) -> float:
+        return float(self.gflops[-1])
+
+
+@dataclass
+class PolicyResult:
+    """What a threshold policy does on a split."""
+
+    thresholds: list[float]
+    accuracy: float
+    gflops: float
+    exit_fractions: list[float]
+
+
+def exit_indices(scores: ExitScores, thresholds: Sequence[float]) -> np.ndarray:
+    """Each sample's exit: the first ``k`` with ``confidence[k] >= thresholds[k]``, else the last."""
+    thr = np.asarray(thresholds, dtype=np.float64)[: scores.num_exits - 1, None]
+    leaves = scores.confidence[:-1] >= thr
+    leaves = np.vstack([leaves, np.ones((1, leaves.shape[1]), dtype=bool)])
+    return leaves.argmax(axis=0)
+
+
+def simulate(scores: ExitScores, thresholds: Sequence[float]) -> PolicyResult:
+    """Accuracy, expected GFLOPs and exit fractions of ``thresholds`` (one per exit)."""
+    k = exit_indices(scores, thresholds)
+    n = len(scores.labels)
+    pred = scores.prediction[k, np.arange(n)]
+    counts = np.bincount(k, minlength=scores.num_exits)
+    return PolicyResult(
+        thresholds=[float(t) for t in thresholds],
+        accuracy=float((pred == scores.labels).mean()),
+        gflops=float(scores.gflops[k].mean()),
+        exit_fractions=(counts / n).tolist(),
+    )
+
+
+def geometric_thresholds(scores: ExitScores, q: float) -> list[float]:
+    """MSDNet / Dyn-Perceiver calibration: a fraction ``p_k ∝ q^k`` of all samples leaves at exit k.
+
+    At each exit, of the samples still in flight, the ``n_k`` most confident leave; the
+    threshold is the confidence of the last of them.
+    """
+    s = scores.num_exits
+    p = q ** np.arange(s, dtype=np.float64)
+    p /= p.sum()
+    n = len(scores.labels)
+    remaining = np.ones(n, dtype=bool)
+    thresholds = []
+    for k in range(s - 1):
+        take = int(round(p[k] * n))
+        conf = np.where(remaining, scores.confidence[k], -np.inf)
+        if take <= 0 or not remaining.any():
+            thresholds.append(np.inf)
+            continue
+        order = np.argsort(-conf, kind="stable")[: min(take, int(remaining.sum()))]
+        t = float(conf[order[-1]])
+        thresholds.append(t)
+        remaining &= ~(scores.confidence[k] >= t)
+    # inf (never exit) is represented as a value above any probability.
+    return [min(t, 1.0 + 1e-6) for t in thresholds] + [0.0]
+
+
+def geometric_curve(scores: ExitScores, qs: Sequence[float]) -> list[PolicyResult]:
+    return [simulate(scores, geometric_thresholds(scores, q)) for q in qs]
+
+
+def oracle(scores: ExitScores) -> PolicyResult:
+    """Each sample exits at the first exit that is right (the last if none is): no threshold
+    policy can be more accurate at fewer FLOPs."""
+    correct = scores.prediction == scores.labels[None, :]
+    correct[-1] = True
+    k = correct.argmax(axis=0)
+    n = len(scores.labels)
+    pred = scores.prediction[k, np.arange(n)]
+    counts = np.bincount(k, minlength=scores.num_exits)
+    return PolicyResult(
+        [],
+        float((pred == scores.labels).mean()),
+        float(scores.gflops[k].mean()),
+        (counts / n).tolist(),
+    )

@@ -1,0 +1,26 @@
+"""The search stage end to end on a tiny trained model."""
+
+from __future__ import annotations
+
+import json
+
+from test_train import params
+
+from dyn_adapter import search, train
+
+
+def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
+    p = params(tmp_path, "train.epochs=1", "train.evaluate_test=false", "search.trials=20",
+               "search.budgets=[0.6, 1.0]")
+    train.run(p.model, p.train, prepared, tmp_path / "train")
+    result = search.run(p.search, tmp_path / "train" / "model", prepared, tmp_path / "search")
+    saved = json.loads((tmp_path / "search" / "thresholds.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert [r["budget"] for r in saved["budgets"]] == [0.6, 1.0]
+    for r in saved["budgets"]:
+        assert len(r["thresholds"]) == 3 and r["gflops_ratio"] <= r["budget"] + 1e-9
+        if r["geometric"] is not None:
+            assert r["accuracy"] >= r["geometric"]["accuracy"]
+    assert saved["oracle"]["accuracy"] >= max(r["accuracy"] for r in saved["budgets"])
+    assert (tmp_path / "search" / "optuna.db").is_file()
+    assert "| budget |" in (tmp_path / "search" / "pareto.md").read_text()
