@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,6 +21,7 @@ import torch
 from dyn_adapter.io import write_json
 from dyn_adapter.models import BackboneConfig, ModelConfig, create_dyn_adapter
 from dyn_adapter.models.flops import count_gflops, unfused_attention
+from dyn_adapter.speed import time_ratios
 
 RESULTS = Path(__file__).parent / "results" / "dynamic_speed.json"
 
@@ -39,17 +37,6 @@ def halving_thresholds(model, images: torch.Tensor) -> list[float]:
         thresholds.append(t)
         remaining &= conf[k] < t
     return [*thresholds, 0.0]
-
-
-def median_time(fn: Callable[[], object], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -79,43 +66,27 @@ def main() -> None:
     cumulative = [e.gflops_cumulative for e in model.exit_info]
     dynamic_gflops = sum(f * c for f, c in zip(fractions, cumulative, strict=True))
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def run(batches: list[torch.Tensor], dynamic: bool) -> Callable[[], None]:
-        def go() -> None:
-            with torch.no_grad():
-                for x in batches:
-                    model.forward_dynamic(x, thresholds) if dynamic else model.forward_final(x)
-            sync()
-
-        return go
-
-    b64 = list(images.split(64))
-    b1 = list(images[: args.b1_samples].split(1))
-    times = {
-        name: median_time(run(batches, dynamic), args.repeats, args.warmup)
-        for name, batches, dynamic in [
-            ("full_b64", b64, False),
-            ("dynamic_b64", b64, True),
-            ("full_b1", b1, False),
-            ("dynamic_b1", b1, True),
-        ]
-    }
+    times = time_ratios(
+        model,
+        images,
+        thresholds,
+        b1_samples=args.b1_samples,
+        repeats=args.repeats,
+        warmup=args.warmup,
+    )
     flops_ratio = dynamic_gflops / static_gflops
     result = {
         "flops_ratio": flops_ratio,
-        "time_ratio_b1": times["dynamic_b1"] / times["full_b1"],
-        "time_ratio_b64": times["dynamic_b64"] / times["full_b64"],
-        "time_ratio_b64_over_flops_ratio": times["dynamic_b64"] / times["full_b64"] / flops_ratio,
+        "time_ratio_b1": times["time_ratio_b1"],
+        "time_ratio_b64": times["time_ratio_b64"],
+        "time_ratio_b64_over_flops_ratio": times["time_ratio_b64"] / flops_ratio,
         "exit_fractions": fractions,
         "thresholds": thresholds,
         "gflops_dynamic": dynamic_gflops,
         "gflops_full": static_gflops,
-        "seconds_median": times,
+        "seconds_median": {k: v for k, v in times.items() if k.startswith("seconds_")},
         "images_b64": len(images),
-        "images_b1": len(b1),
+        "images_b1": min(args.b1_samples, len(images)),
         "repeats": args.repeats,
         "warmup": args.warmup,
         "backbone": cfg.backbone.name,

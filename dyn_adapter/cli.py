@@ -123,7 +123,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import train
 
     params = _params(args)
-    model_cfg = train.frozen_probe(params.model) if args.probe else params.model
+    model_cfg = params.model
+    if args.probe:
+        model_cfg = train.frozen_probe(model_cfg)
+    elif args.static:
+        model_cfg = train.static_petl(model_cfg)
     result = train.run(model_cfg, params.train, args.data, args.out, init_from=args.init_from)
     acc = result.test_accuracy or result.val_accuracy
     split = "test" if result.test_accuracy else "val"
@@ -163,6 +167,30 @@ def cmd_search(args: argparse.Namespace) -> int:
     print((Path(args.out) / search.PARETO_FILE).read_text())
     print(
         f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    params = _params(args)
+    metrics = evaluate.run(
+        params.evaluate,
+        args.model,
+        args.search,
+        args.data,
+        args.out,
+        static_dir=args.static,
+        probe_model_dir=args.probe_model,
+        probe_search_dir=args.probe_search,
+        device=params.train.device,
+    )
+    iso = metrics["iso_accuracy"]
+    print((Path(args.out) / evaluate.CARD_FILE).read_text())
+    print(
+        f"iso-accuracy GFLOPs ratio: {iso['gflops_ratio']}  speed b64 ratio: "
+        f"{metrics['speed']['time_ratio_b64']:.3f}"
     )
     return 0
 
@@ -235,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train the frozen-probe baseline instead: no PETL, a linear head per exit",
     )
+    p.add_argument(
+        "--static",
+        action="store_true",
+        help="train the static PETL baseline instead: the same PETL method, only the final exit",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -271,6 +304,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="outputs/search", help="output directory (default: %(default)s)"
     )
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="real dynamic inference on the test split for every searched budget, with baselines",
+        description="Evaluate the searched thresholds with real early exit on the test split: "
+        "accuracy, measured GFLOPs, exit fractions, wall-clock; baselines; plots; model card "
+        "(params: evaluate.*).",
+    )
+    _add_params_args(p)
+    p.add_argument(
+        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+    )
+    p.add_argument("--model", default="outputs/sparsify/model", help="model (default: %(default)s)")
+    p.add_argument(
+        "--search", default="outputs/search", help="search output (default: %(default)s)"
+    )
+    p.add_argument(
+        "--static",
+        default=None,
+        metavar="DIR",
+        help="`train --static` output: the static PETL accuracy to keep",
+    )
+    p.add_argument("--probe-model", default=None, metavar="DIR", help="frozen-probe model")
+    p.add_argument("--probe-search", default=None, metavar="DIR", help="its search output")
+    p.add_argument(
+        "--out", default="outputs/evaluate", help="output directory (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
         "ablate",

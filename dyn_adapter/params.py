@@ -17,6 +17,7 @@ import yaml
 from .config import from_dict
 from .data.prepare import DataConfig
 from .errors import ConfigError
+from .evaluate import EvaluateConfig
 from .models import ModelConfig
 from .search import SearchConfig
 from .sparsity import SparsityMode
@@ -63,6 +64,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

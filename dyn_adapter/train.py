@@ -133,6 +133,12 @@ def frozen_probe(model: ModelConfig) -> ModelConfig:
     )
 
 
+def static_petl(model: ModelConfig) -> ModelConfig:
+    """The accuracy Dyn-Adapter must keep: the same PETL method with only the final exit."""
+    exits = dataclasses.replace(model.exits, blocks=[-1], head_depths=[0], head_widths=[0])
+    return dataclasses.replace(model, exits=exits)
+
+
 def run(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,

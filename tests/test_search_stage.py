@@ -10,8 +10,13 @@ from dyn_adapter import search, train
 
 
 def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
-    p = params(tmp_path, "train.epochs=1", "train.evaluate_test=false", "search.trials=20",
-               "search.budgets=[0.6, 1.0]")
+    p = params(
+        tmp_path,
+        "train.epochs=1",
+        "train.evaluate_test=false",
+        "search.trials=20",
+        "search.budgets=[0.6, 1.0]",
+    )
     train.run(p.model, p.train, prepared, tmp_path / "train")
     result = search.run(p.search, tmp_path / "train" / "model", prepared, tmp_path / "search")
     saved = json.loads((tmp_path / "search" / "thresholds.json").read_text())

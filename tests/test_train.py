@@ -253,3 +253,11 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
     bad.write_text("train:\n  epochs: [1,\n")
     with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
         load_params(bad)
+
+
+def test_static_petl_has_only_the_final_exit(tmp_path):
+    from dyn_adapter.models import create_dyn_adapter
+
+    p = params(tmp_path)
+    model = create_dyn_adapter(train.static_petl(p.model))
+    assert model.exit_blocks == [6] and model.petl_cfg.method == "adapter"

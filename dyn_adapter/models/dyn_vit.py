@@ -31,8 +31,8 @@ class ExitsConfig:
 
     Attributes:
         blocks: 1-based block indices after which an exit sits; the last must be the final
-            block (the model's normal head). ``None``: every 3rd block, i.e. 3, 6, 9, 12 on a
-            12-block ViT.
+            block (the model's normal head); negative values count from the end (-1: the final
+            block). ``None``: every 3rd block, i.e. 3, 6, 9, 12 on a 12-block ViT.
         head_depths: Residual MLP blocks per exit head (decreasing with depth: balanced heads).
         head_widths: Hidden width of those MLP blocks per exit.
         pool: Token pooling of every head. ``avg`` (mean of patch tokens) by default: shallow
@@ -50,8 +50,8 @@ class ExitsConfig:
             blocks = list(range(3, depth + 1, 3))
             if not blocks or blocks[-1] != depth:
                 blocks.append(depth)
-        else:
-            blocks = [int(b) for b in self.blocks]
+        else:  # negative indices count from the end, as in Python: -1 is the final block
+            blocks = [int(b) + depth + 1 if int(b) < 0 else int(b) for b in self.blocks]
         bad = [b for b in blocks if not 1 <= b <= depth]
         if bad:
             raise ConfigError(

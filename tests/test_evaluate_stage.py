@@ -1,0 +1,98 @@
+"""The evaluate stage on tiny trained models: real dynamic inference agrees with the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_train import params
+
+from dyn_adapter import evaluate, search, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import write_prepared
+
+    root = tmp_path_factory.mktemp("evaluate")
+    data = write_prepared(root / "prepared")
+    p = params(root, "train.epochs=2", "search.trials=15", "search.budgets=[0.5, 0.8, 1.0]")
+    train.run(p.model, p.train, data, root / "train")
+    train.run(train.static_petl(p.model), p.train, data, root / "static")
+    train.run(train.frozen_probe(p.model), p.train, data, root / "probe")
+    search.run(p.search, root / "train" / "model", data, root / "search")
+    search.run(p.search, root / "probe" / "model", data, root / "probe_search")
+    return root, data, p
+
+
+@pytest.mark.slow
+def test_evaluate_writes_metrics_plots_and_card(trained):
+    root, data, p = trained
+    cfg = evaluate.EvaluateConfig(speed_images=32, speed_repeats=1)
+    m = evaluate.run(
+        cfg,
+        root / "train" / "model",
+        root / "search",
+        data,
+        root / "eval",
+        static_dir=root / "static",
+        probe_model_dir=root / "probe" / "model",
+        probe_search_dir=root / "probe_search",
+    )
+    saved = json.loads((root / "eval" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m))
+    for key in ("full", "static_petl", "exits", "budgets", "iso_accuracy", "speed", "flops_unit"):
+        assert key in saved
+    assert {"accuracy", "gflops"} <= saved["full"].keys()
+    assert saved["static_petl"]["accuracy"] is not None
+    for b in saved["budgets"]:
+        # Real early exit agrees with what the cached logits predict.
+        assert b["accuracy"] == pytest.approx(b["simulated_accuracy"], abs=1 / 64)
+        assert b["gflops"] == pytest.approx(b["simulated_gflops"], rel=0.05)
+        assert sum(b["exit_fractions"]) == pytest.approx(1.0)
+        assert b["frozen_probe_accuracy"] is not None
+        assert {"geometric_accuracy", "gflops_ratio", "budget"} <= b.keys()
+    assert {"time_ratio_b1", "time_ratio_b64"} <= saved["speed"].keys()
+    for name in (
+        "accuracy_vs_gflops.png",
+        "exit_distribution.png",
+        "confusion_matrix.png",
+        "accuracy_vs_gflops.json",
+    ):
+        assert (root / "eval" / "plots" / name).stat().st_size > 0
+    card = (root / "eval" / "model_card.md").read_text()
+    assert "sha256" in card and "| budget |" in card
+
+
+@pytest.mark.slow
+def test_repadapter_is_evaluated_merged(tmp_path):
+    from conftest import write_prepared
+
+    data = write_prepared(tmp_path / "prepared")
+    p = params(
+        tmp_path,
+        "train.epochs=1",
+        "model.petl.method=repadapter",
+        "search.trials=5",
+        "search.budgets=[1.0]",
+        "train.evaluate_test=false",
+    )
+    train.run(p.model, p.train, data, tmp_path / "train")
+    search.run(p.search, tmp_path / "train" / "model", data, tmp_path / "search")
+    m = evaluate.run(
+        evaluate.EvaluateConfig(speed_images=16, speed_repeats=1),
+        tmp_path / "train" / "model",
+        tmp_path / "search",
+        data,
+        tmp_path / "eval",
+    )
+    import dataclasses
+
+    from dyn_adapter.models import create_dyn_adapter, load_model
+
+    unmerged = load_model(tmp_path / "train" / "model").exit_info[-1].gflops_cumulative
+    no_petl = dataclasses.replace(p.model, petl=dataclasses.replace(p.model.petl, method="none"))
+    plain = create_dyn_adapter(dataclasses.replace(no_petl, num_classes=4)).exit_info[-1]
+    # Merged, the adapters cost nothing: exactly the plain backbone (and the same heads).
+    assert m["full"]["gflops"] == pytest.approx(plain.gflops_cumulative)
+    assert m["full"]["gflops"] < unmerged
