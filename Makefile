@@ -33,14 +33,20 @@ $(FMNIST):
 weights: $(STAMP)
 	@$(BIN)/dyn-adapter convert-weights
 
-demo: setup  ## the main job: exit tables, then prepare -> train (+ probe baseline) -> sparsify into outputs/
+demo: setup  ## the main job: prepare -> train (+ baselines) -> sparsify -> search -> evaluate into outputs/
 	@for petl in adapter lora repadapter; do \
 		$(BIN)/dyn-adapter model-info --weights packaged --img-size 112 --petl $$petl || exit 1; echo; \
 	done
 	$(BIN)/dyn-adapter prepare --out outputs/prepared
 	$(BIN)/dyn-adapter train --data outputs/prepared --out outputs/train
 	$(BIN)/dyn-adapter train --probe --data outputs/prepared --out outputs/probe
+	$(BIN)/dyn-adapter train --static --data outputs/prepared --out outputs/static
 	$(BIN)/dyn-adapter sparsify --data outputs/prepared --model outputs/train/model --out outputs/sparsify
+	$(BIN)/dyn-adapter search --data outputs/prepared --model outputs/sparsify/model --out outputs/search
+	$(BIN)/dyn-adapter search --data outputs/prepared --model outputs/probe/model --out outputs/probe_search
+	$(BIN)/dyn-adapter evaluate --data outputs/prepared --model outputs/sparsify/model \
+		--search outputs/search --static outputs/static \
+		--probe-model outputs/probe/model --probe-search outputs/probe_search --out outputs/evaluate
 
 test: setup lint  ## lint, then every test, slow and integration ones included (what CI runs)
 	$(BIN)/python -m pytest

@@ -13,7 +13,6 @@ which the thresholds fix, not on pixel content.
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ import torch
 from dyn_adapter.io import write_json
 from dyn_adapter.models import BackboneConfig, ModelConfig, create_dyn_adapter
 from dyn_adapter.models.flops import count_gflops, unfused_attention
-from dyn_adapter.speed import time_ratios
+from dyn_adapter.speed import machine_info, time_ratios
 
 RESULTS = Path(__file__).parent / "results" / "dynamic_speed.json"
 
@@ -93,12 +92,7 @@ def main() -> None:
         "weights": cfg.backbone.weights,
         "img_size": args.img_size,
         "device": str(device),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(device),
     }
     write_json(args.out, result)
     print(

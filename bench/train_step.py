@@ -9,7 +9,6 @@ with only the final exit. Medians over timed steps (warm-up excluded) go to
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from dyn_adapter.models import (
     PetlConfig,
     create_dyn_adapter,
 )
+from dyn_adapter.speed import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "train_step.json"
 
@@ -85,12 +85,7 @@ def main() -> None:
         "backbone": backbone.name,
         "img_size": backbone.img_size,
         "device": str(device),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(device),
     }
     write_json(args.out, result)
     print(

@@ -204,6 +204,29 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage_parser(
+    sub: argparse._SubParsersAction,
+    name: str,
+    *,
+    out: str,
+    help: str,
+    description: str,
+    data: bool = True,
+    model: str | None = None,
+) -> argparse.ArgumentParser:
+    """A stage's sub-command with the shared --params/--set, --data, --model and --out options."""
+    p = sub.add_parser(name, help=help, description=description)
+    _add_params_args(p)
+    if data:
+        p.add_argument(
+            "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
+        )
+    if model is not None:
+        p.add_argument("--model", default=model, help="model directory (default: %(default)s)")
+    p.add_argument("--out", default=out, help="output directory (default: %(default)s)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dyn-adapter",
@@ -229,94 +252,77 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_convert_weights)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "prepare",
+        out="outputs/prepared",
+        data=False,
         help="prepare train/val/test splits from the configured source",
         description="Read the data source in params.yaml (data.*) into class-balanced, "
         "seeded splits with checksums and the backbone's preprocessing config.",
     )
-    _add_params_args(p)
-    p.add_argument(
-        "--out", default="outputs/prepared", help="output directory (default: %(default)s)"
-    )
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "train",
+        out="outputs/train",
         help="multi-exit training with adaptive loss weights",
         description="Train the PETL modules and exit heads (params: model.*, train.*). "
         "Started again on the same --out, it resumes from the last epoch checkpoint.",
     )
-    _add_params_args(p)
-    p.add_argument(
-        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-    )
-    p.add_argument("--out", default="outputs/train", help="output directory (default: %(default)s)")
     p.add_argument(
         "--init-from",
         default=None,
         metavar="MODEL_DIR",
         help="start from a saved model's PETL and head weights",
     )
-    p.add_argument(
+    baseline = p.add_mutually_exclusive_group()
+    baseline.add_argument(
         "--probe",
         action="store_true",
         help="train the frozen-probe baseline instead: no PETL, a linear head per exit",
     )
-    p.add_argument(
+    baseline.add_argument(
         "--static",
         action="store_true",
         help="train the static PETL baseline instead: the same PETL method, only the final exit",
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "sparsify",
+        out="outputs/sparsify",
+        model="outputs/train/model",
         help="tune bidirectional sparsity by short fine-tuning runs",
         description="Fine-tune the trained model once per sparsity candidate "
         "(params: sparsify.*), keep the best on validation.",
     )
-    _add_params_args(p)
-    p.add_argument(
-        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-    )
-    p.add_argument(
-        "--model", default="outputs/train/model", help="trained model (default: %(default)s)"
-    )
-    p.add_argument(
-        "--out", default="outputs/sparsify", help="output directory (default: %(default)s)"
-    )
     p.set_defaults(func=cmd_sparsify)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "search",
+        out="outputs/search",
+        model="outputs/sparsify/model",
         help="per-exit thresholds for FLOPs budgets (Optuna on cached logits)",
         description="Cache the validation logits of every exit once, then search thresholds "
         "that maximise accuracy within each budget (params: search.*); also the geometric "
         "baseline and the oracle.",
     )
-    _add_params_args(p)
-    p.add_argument(
-        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-    )
-    p.add_argument("--model", default="outputs/sparsify/model", help="model (default: %(default)s)")
-    p.add_argument(
-        "--out", default="outputs/search", help="output directory (default: %(default)s)"
-    )
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "evaluate",
+        out="outputs/evaluate",
+        model="outputs/sparsify/model",
         help="real dynamic inference on the test split for every searched budget, with baselines",
         description="Evaluate the searched thresholds with real early exit on the test split: "
         "accuracy, measured GFLOPs, exit fractions, wall-clock; baselines; plots; model card "
         "(params: evaluate.*).",
     )
-    _add_params_args(p)
-    p.add_argument(
-        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-    )
-    p.add_argument("--model", default="outputs/sparsify/model", help="model (default: %(default)s)")
     p.add_argument(
         "--search", default="outputs/search", help="search output (default: %(default)s)"
     )
@@ -328,23 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probe-model", default=None, metavar="DIR", help="frozen-probe model")
     p.add_argument("--probe-search", default=None, metavar="DIR", help="its search output")
-    p.add_argument(
-        "--out", default="outputs/evaluate", help="output directory (default: %(default)s)"
-    )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser(
+    p = _stage_parser(
+        sub,
         "ablate",
+        out="outputs/ablation",
         help="ablation of sparsity halves and loss-weight schedule",
         description="Train one model per variant (sparsity none/forward/backward/both, "
         "scheduled vs constant loss weights) and tabulate final-epoch val accuracy.",
-    )
-    _add_params_args(p)
-    p.add_argument(
-        "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-    )
-    p.add_argument(
-        "--out", default="outputs/ablation", help="output directory (default: %(default)s)"
     )
     p.set_defaults(func=cmd_ablate)
     return parser

@@ -28,7 +28,7 @@ from .manifest import stage_manifest
 from .models import FLOPS_UNIT, DynAdapterViT, load_model
 from .models.petl import MergeableLayer, petl_layers
 from .search import THRESHOLDS_FILE
-from .speed import time_ratios
+from .speed import machine_info, time_ratios
 from .thresholds import ExitScores, exit_indices, oracle, simulate
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ def run(
     x = to_model_input(torch.from_numpy(np.array(subset)).to(dev), data.data_config)
     speed = time_ratios(model, x, speed_thr, repeats=cfg.speed_repeats)
     speed["images"] = len(subset)
+    speed["machine"] = machine_info(dev)
     speed["budget"] = (iso_best or budgets[len(budgets) // 2])["budget"]
 
     orc = oracle(scores)

@@ -54,7 +54,9 @@ class SparsityConfig:
 def _stage_ramp(start: float, end: float, num_stages: int) -> list[float]:
     if num_stages == 1:
         return [end]
-    return [start + (end - start) * s / (num_stages - 1) for s in range(num_stages)]
+    # Interpolated as a weighted sum so the ends are exact (no -1e-17 dropout rate at the end).
+    steps = [s / (num_stages - 1) for s in range(num_stages)]
+    return [start * (1 - t) + end * t for t in steps]
 
 
 def stage_dropout_rates(cfg: SparsityConfig, num_stages: int) -> list[float]:

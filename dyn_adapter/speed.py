@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -58,4 +59,14 @@ def time_ratios(
         **{f"seconds_{k}": v for k, v in s.items()},
         "time_ratio_b64": s["dynamic_b64"] / s["full_b64"],
         "time_ratio_b1": s["dynamic_b1"] / s["full_b1"],
+    }
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    """Where a timing was taken: CPU, threads, GPU and torch version."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "torch": torch.__version__,
     }

@@ -261,3 +261,13 @@ def test_static_petl_has_only_the_final_exit(tmp_path):
     p = params(tmp_path)
     model = create_dyn_adapter(train.static_petl(p.model))
     assert model.exit_blocks == [6] and model.petl_cfg.method == "adapter"
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4, 5, 7])
+def test_last_stage_rates_are_exact(stages):
+    # A rate of -1e-17 from rounding would make nn.Dropout refuse it.
+    for rate in (0.1, 0.2, 0.3, 0.7):
+        cfg = SparsityConfig(mode="both", forward_rate=rate, backward_keep=rate)
+        assert stage_dropout_rates(cfg, stages)[-1] == 0.0
+        assert stage_keep_ratios(cfg, stages)[-1] == 1.0
+        assert min(stage_dropout_rates(cfg, stages)) >= 0.0
