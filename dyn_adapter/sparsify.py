@@ -2,8 +2,9 @@
 
 Every candidate (forward dropout rate, backward keep ratio) fine-tunes ``train``'s model for a
 few epochs and is scored on validation accuracy averaged over the exits. Candidates are
-independent (``run_candidate``), so a pipeline can fan them out; ``select`` then picks the best
-and writes the same file contract as ``train``.
+independent (``run_candidate``), so a pipeline can fan them out; ``select`` then picks the best,
+the unchanged input model included (``input_row``), and writes the same file contract as
+``train``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,20 @@ def run_candidate(
         "backward_keep": cand.backward_keep,
         "val_accuracy": val,
         "score": sum(val) / len(val),
-        "dir": str(Path(out_dir)),
+        "model_dir": str(Path(out_dir) / MODEL_DIR),
+    }
+
+
+def input_row(init_model: str | Path, data_dir: str | Path, train: TrainConfig) -> dict[str, Any]:
+    """The starting model as a candidate: tuning keeps it unless sparsity beats it on validation."""
+    val = evaluate_split(init_model, data_dir, "val", train)
+    return {
+        "name": "input (no sparsity tuning)",
+        "forward_rate": 0.0,
+        "backward_keep": 1.0,
+        "val_accuracy": val,
+        "score": sum(val) / len(val),
+        "model_dir": str(init_model),
     }
 
 
@@ -92,7 +106,7 @@ def select(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Any]:
     best = max(rows, key=lambda r: r["score"])  # max keeps the first of equal scores
     tmp = out / f".{MODEL_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(Path(best["dir"]) / MODEL_DIR, tmp)
+    shutil.copytree(best["model_dir"], tmp)
     shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
     tmp.rename(out / MODEL_DIR)
     write_json(out / TABLE_JSON, {"best": best["name"], "candidates": rows})
@@ -111,9 +125,10 @@ def run(
     init_model: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Run every candidate in turn, select, and report the best model's test accuracy."""
+    """Run every candidate in turn, select (the input model included), and report the best
+    model's test accuracy."""
     out = Path(out_dir)
-    rows = [
+    rows = [input_row(init_model, data_dir, train)] + [
         run_candidate(model, train, cfg, c, data_dir, init_model, out / CANDIDATES_DIR / c.name)
         for c in candidates(cfg)
     ]

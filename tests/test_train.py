@@ -217,7 +217,8 @@ def test_sparsify_tunes_and_keeps_the_best(tmp_path, prepared):
         p.model, p.train, p.sparsify, prepared, tmp_path / "train" / "model", tmp_path / "sp"
     )
     table = json.loads((tmp_path / "sp" / "candidates.json").read_text())
-    assert [c["name"] for c in table["candidates"]] == ["f0.1-b0.6", "f0.3-b0.6"]
+    names = [c["name"] for c in table["candidates"]]
+    assert names == ["input (no sparsity tuning)", "f0.1-b0.6", "f0.3-b0.6"]
     assert best["score"] == max(c["score"] for c in table["candidates"])
     assert (tmp_path / "sp" / "model" / "adapter_model.safetensors").is_file()
     assert "(best)" in (tmp_path / "sp" / "candidates.md").read_text()
