@@ -355,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Optuna logs every trial at INFO; botocore's DEBUG lines carry the access key id.
+    logging.getLogger("optuna").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except ConfigError as e:

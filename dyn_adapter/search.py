@@ -3,8 +3,9 @@
 The model runs once over the validation split; its per-exit logits are cached and every
 candidate policy after that is a few numpy operations. For each budget (a fraction of the full
 model's GFLOPs), Optuna's seeded TPE maximises validation accuracy subject to expected GFLOPs
-within the budget. The study is seeded with the best geometric (MSDNet) policy that fits the
-budget, so the search can only match or beat that baseline on validation.
+within the budget. Each study is seeded with the best geometric (MSDNet) policy that fits the budget and
+with the policy found for the next smaller budget, so on validation the search matches or beats
+that baseline and accuracy never falls as the budget grows.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ def search_budget(
     cfg: SearchConfig,
     storage: str,
     study_name: str,
-    start: PolicyResult | None = None,
+    starts: Sequence[PolicyResult] = (),
 ) -> tuple[PolicyResult, list[float] | None]:
     """Optuna over thresholds (and temperatures) for one budget; returns the best feasible policy
-    and its temperatures (``None`` unless searched)."""
+    and its temperatures (``None`` unless searched). ``starts`` are policies tried first."""
     import optuna
 
     num_exits = len(raw_logits)
@@ -111,11 +112,12 @@ def search_budget(
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         load_if_exists=True,
     )
-    if start is not None and not study.trials:
-        params = {f"t{k}": min(1.0, t) for k, t in enumerate(start.thresholds[:-1])}
-        if cfg.temperatures:
-            params |= {f"T{k}": 1.0 for k in range(num_exits)}
-        study.enqueue_trial(params)
+    if not study.trials:
+        for start in starts:
+            params = {f"t{k}": min(1.0, t) for k, t in enumerate(start.thresholds[:-1])}
+            if cfg.temperatures:
+                params |= {f"T{k}": 1.0 for k in range(num_exits)}
+            study.enqueue_trial(params)
     remaining = cfg.trials - len(study.trials)
     if remaining > 0:
         study.optimize(objective, n_trials=remaining)
@@ -163,12 +165,15 @@ def run(
     storage = cfg.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
 
     rows = []
-    for budget in cfg.budgets:
+    found: list[PolicyResult] = []  # what smaller budgets found also fits larger ones
+    for budget in sorted(cfg.budgets):
         limit = budget * scores.full_gflops
         geo = best_geometric(curve, limit)
+        starts = ([geo] if geo else []) + [p for p in found if p.gflops <= limit][-1:]
         policy, temps = search_budget(
-            logits, labels, gflops, budget, cfg, storage, f"budget-{budget:g}", geo
+            logits, labels, gflops, budget, cfg, storage, f"budget-{budget:g}", starts
         )
+        found.append(policy)
         rows.append(
             {
                 "budget": budget,

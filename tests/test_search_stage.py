@@ -29,3 +29,19 @@ def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
     assert saved["oracle"]["accuracy"] >= max(r["accuracy"] for r in saved["budgets"])
     assert (tmp_path / "search" / "optuna.db").is_file()
     assert "| budget |" in (tmp_path / "search" / "pareto.md").read_text()
+
+
+def test_search_accuracy_never_falls_with_budget(tmp_path, prepared):
+    p = params(
+        tmp_path,
+        "train.epochs=1",
+        "train.evaluate_test=false",
+        "search.trials=10",
+        "search.budgets=[1.0, 0.5, 0.7, 0.9]",
+    )
+    train.run(p.model, p.train, prepared, tmp_path / "train")
+    result = search.run(p.search, tmp_path / "train" / "model", prepared, tmp_path / "search")
+    rows = result["budgets"]
+    assert [r["budget"] for r in rows] == [0.5, 0.7, 0.9, 1.0]
+    accs = [r["accuracy"] for r in rows]
+    assert accs == sorted(accs)

@@ -92,7 +92,14 @@ def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
     for budget in (0.5, 0.8):
         geo = best_geometric(curve, budget * scores.full_gflops)
         policy, temps = search_budget(
-            logits, scores.labels, scores.gflops, budget, cfg, storage, f"b{budget}", geo
+            logits,
+            scores.labels,
+            scores.gflops,
+            budget,
+            cfg,
+            storage,
+            f"b{budget}",
+            [geo] if geo else [],
         )
         assert temps is None
         assert policy.gflops <= budget * scores.full_gflops + 1e-12
