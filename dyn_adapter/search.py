@@ -11,6 +11,7 @@ that baseline and accuracy never falls as the budget grows.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,6 +161,7 @@ def run(
         device=dev,
     )
     labels = np.asarray(labels)
+    tic = time.perf_counter()  # from here on, cached logits only
     scores = ExitScores.from_logits(logits, labels, gflops)
     curve = geometric_curve(scores, cfg.geometric_qs)
     storage = cfg.storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
@@ -191,6 +193,7 @@ def run(
             f"{geo.accuracy:.4f}" if geo else "n/a",
         )
     result = {
+        "search_seconds": time.perf_counter() - tic,
         "full_gflops": scores.full_gflops,
         "exit_gflops": gflops,
         "budgets": rows,

@@ -22,6 +22,7 @@ def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
     saved = json.loads((tmp_path / "search" / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [r["budget"] for r in saved["budgets"]] == [0.6, 1.0]
+    assert saved["search_seconds"] > 0
     for r in saved["budgets"]:
         assert len(r["thresholds"]) == 3 and r["gflops_ratio"] <= r["budget"] + 1e-9
         if r["geometric"] is not None:
