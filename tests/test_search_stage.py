@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_train import params
 
 from dyn_adapter import search, train
 
 
-def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
-    p = params(
-        tmp_path,
-        "train.epochs=1",
-        "train.evaluate_test=false",
-        "search.trials=20",
-        "search.budgets=[0.6, 1.0]",
-    )
-    train.run(p.model, p.train, prepared, tmp_path / "train")
-    result = search.run(p.search, tmp_path / "train" / "model", prepared, tmp_path / "search")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model, trained once, that every search test reuses."""
+    from conftest import write_prepared
+
+    root = tmp_path_factory.mktemp("search")
+    data = write_prepared(root / "prepared")
+    p = params(root, "train.epochs=1", "train.evaluate_test=false")
+    train.run(p.model, p.train, data, root / "train")
+    return root / "train" / "model", data
+
+
+def run_search(tmp_path, trained, *overrides):
+    model_dir, data = trained
+    p = params(tmp_path, *overrides)
+    return search.run(p.search, model_dir, data, tmp_path / "search")
+
+
+def test_search_stage_writes_thresholds_for_every_budget(tmp_path, trained):
+    result = run_search(tmp_path, trained, "search.trials=20", "search.budgets=[0.6, 1.0]")
     saved = json.loads((tmp_path / "search" / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [r["budget"] for r in saved["budgets"]] == [0.6, 1.0]
@@ -32,16 +43,10 @@ def test_search_stage_writes_thresholds_for_every_budget(tmp_path, prepared):
     assert "| budget |" in (tmp_path / "search" / "pareto.md").read_text()
 
 
-def test_search_accuracy_never_falls_with_budget(tmp_path, prepared):
-    p = params(
-        tmp_path,
-        "train.epochs=1",
-        "train.evaluate_test=false",
-        "search.trials=10",
-        "search.budgets=[1.0, 0.5, 0.7, 0.9]",
+def test_search_accuracy_never_falls_with_budget(tmp_path, trained):
+    result = run_search(
+        tmp_path, trained, "search.trials=10", "search.budgets=[1.0, 0.5, 0.7, 0.9]"
     )
-    train.run(p.model, p.train, prepared, tmp_path / "train")
-    result = search.run(p.search, tmp_path / "train" / "model", prepared, tmp_path / "search")
     rows = result["budgets"]
     assert [r["budget"] for r in rows] == [0.5, 0.7, 0.9, 1.0]
     accs = [r["accuracy"] for r in rows]
