@@ -5,14 +5,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+FMNIST := data/fashion-mnist/train-images-idx3-ubyte.gz
 
 # Offline by design: no model hub, no telemetry.
 export HF_HUB_OFFLINE := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
+# dvc runs stage commands through the shell: they must find the venv's dyn-adapter.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-fast lint bench clean help
+.PHONY: setup demo stages test test-fast lint bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,20 +35,14 @@ $(FMNIST):
 weights: $(STAMP)
 	@$(BIN)/dyn-adapter convert-weights
 
-demo: setup  ## the main job: prepare -> train (+ baselines) -> sparsify -> search -> evaluate into outputs/
+demo: setup  ## the main job: the whole KFP pipeline, run locally, tracked in a local MLflow
 	@for petl in adapter lora repadapter; do \
 		$(BIN)/dyn-adapter model-info --weights packaged --img-size 112 --petl $$petl || exit 1; echo; \
 	done
-	$(BIN)/dyn-adapter prepare --out outputs/prepared
-	$(BIN)/dyn-adapter train --data outputs/prepared --out outputs/train
-	$(BIN)/dyn-adapter train --probe --data outputs/prepared --out outputs/probe
-	$(BIN)/dyn-adapter train --static --data outputs/prepared --out outputs/static
-	$(BIN)/dyn-adapter sparsify --data outputs/prepared --model outputs/train/model --out outputs/sparsify
-	$(BIN)/dyn-adapter search --data outputs/prepared --model outputs/sparsify/model --out outputs/search
-	$(BIN)/dyn-adapter search --data outputs/prepared --model outputs/probe/model --out outputs/probe_search
-	$(BIN)/dyn-adapter evaluate --data outputs/prepared --model outputs/sparsify/model \
-		--search outputs/search --static outputs/static \
-		--probe-model outputs/probe/model --probe-search outputs/probe_search --out outputs/evaluate
+	$(BIN)/dyn-adapter pipeline run --pipeline-root outputs/kfp
+
+stages: setup  ## the same stages one CLI command at a time, through DVC (dvc repro)
+	$(BIN)/dvc repro
 
 test: setup lint  ## lint, then every test, slow and integration ones included (what CI runs)
 	$(BIN)/python -m pytest
@@ -55,8 +51,8 @@ test-fast: setup  ## unit tests only (tiny random ViTs)
 	$(BIN)/python -m pytest -m "not slow and not integration"
 
 lint: $(STAMP)  ## ruff and mypy
-	$(BIN)/ruff check dyn_adapter tests bench
-	$(BIN)/ruff format --check dyn_adapter tests bench
+	$(BIN)/ruff check dyn_adapter components pipeline tests bench
+	$(BIN)/ruff format --check dyn_adapter components pipeline tests bench
 	$(BIN)/mypy
 
 bench: setup  ## dynamic vs full inference speed; multi- vs single-exit training step

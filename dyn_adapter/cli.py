@@ -156,6 +156,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from . import search
 
     params = _params(args)
+    search.quiet_optuna(args.verbose)
     result = search.run(
         params.search,
         args.model,
@@ -202,6 +203,227 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     ablation.run(params.model, params.train, args.data, args.out)
     print((Path(args.out) / "ablation.md").read_text())
     return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from . import register
+
+    params = _params(args)
+    run_id = args.pipeline_run_id or register.default_pipeline_run_id(
+        args.model, args.search, args.evaluate
+    )
+    result = register.run(
+        params.register,
+        args.model,
+        args.search,
+        args.evaluate,
+        args.data,
+        args.out,
+        pipeline_run_id=run_id,
+        tracking_uri=args.tracking_uri,
+    )
+    print(
+        f"registered {result['name']} v{result['version']} (aliases: "
+        f"{', '.join(result['aliases']) or 'none'}; {result['reason']}) -> "
+        f"{Path(args.out) / register.REGISTRATION_FILE}"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from . import register
+
+    params = _params(args)
+    name = args.name or params.register.model_name
+    result = register.promote(name, args.version, args.tracking_uri or params.register.tracking_uri)
+    was = f"v{result['previous']}" if result["previous"] else "none"
+    print(f"{name}: champion is v{result['version']} (was {was})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from . import register
+
+    params = _params(args)
+    name = args.name or params.register.model_name
+    result = register.rollback(name, args.tracking_uri or params.register.tracking_uri)
+    print(f"{name}: champion rolled back from v{result['previous']} to v{result['version']}")
+    return 0
+
+
+def cmd_pipeline_compile(args: argparse.Namespace) -> int:
+    import pipeline
+
+    for kind in args.kind or ["demo", "vtab"]:
+        path = pipeline.compile_pipeline(kind, None, args.params, args.image)
+        print(f"compiled the {kind} pipeline -> {path}")
+    return 0
+
+
+def cmd_pipeline_run(args: argparse.Namespace) -> int:
+    import pipeline
+    from pipeline.runner import format_summary
+
+    summary = pipeline.run_local(args.params, args.overrides, args.pipeline_root, args.tracking_uri)
+    from .io import write_json
+
+    write_json(Path(args.pipeline_root) / "summary.json", summary)
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_pipeline_submit(args: argparse.Namespace) -> int:
+    import os
+
+    import pipeline
+
+    arguments = {}
+    if args.overrides:
+        arguments["overrides"] = list(args.overrides)
+    if args.tracking_uri:
+        arguments["tracking_uri"] = args.tracking_uri
+    run_id = pipeline.submit(
+        args.host,
+        args.package,
+        arguments,
+        experiment=args.experiment,
+        namespace=args.namespace,
+        existing_token=os.environ.get("KFP_TOKEN"),
+    )
+    print(f"submitted {args.package} to {args.host}: run {run_id}")
+    return 0
+
+
+def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
+    from components import DEFAULT_IMAGE
+
+    p = sub.add_parser(
+        "pipeline",
+        help="compile, run locally or submit the Kubeflow pipeline",
+        description="The KFP pipeline: every stage as a component, wired into one DAG.",
+    )
+    psub = p.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+
+    c = psub.add_parser(
+        "compile",
+        help="write the pipeline YAML to upload in the KFP UI",
+        description="Compile the pipelines (defaults taken from --params) into "
+        "pipeline/dyn_adapter_pipeline.yaml and pipeline/vtab_pipeline.yaml.",
+    )
+    c.add_argument(
+        "--params", default="params.yaml", help="default parameters (default: %(default)s)"
+    )
+    c.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        help="the project image every component runs in (default: %(default)s)",
+    )
+    c.add_argument(
+        "--kind",
+        action="append",
+        choices=["demo", "vtab"],
+        help="which pipeline (repeatable; default: both)",
+    )
+    c.set_defaults(func=cmd_pipeline_compile, kind=None)
+
+    r = psub.add_parser(
+        "run",
+        help="run the whole DAG here with the KFP local runner (embedded MLflow)",
+        description="Run the demo pipeline with kfp.local's subprocess runner: every task in "
+        "this Python environment, artifacts under --pipeline-root, MLflow in a local SQLite "
+        "store unless --tracking-uri says otherwise. Ends with a summary.",
+    )
+    _add_params_args(r)
+    r.add_argument(
+        "--pipeline-root", default="outputs/kfp", help="artifact root (default: %(default)s)"
+    )
+    r.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: sqlite:///outputs/mlflow/mlflow.db)",
+    )
+    r.set_defaults(func=cmd_pipeline_run)
+
+    s = psub.add_parser(
+        "submit",
+        help="submit the compiled pipeline to a Kubeflow Pipelines endpoint",
+        description="Create a run of a compiled pipeline package on a KFP cluster with "
+        "kfp.Client. A bearer token, if needed, comes from $KFP_TOKEN.",
+    )
+    s.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kfp.example.com")
+    s.add_argument(
+        "--package",
+        default="pipeline/dyn_adapter_pipeline.yaml",
+        help="compiled pipeline (default: %(default)s)",
+    )
+    s.add_argument(
+        "--experiment", default="dyn-adapter", help="KFP experiment (default: %(default)s)"
+    )
+    s.add_argument("--namespace", default=None, help="Kubeflow namespace (multi-user clusters)")
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="parameter override passed to the run (repeatable)",
+    )
+    s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for the run")
+    s.set_defaults(func=cmd_pipeline_submit)
+
+
+def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
+    """``register`` (a stage), and ``promote`` / ``rollback`` of the champion alias by hand."""
+    tracking_help = (
+        "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
+        "sqlite outputs/mlflow/mlflow.db); credentials only via MLFLOW_TRACKING_* variables"
+    )
+    p = _stage_parser(
+        sub,
+        "register",
+        out="outputs/register",
+        model="outputs/sparsify/model",
+        help="log the searched model as an MLflow pyfunc, register it, gate the champion alias",
+        description="Log model, thresholds and preprocessing as an MLflow pyfunc model, register "
+        "a version (alias candidate) and move the champion alias only if the gate passes "
+        "(params: register.*). Writes registration.json.",
+    )
+    p.add_argument(
+        "--search", default="outputs/search", help="search output (default: %(default)s)"
+    )
+    p.add_argument(
+        "--evaluate", default="outputs/evaluate", help="evaluate output (default: %(default)s)"
+    )
+    p.add_argument(
+        "--pipeline-run-id",
+        default=None,
+        help="identifies this pipeline run; registering it again reuses its version "
+        "(default: a hash of the weights, thresholds and test metrics)",
+    )
+    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser(
+        "promote",
+        help="move the champion alias to a registered version (no gate)",
+        description="Make a model version the champion by hand; it is recorded in the "
+        "champion history that rollback uses.",
+    )
+    _add_params_args(p)
+    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    p.add_argument("--version", required=True, help="model version to promote")
+    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "rollback",
+        help="move the champion alias back to the previous champion",
+        description="Roll the champion alias back to the version that was champion before.",
+    )
+    _add_params_args(p)
+    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.set_defaults(func=cmd_rollback)
 
 
 def _stage_parser(
@@ -345,6 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduled vs constant loss weights) and tabulate final-epoch val accuracy.",
     )
     p.set_defaults(func=cmd_ablate)
+    _add_registry_parsers(sub)
+    _add_pipeline_parser(sub)
     return parser
 
 
@@ -355,8 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # Optuna logs every trial at INFO; botocore's DEBUG lines carry the access key id.
-    logging.getLogger("optuna").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # botocore's DEBUG lines carry the access key id.
     logging.getLogger("botocore").setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)

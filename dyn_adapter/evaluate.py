@@ -25,8 +25,8 @@ from .engine import batches, exit_logits, resolve_device
 from .errors import ConfigError
 from .io import atomic_path, write_json
 from .manifest import stage_manifest
-from .models import FLOPS_UNIT, DynAdapterViT, load_model
-from .models.petl import MergeableLayer, petl_layers
+from .models import FLOPS_UNIT, DynAdapterViT
+from .models.checkpoint import load_for_inference
 from .search import THRESHOLDS_FILE
 from .speed import machine_info, time_ratios
 from .thresholds import ExitScores, exit_indices, oracle, simulate
@@ -76,13 +76,6 @@ def dynamic_predictions(
     return torch.cat(preds).numpy(), torch.cat(exits).numpy()
 
 
-def _load_for_inference(model_dir: str | Path, device: torch.device) -> DynAdapterViT:
-    model = load_model(model_dir)
-    if petl_layers(model) and all(isinstance(m, MergeableLayer) for m in petl_layers(model)):
-        model.merge()  # LoRA / RepAdapter: inference at exactly the backbone's cost
-    return model.to(device).eval()
-
-
 def _test_scores(
     model: DynAdapterViT, data: PreparedData, batch_size: int, device: torch.device
 ) -> ExitScores:
@@ -128,7 +121,7 @@ def run(
     dev = resolve_device(device)
     data = PreparedData(data_dir)
     search = _read_json(Path(search_dir) / THRESHOLDS_FILE, "search")
-    model = _load_for_inference(model_dir, dev)
+    model = load_for_inference(model_dir, dev)
     scores = _test_scores(model, data, cfg.batch_size, dev)
     images, labels = data.split("test")
     labels = np.asarray(labels)
@@ -136,19 +129,22 @@ def run(
 
     probe_scores, probe_rows = None, {}
     if probe_model_dir is not None and probe_search_dir is not None:
-        probe = _load_for_inference(probe_model_dir, dev)
+        probe = load_for_inference(probe_model_dir, dev)
         probe_scores = _test_scores(probe, data, cfg.batch_size, dev)
         probe_search = _read_json(Path(probe_search_dir) / THRESHOLDS_FILE, "search")
         probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
 
     budgets = []
+    runs: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}  # budgets may share a policy
     for row in search["budgets"]:
         thr = row["thresholds"]
         if row.get("temperatures"):
             raise ConfigError("evaluate: searched temperatures are not supported by this stage yet")
-        pred, exits = dynamic_predictions(
-            model, images, labels, data.data_config, thr, cfg.batch_size, dev
-        )
+        if tuple(thr) not in runs:
+            runs[tuple(thr)] = dynamic_predictions(
+                model, images, labels, data.data_config, thr, cfg.batch_size, dev
+            )
+        pred, exits = runs[tuple(thr)]
         measured = float(scores.gflops[exits].mean())
         simulated = simulate(scores, thr)
         entry = {

@@ -7,6 +7,7 @@ Unknown keys and wrong types are refused with the dotted key's name. Overrides u
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from .data.prepare import DataConfig
 from .errors import ConfigError
 from .evaluate import EvaluateConfig
 from .models import ModelConfig
+from .register import RegisterConfig
 from .search import SearchConfig
 from .sparsity import SparsityMode
 from .train import TrainConfig
@@ -65,6 +67,7 @@ class Params:
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -102,7 +105,12 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS, overrides: Sequence[st
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top level")
     try:
-        return from_dict(Params, apply_overrides(raw, overrides))
+        return params_from_dict(raw, overrides)
     except ConfigError as e:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{e}") from e
+
+
+def params_from_dict(raw: dict[str, Any], overrides: Sequence[str] = ()) -> Params:
+    """Validate an already-parsed ``params.yaml`` (as a KFP pipeline receives it)."""
+    return from_dict(Params, apply_overrides(copy.deepcopy(raw), overrides))

@@ -46,12 +46,13 @@ def exit_distribution(budgets: Sequence[dict[str, Any]], exit_blocks: Sequence[i
     """Stacked fractions of test images leaving at each exit, per budget."""
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
-    labels = [f"{b['budget']:g}" for b in budgets]
+    x = np.arange(len(budgets))  # positions, not strings: matplotlib would log about them
     bottom = np.zeros(len(budgets))
     for k, block in enumerate(exit_blocks):
         frac = np.array([b["exit_fractions"][k] for b in budgets])
-        ax.bar(labels, frac, bottom=bottom, label=f"exit after block {block}")
+        ax.bar(x, frac, bottom=bottom, label=f"exit after block {block}")
         bottom += frac
+    ax.set_xticks(x, [f"{b['budget']:g}" for b in budgets])
     ax.set_xlabel("GFLOPs budget (fraction of the full model)")
     ax.set_ylabel("fraction of test images")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))

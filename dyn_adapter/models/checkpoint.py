@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..io import atomic_path, write_json
 from .dyn_vit import DynAdapterViT
 from .factory import ModelConfig, create_dyn_adapter
+from .petl import MergeableLayer, petl_layers
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -115,3 +116,17 @@ def load_model(ckpt_dir: str | Path) -> DynAdapterViT:
     model = create_dyn_adapter(cfg)
     load_trainable(model, ckpt_dir)
     return model
+
+
+def load_for_inference(ckpt_dir: str | Path, device: torch.device | str = "cpu") -> DynAdapterViT:
+    """A saved model ready for inference: merged when every PETL layer can be, in eval mode.
+
+    LoRA and RepAdapter fold into the frozen weights, so inference costs exactly the
+    backbone's FLOPs; adapters that cannot merge run as trained. The evaluate stage and the
+    MLflow serving model both load through here, so they measure and serve the same network.
+    """
+    model = load_model(ckpt_dir)
+    layers = petl_layers(model)
+    if layers and all(isinstance(m, MergeableLayer) for m in layers):
+        model.merge()
+    return model.to(torch.device(device)).eval()

@@ -1,0 +1,651 @@
+"""MLflow tracking of pipeline runs, read from the stages' output directories.
+
+Stages are pure functions that write output directories; tracking reads those directories after
+the fact, so the same logging works whether a stage was run by the CLI, DVC or a KFP component.
+A pipeline run is one MLflow run (found again by its ``pipeline_run_id`` tag); each stage is a
+nested child run (found again by its ``pipeline_stage`` tag), so logging twice reuses the runs
+instead of duplicating them.
+
+Nothing that looks like a credential is logged: values of credential-like environment variables
+and passwords in URLs are replaced by ``***`` in params, tags, metric names and text artifacts,
+and binary artifacts containing one are left out (see :func:`redact`).
+
+``mlflow`` is imported only inside the functions here: the rest of the package imports without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, Run
+    from mlflow.tracking import MlflowClient
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("outputs/mlflow")
+DEFAULT_EXPERIMENT = "dyn-adapter"
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "artifacts"
+
+PIPELINE_RUN_TAG = "pipeline_run_id"
+STAGE_TAG = "pipeline_stage"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+REDACTED = "***"
+
+# What each stage reads from params.yaml (dotted paths); a stage name's kind is the part before
+# the first "-" ("train-probe" -> "train").
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data", "model.backbone"),
+    "train": ("model", "train"),
+    "sparsify": ("model", "train", "sparsify"),
+    "search": ("search", "train.eval_batch_size", "train.device"),
+    "evaluate": ("evaluate", "train.device"),
+    "register": ("register",),
+    "ablate": ("model", "train"),
+}
+
+# Stage outputs: these are logged as artifacts anywhere in the output directory ...
+ARTIFACT_SUFFIXES = (".json", ".md", ".png")
+# ... the model directory's weights and config (not the sparsity candidates' models) ...
+MODEL_DIR = "model"  # train.MODEL_DIR; not imported, to keep torch out of this module
+MODEL_SUFFIXES = (".safetensors", ".json")
+# ... and never these: resumable training state, half-written temporaries.
+EXCLUDED_DIRS = frozenset({"checkpoints"})
+TEXT_SUFFIXES = frozenset({".json", ".md", ".txt", ".yaml", ".yml", ".csv", ".html"})
+
+TRAIN_LOG = "train_log.json"
+MANIFEST_FILE = "manifest.json"
+# A stage's final numbers: the first of these it wrote (search writes no metrics.json).
+FINAL_METRICS_FILES = ("metrics.json", "thresholds.json")
+
+# Per-epoch record keys of train_log.json -> metric names; lists get one metric per exit.
+EPOCH_METRIC_NAMES = {
+    "lr": "lr",
+    "loss_weights": "lambda",
+    "train_loss": "train_loss",
+    "train_accuracy": "train_acc",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_acc",
+    "seconds": "epoch_seconds",
+}
+
+# -- credentials ----------------------------------------------------------------------------
+
+CREDENTIAL_ENV_VARS = frozenset(
+    {
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SESSION_TOKEN",
+        "MLFLOW_TRACKING_TOKEN",
+        "MLFLOW_TRACKING_PASSWORD",
+    }
+)
+CREDENTIAL_NAME_PARTS = (
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASSWD",
+    "KEY_ID",
+    "ACCESS_KEY",
+    "API_KEY",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+)
+# Shorter values are not treated as secrets: replacing "1" or "false" everywhere would mangle
+# every log (TOKENIZERS_PARALLELISM=false matches *TOKEN*), and real credentials are longer.
+MIN_SECRET_LENGTH = 6
+_NOT_SECRETS = frozenset({"enabled", "disabled"})
+# scheme://user:password@host -> scheme://user:***@host
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+# Config keys whose values are credentials, by word: "aws_secret_access_key", "api-token",
+# "password"; not "reg_tokens" or "backward_keeps".
+_CREDENTIAL_KEY_WORDS = frozenset(
+    {"secret", "secrets", "token", "password", "passwd", "credential", "credentials"}
+)
+_CREDENTIAL_KEY_PAIRS = frozenset({("key", "id"), ("access", "key"), ("api", "key")})
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential."""
+    upper = name.upper()
+    return upper in CREDENTIAL_ENV_VARS or any(part in upper for part in CREDENTIAL_NAME_PARTS)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the credential-like environment variables, longest first.
+
+    Args:
+        environ: The environment to read; ``os.environ`` by default.
+    """
+    env = os.environ if environ is None else environ
+    values = {
+        v
+        for k, v in env.items()
+        if is_credential_name(k) and len(v) >= MIN_SECRET_LENGTH and v.lower() not in _NOT_SECRETS
+    }
+    # Longest first, so a secret containing another one is replaced whole.
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(value: object, secrets: Sequence[str] | None = None) -> str:
+    """``value`` as a string with every credential replaced by ``***``.
+
+    Replaced: the values of credential-like environment variables (names matching
+    ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``, ``*KEY_ID*`` and the like, see
+    :func:`is_credential_name`; values shorter than ``MIN_SECRET_LENGTH`` are not secrets) and
+    passwords in URLs (``scheme://user:password@host``).
+
+    Args:
+        value: Anything; it is converted with ``str``.
+        secrets: The secret values to replace; read from ``os.environ`` when None.
+    """
+    text = str(value)
+    for secret in secret_values() if secrets is None else secrets:
+        text = text.replace(secret, REDACTED)
+    return _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+
+
+def is_credential_key(key: str) -> bool:
+    """Whether a config/tag key names a credential (its value is then never logged)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    return any(w in _CREDENTIAL_KEY_WORDS for w in words) or any(
+        pair in _CREDENTIAL_KEY_PAIRS for pair in zip(words, words[1:], strict=False)
+    )
+
+
+def redact_items(
+    items: Mapping[str, object], secrets: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Redact keys and values of params or tags; credential-named keys lose their whole value."""
+    secrets = secret_values() if secrets is None else secrets
+    return {
+        redact(k, secrets): REDACTED if is_credential_key(k) else redact(v, secrets)
+        for k, v in items.items()
+    }
+
+
+# -- where runs go --------------------------------------------------------------------------
+
+
+def embedded_tracking_uri(root: str | os.PathLike[str] = DEFAULT_ROOT) -> str:
+    """The embedded tracking store: ``sqlite:///<abs root>/mlflow.db`` (the directory is created).
+
+    Its artifacts go to ``<abs root>/artifacts`` (see :func:`default_artifact_location`), not to
+    MLflow's default ``./mlruns`` relative to whatever the working directory is.
+    """
+    path = Path(root).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / DB_FILE}"
+
+
+def embedded_store(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, str]:
+    """The embedded store's tracking URI and artifact location (a ``file://`` URI)."""
+    uri = embedded_tracking_uri(root)
+    location = default_artifact_location(uri)
+    assert location is not None  # a sqlite URI always has one
+    return uri, location
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Where new experiments keep artifacts: beside the database for a ``sqlite:///`` store.
+
+    None for anything else: a tracking server decides itself (``--artifacts-destination``).
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
+    if not db or db == ":memory:":
+        return None
+    return (Path(db).resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The parts of a parsed ``params.yaml`` that ``stage`` reads (all of it for unknown stages).
+
+    Args:
+        params: ``params.yaml`` as a nested dict.
+        stage: A stage name such as ``train`` or ``train-probe`` (kind before the first ``-``).
+    """
+    sections = STAGE_SECTIONS.get(stage.split("-", 1)[0])
+    if sections is None:
+        return dict(params)
+    out: dict[str, Any] = {}
+    for dotted in sections:
+        *parents, last = dotted.split(".")
+        src: Any = params
+        dst = out
+        for part in parents:
+            src = src.get(part, {}) if isinstance(src, Mapping) else {}
+            dst = dst.setdefault(part, {})
+        if isinstance(src, Mapping) and last in src:
+            dst[last] = src[last]
+    return out
+
+
+# -- flattening -----------------------------------------------------------------------------
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params to ``{"train.loss_weights.shape": "linear"}``; lists and scalars as JSON.
+
+    Strings are kept as they are; everything else is JSON (``true``, ``null``, ``[3, 6]``).
+    """
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, f"{name}."))
+            continue
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if len(text) > MAX_PARAM_VAL_LENGTH:
+            text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
+        out[name] = text
+    return out
+
+
+def flatten_metrics(data: Any, prefix: str = "") -> dict[str, float]:
+    """Nested JSON to ``{"full.accuracy": 0.81, "exits.0.block": 3.0}``: finite numbers only.
+
+    Strings, booleans, nulls, NaN and infinities are skipped.
+    """
+    out: dict[str, float] = {}
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            out.update(flatten_metrics(v, f"{prefix}{k}."))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out.update(flatten_metrics(v, f"{prefix}{i}."))
+    elif isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
+        out[prefix.rstrip(".")] = float(data)
+    return out
+
+
+def epoch_metrics(log: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float, int]]:
+    """``train_log.json``'s per-epoch records as ``(name, value, step=epoch)``.
+
+    Lists become one metric per exit (``train_loss_exit0``, ``val_acc_exit2``,
+    ``lambda_exit1``); scalars keep their (mapped) name (``lr``, ``epoch_seconds``).
+    """
+    out: list[tuple[str, float, int]] = []
+    for i, record in enumerate(log.get("epochs", [])):
+        step = int(record.get("epoch", i + 1))
+        for key, value in record.items():
+            if key == "epoch":
+                continue
+            name = prefix + EPOCH_METRIC_NAMES.get(key, key)
+            values = value if isinstance(value, list) else [value]
+            for k, v in enumerate(values):
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    out.append((f"{name}_exit{k}" if isinstance(value, list) else name, v, step))
+    return out
+
+
+def _entity_key(name: str, secrets: Sequence[str]) -> str:
+    """A valid MLflow metric or param name (alphanumerics, ``_-. /``), redacted."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", redact(name, secrets))[:250]
+
+
+# -- the stage's output directory -----------------------------------------------------------
+
+
+def _walk(out_dir: Path) -> Iterator[Path]:
+    """Files under ``out_dir``, leaving out excluded and hidden directories (temporaries)."""
+    for root, dirs, files in os.walk(out_dir):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def artifact_files(out_dir: str | os.PathLike[str], extra: Sequence[str] = ()) -> list[Path]:
+    """The files of a stage's output directory that are logged, relative to it.
+
+    Every ``*.json``, ``*.md`` and ``*.png`` (manifests, metrics, logs, model card, tables,
+    plots), the model directory's ``*.safetensors`` and config; never ``checkpoints/``, the
+    prepared arrays or ``optuna.db`` unless a glob in ``extra`` names them.
+
+    Args:
+        out_dir: The stage's output directory.
+        extra: Further globs, relative to ``out_dir`` (``optuna.db``, ``candidates/*/model/*``).
+    """
+    root = Path(out_dir)
+    picked = []
+    for path in _walk(root):
+        rel = path.relative_to(root)
+        posix = rel.as_posix()
+        if (
+            path.suffix in ARTIFACT_SUFFIXES
+            or (rel.parent == Path(MODEL_DIR) and path.suffix in MODEL_SUFFIXES)
+            or any(fnmatch.fnmatch(posix, pattern) for pattern in extra)
+        ):
+            picked.append(rel)
+    return picked
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({e})") from e
+
+
+def _stage_metrics(out: Path) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
+    """Final metrics (``metrics.json``, or search's ``thresholds.json``) and per-epoch ones
+    (every ``train_log.json``)."""
+    final: dict[str, float] = {}
+    for name in FINAL_METRICS_FILES:
+        if (out / name).is_file():
+            final = flatten_metrics(_read_json(out / name))
+            break
+    epochs: list[tuple[str, float, int]] = []
+    for path in _walk(out):
+        if path.name == TRAIN_LOG:
+            # Nested logs (the sparsity candidates' runs) are prefixed by their directory.
+            rel = path.parent.relative_to(out).as_posix()
+            epochs += epoch_metrics(_read_json(path), "" if rel == "." else f"{rel}/")
+    return final, epochs
+
+
+def _manifest_tags(out: Path) -> dict[str, str]:
+    if not (out / MANIFEST_FILE).is_file():
+        return {}
+    manifest = _read_json(out / MANIFEST_FILE)
+    tags = {
+        "config_hash": manifest.get("config_hash"),
+        "code_version": manifest.get("code_version"),
+        "manifest_stage": manifest.get("stage"),
+    }
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def _stage_artifacts(
+    out: Path, files: Iterable[Path], staging: Path, secrets: Sequence[str]
+) -> int:
+    """Copy ``files`` into ``staging``: text redacted, binaries holding a secret left out."""
+    needles = [s.encode() for s in secrets]
+    count = 0
+    for rel in files:
+        src = out / rel
+        if redact(rel.as_posix(), secrets) != rel.as_posix():
+            logger.warning("not logging an artifact whose path holds a credential")
+            continue
+        dst = staging / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix in TEXT_SUFFIXES:
+            text = src.read_text(errors="replace")
+            dst.write_text(redact(text, secrets))
+        else:
+            data = src.read_bytes()
+            if any(n in data for n in needles):
+                logger.warning("not logging %s: it contains a credential's value", rel)
+                continue
+            shutil.copyfile(src, dst)
+        count += 1
+    return count
+
+
+# -- MLflow ---------------------------------------------------------------------------------
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    # Offline by design: no telemetry from the client.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """Get or create the experiment (another stage may be creating it at the same moment)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage != "active":
+        raise ConfigError(
+            f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id}) or use another experiment name"
+        )
+    return str(exp.experiment_id)
+
+
+def _filter_value(value: str, what: str) -> str:
+    if not value or "'" in value or "\\" in value:
+        raise ConfigError(f"{what} {value!r}: must be non-empty, without quotes or backslashes")
+    return value
+
+
+def _find_runs(client: MlflowClient, experiment_id: str, match: Mapping[str, str]) -> list[Run]:
+    """Active runs carrying all tags in ``match``, oldest first."""
+    query = " and ".join(f"tags.`{k}` = '{_filter_value(v, k)}'" for k, v in match.items())
+    runs = list(client.search_runs([experiment_id], filter_string=query, max_results=1000))
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def _get_or_create_run(
+    client: MlflowClient,
+    experiment_id: str,
+    match: Mapping[str, str],
+    tags: Mapping[str, str],
+) -> tuple[Run, bool]:
+    """The oldest active run with the ``match`` tags, or a new one; ``(run, created)``.
+
+    Two processes creating it at once both see both runs afterwards: the younger is deleted.
+    """
+    found = _find_runs(client, experiment_id, match)
+    if found:
+        return found[0], False
+    run = client.create_run(experiment_id, tags={**tags, **match})
+    found = _find_runs(client, experiment_id, match)
+    if found and found[0].info.run_id != run.info.run_id:
+        client.delete_run(run.info.run_id)
+        return found[0], False
+    return run, True
+
+
+def _log_batch(
+    client: MlflowClient,
+    run_id: str,
+    metrics: Sequence[Metric] = (),
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """``log_batch`` within MLflow's per-request limits."""
+    from mlflow.entities import Param, RunTag
+    from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+    p = [Param(k, v) for k, v in (params or {}).items()]
+    t = [RunTag(k, v) for k, v in (tags or {}).items()]
+    n = MAX_PARAMS_TAGS_PER_BATCH
+    for i in range(0, len(p), n):
+        client.log_batch(run_id, params=p[i : i + n], synchronous=True)
+    for i in range(0, len(t), n):
+        client.log_batch(run_id, tags=t[i : i + n], synchronous=True)
+    m = list(metrics)
+    for i in range(0, len(m), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=m[i : i + MAX_METRICS_PER_BATCH], synchronous=True)
+
+
+def _new_metrics(client: MlflowClient, run: Run, metrics: Iterable[Metric]) -> list[Metric]:
+    """Leave out ``(key, step, value)`` points the run already has: re-logging adds nothing."""
+    wanted = list(metrics)
+    logged = set(run.data.metrics)
+    have: dict[str, set[tuple[int, float]]] = {}
+    for key in {m.key for m in wanted} & logged:
+        have[key] = {(h.step, h.value) for h in client.get_metric_history(run.info.run_id, key)}
+    return [m for m in wanted if (m.step, m.value) not in have.get(m.key, set())]
+
+
+def _new_params(run: Run, params: Mapping[str, str], what: str) -> dict[str, str]:
+    """Params the run does not have yet; a changed value is an error (MLflow params are fixed)."""
+    old = run.data.params
+    changed = sorted(k for k, v in params.items() if k in old and old[k] != v)
+    if changed:
+        k = changed[0]
+        raise ConfigError(
+            f"{what} (MLflow run {run.info.run_id}) was logged with {k}={old[k]!r}, now "
+            f"{params[k]!r}: a pipeline run's params cannot change; use a new pipeline_run_id"
+        )
+    return {k: v for k, v in params.items() if k not in old}
+
+
+def _metrics(values: Iterable[tuple[str, float, int]], secrets: Sequence[str]) -> list[Metric]:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(_entity_key(k, secrets), float(v), now, step) for k, v, step in values]
+
+
+def start_pipeline_run(
+    tracking_uri: str | None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    tags: Mapping[str, object] | None = None,
+    *,
+    pipeline_run_id: str | None = None,
+    artifact_location: str | None = None,
+) -> str:
+    """The MLflow run of one pipeline run, created or found again by its ``pipeline_run_id`` tag.
+
+    Args:
+        tracking_uri: ``sqlite:///...`` (see :func:`embedded_tracking_uri`) or a server URL;
+            the embedded store when None.
+        experiment: Experiment name; created when missing.
+        run_name: Display name; defaults to the pipeline run id.
+        tags: More tags (redacted).
+        pipeline_run_id: The id that identifies the pipeline run (a KFP job id, a DVC
+            experiment name); defaults to ``tags["pipeline_run_id"]``, then ``run_name``.
+        artifact_location: For a new experiment; defaults to beside a sqlite database.
+
+    Returns:
+        The MLflow run id.
+    """
+    tags = dict(tags or {})
+    run_id = pipeline_run_id or str(tags.pop(PIPELINE_RUN_TAG, "") or "") or run_name
+    if not run_id:
+        raise ConfigError("start_pipeline_run: pass pipeline_run_id (or a run_name)")
+    uri = tracking_uri or embedded_tracking_uri()
+    secrets = secret_values()
+    client = _client(uri)
+    exp_id = _experiment_id(client, experiment, artifact_location or default_artifact_location(uri))
+    clean = redact_items(tags, secrets)
+    clean[RUN_NAME_TAG] = redact(run_name or run_id, secrets)
+    run, created = _get_or_create_run(client, exp_id, {PIPELINE_RUN_TAG: run_id}, clean)
+    if not created:
+        _log_batch(client, run.info.run_id, tags=clean)
+    logger.info("MLflow run %s for pipeline run %s", run.info.run_id, run_id)
+    return run.info.run_id
+
+
+def end_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark a pipeline's MLflow run ``FINISHED`` (or ``FAILED``, ``KILLED``)."""
+    _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def log_stage(
+    stage: str,
+    out_dir: str | os.PathLike[str],
+    parent_run_id: str,
+    params: Mapping[str, Any] | None = None,
+    tracking_uri: str | None = None,
+    *,
+    tags: Mapping[str, object] | None = None,
+    extra_artifacts: Sequence[str] = (),
+) -> str:
+    """Log one stage's output directory as a child run of the pipeline's run.
+
+    The child run is created, or found again by its ``pipeline_stage`` tag under this parent,
+    and gets: ``params`` flattened to dotted keys; per-epoch metrics of every
+    ``train_log.json`` with ``step=epoch``; ``metrics.json`` (search: ``thresholds.json``)
+    flattened to finite floats, also logged to the parent prefixed ``<stage>.``; tags from
+    ``manifest.json``; and the artifacts :func:`artifact_files` picks. Points, params and
+    artifacts already logged are not duplicated.
+
+    Args:
+        stage: Stage name (``train``, ``train-probe``, ``evaluate``, ...).
+        out_dir: The directory the stage wrote.
+        parent_run_id: From :func:`start_pipeline_run`.
+        params: The params the stage read, nested (see :func:`stage_params`).
+        tracking_uri: As for :func:`start_pipeline_run`; the embedded store when None.
+        tags: More tags for the child run (redacted).
+        extra_artifacts: Globs of further files to log (``optuna.db``).
+
+    Returns:
+        The child run's id.
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise ConfigError(f"log_stage {stage}: {out} is not a directory")
+    _filter_value(stage, "stage name")
+    uri = tracking_uri or embedded_tracking_uri()
+    secrets = secret_values()
+    client = _client(uri)
+    parent = client.get_run(parent_run_id)
+
+    final, epochs = _stage_metrics(out)
+    clean_params = {
+        _entity_key(k, secrets): v
+        for k, v in redact_items(flatten_params(params or {}), secrets).items()
+    }
+    child_tags = redact_items({**_manifest_tags(out), **(tags or {})}, secrets)
+    child_tags[RUN_NAME_TAG] = redact(stage, secrets)
+    pipeline_id = parent.data.tags.get(PIPELINE_RUN_TAG)
+    if pipeline_id:
+        child_tags[PIPELINE_RUN_TAG] = pipeline_id
+
+    run, _ = _get_or_create_run(
+        client,
+        parent.info.experiment_id,
+        {PARENT_TAG: parent_run_id, STAGE_TAG: stage},
+        child_tags,
+    )
+    child_id = run.info.run_id
+    try:
+        _log_batch(
+            client,
+            child_id,
+            metrics=_new_metrics(
+                client,
+                run,
+                _metrics([*epochs, *((k, v, 0) for k, v in final.items())], secrets),
+            ),
+            params=_new_params(run, clean_params, f"stage {stage}"),
+            tags=child_tags,
+        )
+        with tempfile.TemporaryDirectory(prefix="dyn-adapter-artifacts-") as staging:
+            n = _stage_artifacts(out, artifact_files(out, extra_artifacts), Path(staging), secrets)
+            if n:
+                client.log_artifacts(child_id, staging)
+        prefixed = _metrics(((f"{stage}.{k}", v, 0) for k, v in final.items()), secrets)
+        _log_batch(client, parent_run_id, metrics=_new_metrics(client, parent, prefixed))
+    except BaseException:
+        with contextlib.suppress(Exception):  # the logging error is the one to see
+            client.set_terminated(child_id, status="FAILED")
+        raise
+    client.set_terminated(child_id, status="FINISHED")
+    logger.info("logged stage %s (%s) to MLflow run %s", stage, out, child_id)
+    return child_id

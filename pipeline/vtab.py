@@ -1,0 +1,60 @@
+"""The VTAB-1k profile: one branch per task (prepare → train on a GPU → search → evaluate),
+collected into the VTAB table."""
+
+from typing import Any
+
+from kfp import dsl
+
+from components import DEFAULT_IMAGE, build
+
+NAME = "dyn-adapter-vtab"
+
+
+def build_pipeline(
+    defaults: dict[str, Any],
+    image: str = DEFAULT_IMAGE,
+    accelerator: str = "nvidia.com/gpu",
+    gpus: int = 1,
+) -> Any:
+    """The VTAB pipeline; each training task requests ``gpus`` accelerators (0: none)."""
+    c = build(image)
+
+    @dsl.pipeline(
+        name=NAME,
+        description="Dyn-Adapter on VTAB-1k: every task trained, searched and evaluated in "
+        "parallel, then the VTAB table (per task, group means, mean of tasks, GFLOPs).",
+    )
+    def vtab_pipeline(
+        tasks: list,
+        data_root: str,
+        params: dict = defaults,
+        overrides: list = [],  # noqa: B006 (KFP reads defaults from the signature)
+        tracking_uri: str = "",
+    ) -> dsl.Artifact:
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        with dsl.ParallelFor(tasks, name="vtab-tasks") as task:
+            task_overrides = c.task_overrides(overrides=overrides, data_root=data_root, task=task)
+            common = dict(params=params, overrides=task_overrides.output)
+            # Only the evaluation is tracked: its run is named after the task.
+            prep = c.prepare_data(**common)
+            train = c.train_model(**common, variant="dyn", data=prep.outputs["data"])
+            if gpus > 0:
+                train.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+            search = c.search_thresholds(
+                **common, model=train.outputs["model"], data=prep.outputs["data"]
+            )
+            evaluation = c.evaluate_model(
+                **common,
+                tracking_uri=tracking_uri,
+                pipeline_run_id=run_id,
+                model=train.outputs["model"],
+                thresholds=search.outputs["thresholds"],
+                data=prep.outputs["data"],
+                task_name=task,
+            )
+        table = c.vtab_table(
+            tasks=tasks, evaluations=dsl.Collected(evaluation.outputs["evaluation"])
+        ).set_display_name("VTAB table")
+        return table.outputs["table"]
+
+    return vtab_pipeline

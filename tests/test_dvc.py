@@ -1,0 +1,140 @@
+"""``dvc repro`` of the real dvc.yaml on a tiny project; DVC push/pull to a real S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+from conftest import TINY_PARAMS
+from servers import seaweedfs
+from test_prepare import make_fashion_mnist
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+KEY_ID = "AKIADVCREMOTETEST"
+SECRET = "dvc-remote-test-secret-0123456789"
+
+
+def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    env = dict(env or os.environ)
+    # dvc runs stage commands through the shell: they must find this venv's dyn-adapter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def dvc(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return run(cwd, sys.executable, "-m", "dvc", *args, env=env)
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w:]+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A git + DVC project with the real dvc.yaml, the package sources it depends on, tiny
+    params and a tiny Fashion-MNIST; ``dvc repro`` has run once."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "dvc.yaml", root)
+    shutil.copy(REPO / ".dvcignore", root)
+    shutil.copytree(
+        REPO / "dyn_adapter", root / "dyn_adapter", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    make_fashion_mnist(root / "data" / "fashion-mnist", per_class=8, test_per_class=3)
+    # The real params.yaml (dvc needs every section a stage declares), scaled down.
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    tiny = json.loads(json.dumps(TINY_PARAMS))
+    params["model"] = tiny["model"]
+    params["train"].update(tiny["train"], device="cpu")
+    params["data"].update(path="data/fashion-mnist", train_size=40, val_size=20)
+    params["sparsify"].update(forward_rates=[0.1], backward_keeps=[0.5], epochs=1)
+    params["search"].update(budgets=[0.5, 1.0], trials=10)
+    params["evaluate"].update(speed_images=8, speed_repeats=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run(root, "git", "init", "-q")
+    dvc(root, "init", "-q")
+    dvc(root, "add", "-q", "data")
+    out = dvc(root, "repro")
+    assert stages_run(out) == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    return root
+
+
+def test_repro_runs_every_stage_then_nothing(project):
+    metrics = json.loads((project / "outputs/evaluate/metrics.json").read_text())
+    assert 0.0 <= metrics["full"]["accuracy"] <= 1.0
+    reg = json.loads((project / "outputs/register/registration.json").read_text())
+    assert "candidate" in reg["aliases"]
+    out = dvc(project, "repro")
+    assert stages_run(out) == set()
+    assert "up to date" in out
+
+
+def test_a_param_change_reruns_only_its_stage_and_later_ones(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["speed_repeats"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_run(dvc(project, "repro")) == {"evaluate", "register"}
+
+    params["search"]["trials"] = 12
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    assert stages_run(dvc(project, "repro")) == {"search", "search_probe", "evaluate", "register"}
+
+
+def test_the_raw_data_is_tracked_not_written(project):
+    status = dvc(project, "status", "data.dvc")
+    assert "up to date" in status or status.strip() == ""
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_push_and_pull_through_a_real_s3_server(project, tmp_path):
+    with seaweedfs(tmp_path / "weed", KEY_ID, SECRET) as endpoint:
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket="dvc")
+        # --local: the endpoint lives in .dvc/config.local, never in the committed config
+        dvc(project, "remote", "add", "--local", "-f", "-d", "store", "s3://dvc/cache", env=env)
+        dvc(project, "remote", "modify", "--local", "store", "endpointurl", endpoint, env=env)
+        assert endpoint not in (project / ".dvc/config").read_text()
+        assert SECRET not in (project / ".dvc/config.local").read_text()
+        dvc(project, "push", env=env)
+        assert s3.list_objects_v2(Bucket="dvc", Prefix="cache/").get("KeyCount", 0) > 0
+
+        before = {d: _digest(project / d) for d in ("data", "outputs/evaluate")}
+        shutil.rmtree(project / ".dvc" / "cache")
+        shutil.rmtree(project / "data")
+        shutil.rmtree(project / "outputs" / "evaluate")
+        dvc(project, "pull", env=env)
+        assert {d: _digest(project / d) for d in before} == before
+        assert stages_run(dvc(project, "repro")) == set()

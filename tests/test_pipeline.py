@@ -1,0 +1,239 @@
+"""The KFP pipelines: compiled YAML up to date, whole DAGs on the real local runner, submit."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import TINY_PARAMS
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def band_image(label: int, num_classes: int, rng: np.random.Generator) -> Image.Image:
+    """Class k: noise in the k-th brightness band (learnable by a tiny random ViT)."""
+    step = 256 // num_classes
+    return Image.fromarray((rng.integers(0, step, (28, 28)) + label * step).astype(np.uint8))
+
+
+def write_vtab_task(root: Path, num_classes: int = 3, seed: int = 0) -> Path:
+    """A VTAB-1k-layout task: images/ plus the split files."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    for split_file, n in {"train800.txt": 48, "val200.txt": 24, "test.txt": 24}.items():
+        lines = []
+        for i in range(n):
+            name = f"images/{split_file[:-4]}_{i}.png"
+            band_image(i % num_classes, num_classes, rng).save(root / name)
+            lines.append(f"{name} {i % num_classes}")
+        (root / split_file).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tiny_pipeline_params(tmp_path: Path, source: str, data_path: Path) -> Path:
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["data"] = {
+        "source": source,
+        "path": str(data_path),
+        "train_size": 48,
+        "val_size": 24,
+    }
+    params["train"].update(epochs=2, device="cpu")
+    params["sparsify"] = {"forward_rates": [0.1], "backward_keeps": [0.5, 0.8], "epochs": 1}
+    params["search"] = {"budgets": [0.5, 1.0], "trials": 20}
+    params["evaluate"] = {"speed_images": 16, "speed_repeats": 1, "batch_size": 64}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["demo", "vtab"])
+def test_compiled_pipeline_is_up_to_date(tmp_path, kind):
+    from pipeline.runner import COMPILED, compile_pipeline
+
+    fresh = compile_pipeline(kind, tmp_path / f"{kind}.yaml", REPO / "params.yaml")
+    committed = REPO / COMPILED[kind]
+    # Parsed, not text: the header comment prints the params dict in protobuf map order.
+    assert yaml.safe_load(committed.read_text()) == yaml.safe_load(fresh.read_text()), (
+        f"{committed} is stale: run `dyn-adapter pipeline compile`"
+    )
+
+
+def test_compiled_pipeline_shape():
+    spec = yaml.safe_load((REPO / "pipeline/dyn_adapter_pipeline.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    components = {t["componentRef"]["name"] for t in tasks.values()}
+    for name in ["prepare-data", "train-model", "sparsify-select", "search-thresholds"]:
+        assert any(c.startswith(f"comp-{name}") for c in components), name
+    # three trainings (ours and both baselines) hang off the same prepared data
+    trains = [t for t in tasks.values() if t["componentRef"]["name"].startswith("comp-train-model")]
+    assert len(trains) == 3
+    assert any("iteratorPolicy" in t or "parameterIterator" in t for t in tasks.values())
+    executors = spec["deploymentSpec"]["executors"]
+    for ex in executors.values():
+        container = ex["container"]
+        assert container["image"] == "dyn-adapter:0.1.0"
+        assert "pip install" not in " ".join(container["command"])  # nothing installed at run time
+    vtab = yaml.safe_load((REPO / "pipeline/vtab_pipeline.yaml").read_text())
+    text = json.dumps(vtab)
+    assert "nvidia.com/gpu" in text and "accelerator" in text
+
+
+def test_bad_params_are_refused_before_compiling(tmp_path):
+    from dyn_adapter.errors import ConfigError
+    from pipeline.runner import compile_pipeline
+
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"epochz": 3}}))
+    with pytest.raises(ConfigError, match="epochz"):
+        compile_pipeline("demo", tmp_path / "x.yaml", bad)
+    assert not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_vtab_pipeline_runs_locally(tmp_path):
+    """Two tiny VTAB-layout tasks through the real KFP local runner, into the VTAB table."""
+    from kfp import local
+
+    from pipeline.runner import build, load_defaults
+
+    root = tmp_path / "vtab"
+    for k, task in enumerate(["eurosat", "dtd"]):
+        write_vtab_task(root / task, seed=k)
+    params = load_defaults(tiny_pipeline_params(tmp_path, "vtab", root / "eurosat"))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    pipe = build("vtab", params)
+    task = pipe(tasks=["eurosat", "dtd"], data_root=str(root), params=params)
+    table = json.loads((Path(task.output.path) / "vtab.json").read_text())
+    assert [r["task"] for r in table["tasks"]] == ["eurosat", "dtd"]
+    assert set(table["group_means"]) == {"specialized", "natural"}
+    accs = [r["accuracy"] for r in table["tasks"]]
+    assert table["mean_of_tasks"] == pytest.approx(sum(accs) / 2)
+    assert all(0.0 <= a <= 1.0 for a in accs)
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    requests: list[tuple[str, str, bytes]] = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        self.requests.append(("GET", self.path, b""))
+        if "experiments" in self.path:
+            self._reply(
+                {"experiments": [{"experiment_id": "exp-1", "display_name": "dyn-adapter"}]}
+            )
+        else:
+            self._reply({})
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.requests.append(("POST", self.path, body))
+        if self.path.endswith("/runs"):
+            self._reply({"run_id": "run-42", "display_name": "r"})
+        else:
+            self._reply({"experiment_id": "exp-1", "display_name": "dyn-adapter"})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.integration
+def test_submit_sends_the_compiled_pipeline(tmp_path):
+    """Submit to a recording HTTP server on loopback: the run request carries our spec."""
+    from pipeline.runner import submit
+
+    _Recorder.requests = []
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        run_id = submit(
+            f"http://127.0.0.1:{server.server_port}",
+            REPO / "pipeline/dyn_adapter_pipeline.yaml",
+            {"overrides": ["train.epochs=3"]},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run_id == "run-42"
+    posts = [(p, b) for m, p, b in _Recorder.requests if m == "POST" and p.endswith("/runs")]
+    assert len(posts) == 1
+    body = json.loads(posts[0][1])
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "dyn-adapter"
+    assert body["runtime_config"]["parameters"]["overrides"] == ["train.epochs=3"]
+    assert body["experiment_id"] == "exp-1"
+
+
+def test_submit_without_package_is_a_clear_error(tmp_path):
+    from dyn_adapter.errors import ConfigError
+    from pipeline.runner import submit
+
+    with pytest.raises(ConfigError, match="pipeline compile"):
+        submit("http://127.0.0.1:9", tmp_path / "missing.yaml")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_pipeline_runs_locally_end_to_end(tmp_path):
+    """The whole demo DAG on the real KFP local runner: every stage, both baselines, the
+    registration, one MLflow run with a nested run per stage, and the UI's visualisations."""
+    from mlflow.tracking import MlflowClient
+
+    from dyn_adapter import tracking
+    from pipeline.runner import format_summary, run_local
+
+    params = tiny_pipeline_params(tmp_path, "vtab", write_vtab_task(tmp_path / "task"))
+    uri = tracking.embedded_tracking_uri(tmp_path / "mlflow")
+    summary = run_local(params, pipeline_root=tmp_path / "kfp", tracking_uri=uri)
+
+    assert summary["registered"]["version"] == "1"
+    assert "candidate" in summary["registered"]["aliases"]
+    assert len(summary["exits"]) == 3 and summary["static_petl_accuracy"] is not None
+    assert "registered dyn-adapter version 1" in format_summary(summary)
+
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "dyn-adapter"]
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [
+        r
+        for r in runs
+        if "mlflow.parentRunId" not in r.data.tags and "pipeline_stage" not in r.data.tags
+    ]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len({r.data.tags["mlflow.parentRunId"] for r in children}) == 1
+    assert {r.data.tags["pipeline_stage"] for r in children} >= {
+        "prepare",
+        "train-dyn",
+        "train-static",
+        "train-probe",
+        "sparsify",
+        "search",
+        "search-probe",
+        "evaluate",
+        "register",
+    }
+    parent = client.get_run(children[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert parents  # the pipeline's own run
+
+    root = tmp_path / "kfp"
+    assert list(root.glob("*/evaluate-model/plot")), "HTML plot for the KFP UI"
+    card = next(root.glob("*/evaluate-model/model_card"))
+    assert "Dyn-Adapter" in card.read_text()
+    # two sparsity candidates fanned out, plus the input model, in the selection table
+    table = next(root.glob("*/sparsify-select/table")).read_text()
+    assert table.count("\n") >= 2 + 3

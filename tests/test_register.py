@@ -1,0 +1,683 @@
+"""Model registration, the promotion gate, promote/rollback, and MLflow pyfunc serving.
+
+Unit tests use an embedded SQLite store in a temporary directory; the integration tests start a
+real ``mlflow server`` (and ``mlflow models serve``) on loopback. No MLflow call is mocked.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_model, write_prepared
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from PIL import Image
+
+from dyn_adapter import register, serving, tracking
+from dyn_adapter.cli import main
+from dyn_adapter.data.transforms import to_model_input
+from dyn_adapter.errors import ConfigError
+from dyn_adapter.models import save_trainable
+from dyn_adapter.models.checkpoint import load_for_inference
+from dyn_adapter.register import Candidate, RegisterConfig, gate
+
+# Thresholds for the tiny 3-exit model: budget 0.5 sends (almost) everything to the first exit,
+# budget 1.0 (almost) everything to the last.
+POLICIES = [
+    {"budget": 0.5, "thresholds": [0.0, 0.0, 0.0], "temperatures": None},
+    {"budget": 1.0, "thresholds": [1.01, 1.01, 0.0], "temperatures": None},
+]
+
+
+# -- fixtures: a tiny model and its stage outputs, without training -----------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a small shared machine: more intra-op threads only spin (100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory) -> Path:
+    """A prepared dataset, a saved (untrained) tiny model and its ``thresholds.json``."""
+    root = tmp_path_factory.mktemp("outputs")
+    write_prepared(root / "prepared", sizes={"train": 8, "val": 8, "test": 8})
+    save_trainable(tiny_model(num_classes=4), root / "model")
+    (root / "search").mkdir()
+    (root / "search" / "thresholds.json").write_text(
+        json.dumps({"full_gflops": 0.0055, "budgets": POLICIES})
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One embedded SQLite store per module (creating its tables takes seconds); tests use
+    their own registered model names."""
+    return tracking.embedded_tracking_uri(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture
+def name(request) -> str:
+    return "m-" + request.node.name.replace("[", "-").replace("]", "")
+
+
+def write_metrics(root: Path, accuracy: float, ratio: float | None) -> Path:
+    """An evaluate output with the numbers the gate reads."""
+    root.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "full": {"accuracy": accuracy, "gflops": 0.0055},
+        "budgets": [{"budget": 0.5, "accuracy": accuracy}, {"budget": 1.0, "accuracy": accuracy}],
+        "iso_accuracy": {
+            "accuracy": None if ratio is None else accuracy,
+            "budget": None if ratio is None else 0.5,
+            "gflops_ratio": ratio,
+        },
+    }
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    (root / "model_card.md").write_text("# Model card\n")
+    return root
+
+
+def register_run(
+    outputs: Path,
+    store: str,
+    name: str,
+    run_id: str,
+    accuracy: float,
+    ratio: float | None = 0.4,
+    **cfg,
+) -> dict:
+    evaluate_dir = write_metrics(outputs / "evaluate" / name / run_id, accuracy, ratio)
+    return register.run(
+        RegisterConfig(model_name=name, **cfg),
+        outputs / "model",
+        outputs / "search",
+        evaluate_dir,
+        outputs / "prepared",
+        outputs / "register" / name / run_id,
+        pipeline_run_id=run_id,
+        tracking_uri=store,
+    )
+
+
+def alias(client: MlflowClient, name: str, which: str = "champion") -> str | None:
+    version = client.get_registered_model(name).aliases.get(which)
+    return None if version is None else str(version)
+
+
+# -- the gate, pure -----------------------------------------------------------------------
+
+
+CFG = RegisterConfig(accuracy_tolerance=0.01, max_gflops_ratio=0.6)
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "ratio", "champ", "passed", "says"),
+    [
+        (0.80, 0.5, None, True, "no champion yet"),
+        (0.80, 0.7, None, False, "ratio 0.700 > 0.6"),
+        (0.80, None, None, False, "no budget reaches iso accuracy"),
+        (0.895, 0.5, ("3", 0.90), True, ">= champion v3's 0.9000 - tolerance 0.01"),
+        (0.885, 0.5, ("3", 0.90), False, "< champion v3's 0.9000"),
+        (0.99, 0.5, ("3", None), False, "has no accuracy tag"),
+    ],
+)
+def test_gate_decisions_say_why(accuracy, ratio, champ, passed, says):
+    decision = gate(Candidate(accuracy, 0.5, ratio, 1.0), champ, CFG)
+    assert decision.passed is passed
+    assert decision.reason.startswith("gate pass" if passed else "gate fail")
+    assert says in decision.reason
+
+
+def test_gate_without_gflops_limit():
+    cfg = RegisterConfig(max_gflops_ratio=None)
+    assert gate(Candidate(0.5, 1.0, None, 1.0), None, cfg).passed
+
+
+def test_candidate_falls_back_to_the_largest_budget(tmp_path):
+    metrics = json.loads((write_metrics(tmp_path, 0.7, None) / "metrics.json").read_text())
+    metrics["budgets"][1]["accuracy"] = 0.75
+    c = register.candidate_from_metrics(metrics)
+    assert (c.accuracy, c.budget, c.gflops_ratio) == (0.75, 1.0, None)
+    with pytest.raises(ConfigError, match="not an evaluate stage output"):
+        register.candidate_from_metrics({"full": {}})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("max_gflops_ratio", 1.5, "max_gflops_ratio"),
+        ("accuracy_tolerance", -0.1, "accuracy_tolerance"),
+        ("model_name", " ", "model_name"),
+        ("tracking_uri", "https://bob:s3cret@mlflow.example.com", "carries credentials"),
+    ],
+)
+def test_register_config_is_validated(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        RegisterConfig(**{key: value})
+
+
+def test_params_yaml_has_a_register_section():
+    from dyn_adapter.params import load_params
+
+    p = load_params(Path(__file__).parents[1] / "params.yaml")
+    assert p.register.model_name and p.register.max_gflops_ratio == 0.6
+
+
+def test_embedded_store_paths(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = register.resolve_tracking_uri(None, tmp_path)
+    assert uri == f"sqlite:///{tmp_path.resolve()}/outputs/mlflow/mlflow.db"
+    assert (
+        tracking.default_artifact_location(uri)
+        == (tmp_path.resolve() / "outputs" / "mlflow" / "artifacts").as_uri()
+    )
+    assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
+    assert register.redact_uri("https://u:p@host:1/x?token=t") == "https://host:1/x"
+
+
+# -- registration on the embedded store ---------------------------------------------------
+
+
+def test_first_registration_becomes_champion(outputs, store, name):
+    result = register_run(outputs, store, name, "run-1", accuracy=0.9)
+    assert result["version"] == "1" and result["promoted"] and not result["reused"]
+    assert result["aliases"] == ["candidate", "champion"]
+    assert result["gate"] == "pass" and "no champion yet" in result["reason"]
+    assert result["model_uri"] == f"models:/{name}/1"
+    saved = json.loads((outputs / "register" / name / "run-1" / "registration.json").read_text())
+    assert saved == result
+
+    c = MlflowClient(store)
+    v = c.get_model_version(name, "1")
+    sha = json.loads((outputs / "model" / "model_config.json").read_text())["backbone_sha256"]
+    assert v.tags["pipeline_run_id"] == "run-1" and v.tags["backbone_sha256"] == sha
+    assert float(v.tags["accuracy"]) == 0.9 and float(v.tags["gflops_ratio"]) == 0.4
+    assert float(v.tags["full_gflops"]) == 0.0055
+    assert v.description.startswith("gate pass")
+    assert json.loads(c.get_registered_model(name).tags["champion_history"]) == ["1"]
+    # Artifacts sit beside the database, not in ./mlruns of whatever the working directory was.
+    exp = c.get_experiment_by_name("dyn-adapter")
+    assert exp.artifact_location == tracking.default_artifact_location(store)
+
+
+def test_worse_or_costlier_candidate_gets_only_the_candidate_alias(outputs, store, name):
+    register_run(outputs, store, name, "run-1", accuracy=0.9)
+    worse = register_run(outputs, store, name, "run-2", accuracy=0.8)
+    costly = register_run(outputs, store, name, "run-3", accuracy=0.95, ratio=0.7)
+    c = MlflowClient(store)
+    assert alias(c, name) == "1"
+    assert (worse["version"], worse["gate"], worse["promoted"]) == ("2", "fail", False)
+    assert "0.8000 (budget 0.5) < champion v1's 0.9000" in worse["reason"]
+    assert costly["gate"] == "fail" and "ratio 0.700 > 0.6" in costly["reason"]
+    assert costly["aliases"] == ["candidate"]
+    for v in ("2", "3"):
+        assert c.get_model_version(name, v).description.startswith("gate fail")
+    assert alias(c, name, "candidate") == "3"
+    # Within the tolerance (0.005 by default) passes.
+    close = register_run(outputs, store, name, "run-4", accuracy=0.896)
+    assert close["promoted"] and alias(c, name) == "4"
+
+
+def test_same_pipeline_run_id_reuses_its_version(outputs, store, name):
+    first = register_run(outputs, store, name, "run-1", accuracy=0.9)
+    again = register_run(outputs, store, name, "run-1", accuracy=0.5)  # numbers are not re-read
+    assert again["version"] == first["version"] and again["reused"]
+    assert again["reason"] == first["reason"] and again["aliases"] == first["aliases"]
+    assert not again["promoted"] and again["accuracy"] == 0.9  # as recorded the first time
+    assert len(MlflowClient(store).search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_promote_and_rollback_move_the_champion(outputs, store, name):
+    register_run(outputs, store, name, "run-1", accuracy=0.9)
+    register_run(outputs, store, name, "run-2", accuracy=0.5)  # fails the gate
+    c = MlflowClient(store)
+    assert alias(c, name) == "1"
+
+    promoted = register.promote(name, 2, tracking_uri=store)
+    assert (promoted["version"], promoted["previous"], promoted["history"]) == (
+        "2",
+        "1",
+        ["1", "2"],
+    )
+    assert alias(c, name) == "2"
+
+    back = register.rollback(name, tracking_uri=store)
+    assert (back["version"], back["previous"], back["history"]) == ("1", "2", ["1"])
+    assert alias(c, name) == "1"
+    with pytest.raises(ConfigError, match="no champion before v1"):
+        register.rollback(name, tracking_uri=store)
+
+    # A passing version, rolled back, is not promoted again by re-running its pipeline run.
+    assert register_run(outputs, store, name, "run-3", accuracy=0.95)["promoted"]
+    assert register.rollback(name, tracking_uri=store)["version"] == "1"
+    rerun = register_run(outputs, store, name, "run-3", accuracy=0.95)
+    assert rerun["reused"] and not rerun["promoted"] and alias(c, name) == "1"
+
+    with pytest.raises(ConfigError, match="has no version '9'"):
+        register.promote(name, 9, tracking_uri=store)
+    with pytest.raises(ConfigError, match="no registered model 'nope'"):
+        register.rollback("nope", tracking_uri=store)
+
+
+def test_no_credentials_are_written(outputs, store, name, monkeypatch):
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEY123456",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-do-not-log-42",
+        "MLFLOW_TRACKING_TOKEN": "tracking-token-do-not-log-42",
+    }
+    for key, value in secrets.items():
+        monkeypatch.setenv(key, value)
+    result = register_run(outputs, store, name, "run-1", accuracy=0.9)
+    c = MlflowClient(store)
+    v = c.get_model_version(name, result["version"])
+    run = c.get_run(result["run_id"])
+    out = outputs / "register" / name / "run-1"
+    written = json.dumps(
+        [
+            v.tags,
+            v.description,
+            c.get_registered_model(name).tags,
+            run.data.params,
+            run.data.tags,
+            (out / "registration.json").read_text(),
+            (out / "manifest.json").read_text(),
+            (out / "preprocess.json").read_text(),
+        ]
+    )
+    for value in secrets.values():
+        assert value not in written
+    with pytest.raises(ConfigError, match="carries credentials"):
+        register.run(
+            RegisterConfig(),
+            outputs / "model",
+            outputs / "search",
+            out,
+            outputs / "prepared",
+            out,
+            "run-x",
+            tracking_uri="http://alice:pw@127.0.0.1:5000",
+        )
+
+
+def test_cli_register_promote_rollback(outputs, store, tmp_path, capsys):
+    write_metrics(tmp_path / "evaluate", 0.9, 0.4)
+    common = ["--params", str(tmp_path / "none.yaml"), "--tracking-uri", store]
+    (tmp_path / "none.yaml").write_text("register:\n  model_name: cli-model\n")
+    args = [
+        "register",
+        *common,
+        "--model",
+        str(outputs / "model"),
+        "--search",
+        str(outputs / "search"),
+        "--evaluate",
+        str(tmp_path / "evaluate"),
+        "--data",
+        str(outputs / "prepared"),
+        "--out",
+        str(tmp_path / "register"),
+    ]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("registered cli-model v1 (aliases: candidate, champion; gate pass")
+    run_id = json.loads((tmp_path / "register" / "registration.json").read_text())[
+        "pipeline_run_id"
+    ]
+    assert run_id.startswith("local-")  # derived from the inputs: the same inputs, the same id
+    assert main(args) == 0 and "v1" in capsys.readouterr().out
+
+    assert main(["promote", *common, "--version", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "cli-model: champion is v1 (was v1)"
+    assert main(["rollback", *common]) == 2  # nothing before v1: a clear error, exit code 2
+    assert "no champion before v1" in capsys.readouterr().err
+
+
+# -- the pyfunc model in-process ----------------------------------------------------------
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pyfunc(outputs) -> serving.DynAdapterPyfunc:
+    from dyn_adapter.data.prepared import PreparedData
+
+    pre = serving.write_preprocess(
+        PreparedData(outputs / "prepared"), outputs / "serving" / "preprocess.json"
+    )
+    model = serving.DynAdapterPyfunc()
+    model.setup(outputs / "model", outputs / "search" / "thresholds.json", pre, device="cpu")
+    return model
+
+
+def test_pyfunc_predicts_like_forward_dynamic(outputs, pyfunc):
+    images = np.load(outputs / "prepared" / "test_images.npy")
+    frame = pd.DataFrame({"image": [serving.encode_image(im) for im in images]})
+    model = load_for_inference(outputs / "model", "cpu")
+    x = to_model_input(torch.from_numpy(images), pyfunc.data_config)
+    for budget, policy in ((0.5, POLICIES[0]), (0.99, POLICIES[0]), (1.0, POLICIES[1])):
+        out = pyfunc.predict(None, frame, params={"budget": budget})
+        ref = model.forward_dynamic(x, policy["thresholds"])
+        assert list(out.columns) == list(serving.OUTPUT_COLUMNS) and len(out) == len(images)
+        assert out["label_index"].tolist() == ref.prediction.tolist()
+        assert out["exit_index"].tolist() == ref.exit_index.tolist()
+        np.testing.assert_allclose(out["confidence"], ref.confidence.numpy(), rtol=1e-5)
+        assert out["label"].tolist() == [f"class_{i}" for i in ref.prediction.tolist()]
+        assert out["exit_block"].tolist() == [[2, 4, 6][k] for k in ref.exit_index.tolist()]
+    cheap = pyfunc.predict(None, frame, params={"budget": 0.5})
+    full = pyfunc.predict(None, frame)  # default budget 1.0
+    assert cheap["gflops"].sum() < full["gflops"].sum()
+    assert set(full["exit_index"]) == {2} and set(cheap["exit_index"]) == {0}
+
+
+def test_pyfunc_accepts_grey_rgba_16bit_and_jpeg(pyfunc):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)  # another size: resized to 28x28
+    grey16 = np.full((28, 28), 65535, dtype=np.uint16)
+    jpeg = io.BytesIO()
+    Image.fromarray(rgb).save(jpeg, format="JPEG")
+    cells = [
+        png_bytes(rgb[:28, :28, 0]),  # grey
+        png_bytes(np.dstack([rgb, np.full((40, 30), 128, np.uint8)])),  # RGBA
+        png_bytes(grey16),  # 16-bit grey: scaled to 255, not clipped
+        jpeg.getvalue(),
+    ]
+    decoded = [serving.decode_image(base64.b64encode(c).decode(), (28, 28)) for c in cells]
+    assert all(d.shape == (28, 28, 3) and d.dtype == np.uint8 for d in decoded)
+    assert (decoded[2] == 255).all()
+    assert (decoded[0][..., 0] == decoded[0][..., 2]).all()
+    # A data: URL and line-wrapped base64 work too.
+    text = base64.encodebytes(cells[0]).decode()
+    assert "\n" in text
+    frame = pd.DataFrame({"image": [text, "data:image/png;base64," + text.replace("\n", "")]})
+    assert len(pyfunc.predict(None, frame)) == 2
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (pd.DataFrame({"img": ["x"]}), "needs a column 'image'"),
+        (pd.DataFrame({"image": [None]}), "row 0: 'image' is a NoneType"),
+        (pd.DataFrame({"image": ["", "!!not base64!!"]}), "row 0: 'image' is empty"),
+        (pd.DataFrame({"image": ["QUJD", "!!not base64!!"]}), "row 0: not a decodable image"),
+    ],
+)
+def test_malformed_input_names_the_row(pyfunc, frame, match):
+    with pytest.raises(MlflowException, match=match) as e:
+        pyfunc.predict(None, frame)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_malformed_second_row_is_named(pyfunc, outputs):
+    good = serving.encode_image(np.load(outputs / "prepared" / "test_images.npy")[0])
+    with pytest.raises(MlflowException, match="row 1: 'image' is not valid base64"):
+        pyfunc.predict(None, pd.DataFrame({"image": [good, "@@@@"]}))
+    truncated = base64.b64encode(base64.b64decode(good)[:60]).decode()
+    with pytest.raises(MlflowException, match="row 1: not a decodable image"):
+        pyfunc.predict(None, pd.DataFrame({"image": [good, truncated]}))
+
+
+@pytest.mark.parametrize(
+    ("budget", "chosen"), [(0.5, 0.5), (0.75, 0.5), (1.0, 1.0), (1.0 - 1e-12, 1.0), (3.0, 1.0)]
+)
+def test_budget_picks_the_largest_searched_budget_not_above_it(budget, chosen):
+    assert serving.select_policy(POLICIES, budget)["budget"] == chosen
+
+
+@pytest.mark.parametrize("budget", [0.49, 0.0, -1.0, math.nan, math.inf, "abc", None])
+def test_budget_out_of_range_is_refused_with_the_range(budget):
+    with pytest.raises(MlflowException, match=r"allowed: a finite number >= 0.5") as e:
+        serving.select_policy(POLICIES, budget)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+# -- integration: a real tracking server, a fresh process, `mlflow models serve` ----------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, {"message": text}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    # `mlflow models serve` runs uvicorn from PATH: the venv's bin/ must be on it. One torch
+    # thread: on a small shared machine more threads spin against each other (100x slower).
+    bin_dir = str(Path(sys.executable).parent)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **extra}
+
+
+@contextmanager
+def process(cmd: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in its own process group; always kill the whole group afterwards (MLflow's
+    servers leave children behind: the tracking server's job runner outlives its parent)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        proc.wait()
+
+
+def wait_until_up(proc: subprocess.Popen, health: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _get(health) != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{proc.args[:5]} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def ready(self) -> str:
+        wait_until_up(self.proc, f"{self.url}/health", self.log, timeout=120)
+        return self.url
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory) -> Iterator[Server]:
+    """A real ``mlflow server`` on loopback; started here, waited for by :func:`pipeline` (it
+    creates its database while the tiny model trains)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    cmd = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+        *("--artifacts-destination", str(root / "artifacts")),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    with process(cmd, root / "server.log", _env()) as proc:
+        yield Server(f"http://127.0.0.1:{port}", proc, root / "server.log")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, tracking_server) -> dict:
+    """Train (1 epoch), search and evaluate a tiny model, then register it on the server."""
+    from test_train import params
+
+    from dyn_adapter import evaluate, search, train
+
+    root = tmp_path_factory.mktemp("pipeline")
+    data = write_prepared(root / "prepared")
+    p = params(
+        root,
+        "train.epochs=1",
+        "train.evaluate_test=false",
+        "search.trials=10",
+        "search.budgets=[0.5, 1.0]",
+    )
+    train.run(p.model, p.train, data, root / "train")
+    model_dir = root / "train" / "model"
+    search.run(p.search, model_dir, data, root / "search")
+    evaluate.run(
+        evaluate.EvaluateConfig(speed_images=16, speed_repeats=1, batch_size=64),
+        model_dir,
+        root / "search",
+        data,
+        root / "evaluate",
+    )
+    url = tracking_server.ready()
+    result = register.run(
+        RegisterConfig(model_name="tiny", max_gflops_ratio=None),
+        model_dir,
+        root / "search",
+        root / "evaluate",
+        data,
+        root / "register",
+        pipeline_run_id="integration-1",
+        tracking_uri=url,
+    )
+    return {"root": root, "model_dir": model_dir, "data": data, "registration": result, "url": url}
+
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow, numpy as np, pandas as pd
+    from dyn_adapter.serving import encode_image
+
+    images = np.load(sys.argv[1])
+    model = mlflow.pyfunc.load_model("models:/tiny@champion")
+    frame = pd.DataFrame({"image": [encode_image(im) for im in images]})
+    out = {b: model.predict(frame, params={"budget": float(b)}).to_dict("list") for b in sys.argv[3:]}
+    open(sys.argv[2], "w").write(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.integration
+def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
+    reg = pipeline["registration"]
+    assert reg["aliases"] == ["candidate", "champion"] and reg["tracking_uri"] == pipeline["url"]
+    rows = json.loads((pipeline["root"] / "search" / "thresholds.json").read_text())["budgets"]
+    budgets = [str(r["budget"]) for r in rows]  # 0.5 and 1.0
+    script = tmp_path / "predict.py"
+    script.write_text(FRESH_PROCESS)
+    images_file = pipeline["data"] / "test_images.npy"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(images_file), str(tmp_path / "out.json"), *budgets],
+        env=_env(MLFLOW_TRACKING_URI=pipeline["url"]),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+
+    # The same images and thresholds through forward_dynamic in this process.
+    model = load_for_inference(pipeline["model_dir"], "cpu")
+    images = np.load(images_file)
+    data_config = json.loads((pipeline["data"] / "manifest.json").read_text())["data_config"]
+    x = to_model_input(torch.from_numpy(images), data_config)
+    for row, budget in zip(rows, budgets, strict=True):
+        ref = model.forward_dynamic(x, row["thresholds"])
+        got = out[budget]
+        assert got["label_index"] == ref.prediction.tolist()
+        assert got["exit_index"] == ref.exit_index.tolist()
+        assert all(0 <= k < model.num_exits for k in got["exit_index"])
+        np.testing.assert_allclose(got["confidence"], ref.confidence.numpy(), rtol=1e-5)
+    small, large = (sum(out[b]["gflops"]) for b in budgets)
+    assert small <= large
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
+    version = pipeline["registration"]["version"]
+    port = free_port()
+    cmd = [
+        *(sys.executable, "-m", "mlflow", "models", "serve"),
+        *("-m", f"models:/tiny/{version}", "--env-manager", "local"),
+        *("-h", "127.0.0.1", "-p", str(port)),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    images = np.load(pipeline["data"] / "test_images.npy")[:3]
+    rows = [[serving.encode_image(im)] for im in images]
+
+    def body(data: list, **params) -> bytes:
+        return json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": data}, "params": params}
+        ).encode()
+
+    env = _env(MLFLOW_TRACKING_URI=pipeline["url"])
+    with process(cmd, tmp_path / "serve.log", env) as proc:
+        wait_until_up(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
+        status, answer = _post(f"{url}/invocations", body(rows, budget=0.5))
+        assert status == 200, answer
+        preds = answer["predictions"]
+        assert len(preds) == 3 and set(preds[0]) == set(serving.OUTPUT_COLUMNS)
+
+        status, answer = _post(f"{url}/invocations", body([rows[0], ["@@not base64@@"]]))
+        assert status == 400 and "row 1" in answer["message"]
+        status, answer = _post(f"{url}/invocations", body(rows, budget=0.1))
+        assert status == 400 and "allowed: a finite number >= 0.5" in answer["message"]
+        assert 400 <= _post(f"{url}/invocations", b"{not json")[0] < 500
+
+        assert proc.poll() is None  # still up
+        status, answer = _post(f"{url}/invocations", body(rows[:2]))
+        assert status == 200 and len(answer["predictions"]) == 2

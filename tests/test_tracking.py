@@ -1,0 +1,359 @@
+"""MLflow tracking from stage output directories: nested runs, per-epoch history, idempotent
+re-logging, redaction of credentials, and a real ``mlflow server`` on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import TINY_PARAMS, write_prepared
+
+from dyn_adapter import tracking
+
+FAKE_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey-wJalrXUtnFEMI-K7MDENG",
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEKEYID0000001",
+    "AWS_SESSION_TOKEN": "fakeSessionToken-FwoGZXIvYXdzEBY",
+    "MLFLOW_TRACKING_TOKEN": "fake-mlflow-token-3f9a1c",
+    "MLFLOW_TRACKING_PASSWORD": "fake-mlflow-password-77",
+    "MY_SERVICE_SECRET": "fake-service-secret-1234",
+}
+URL_PASSWORD = "pw-in-url-s3cr3t"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny 2-epoch train stage output directory and the params it read."""
+    from test_train import params
+
+    from dyn_adapter import train
+
+    root = tmp_path_factory.mktemp("tracking")
+    data = write_prepared(root / "prepared", sizes={"train": 64, "val": 32})
+    p = params(root, "train.epochs=2", "train.evaluate_test=false")
+    train.run(p.model, p.train, data, root / "train")
+    return root / "train", tracking.stage_params(TINY_PARAMS, "train")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tuple[str, Path]:
+    """One embedded store for the module (creating its tables takes seconds); tests use their
+    own pipeline run ids."""
+    root = tmp_path_factory.mktemp("store") / "mlflow"
+    return tracking.embedded_tracking_uri(root), root
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def all_artifacts(c, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for f in c.list_artifacts(run_id, path):
+        out += all_artifacts(c, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def child_runs(c, parent_id: str):
+    exp = c.get_run(parent_id).info.experiment_id
+    return c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def test_embedded_store_keeps_artifacts_beside_the_database(tmp_path):
+    uri, location = tracking.embedded_store(tmp_path / "m")
+    assert uri == f"sqlite:///{tmp_path.resolve()}/m/mlflow.db"
+    assert location == (tmp_path.resolve() / "m" / "artifacts").as_uri()
+    assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_flatten_skips_what_is_not_a_finite_number():
+    flat = tracking.flatten_metrics(
+        {"full": {"accuracy": 0.5, "name": "x"}, "b": [1, None, float("nan"), True, 2.5]}
+    )
+    assert flat == {"full.accuracy": 0.5, "b.0": 1.0, "b.4": 2.5}
+    assert tracking.flatten_params({"a": {"b": [1, 2], "c": None, "d": "s"}}) == {
+        "a.b": "[1, 2]",
+        "a.c": "null",
+        "a.d": "s",
+    }
+
+
+def test_stage_params_pick_the_sections_a_stage_reads():
+    raw = {"data": {"seed": 1}, "model": {"backbone": {"img_size": 28}, "petl": {}}, "train": {}}
+    assert tracking.stage_params(raw, "prepare") == {
+        "data": {"seed": 1},
+        "model": {"backbone": {"img_size": 28}},
+    }
+    assert tracking.stage_params({"train": {"device": "cpu", "lr": 1}}, "search-probe") == {
+        "train": {"device": "cpu"}
+    }
+
+
+def test_artifact_files_leave_out_checkpoints_and_the_study(tmp_path):
+    files = [
+        "metrics.json",
+        "pareto.md",
+        "optuna.db",
+        "plots/acc.png",
+        "model/adapter_model.safetensors",
+        "model/model_config.json",
+        "checkpoints/epoch-0001/state.json",
+        "checkpoints/epoch-0001/weights.safetensors",
+        "candidates/f0.1/train_log.json",
+        "candidates/f0.1/model/adapter_model.safetensors",
+        ".model.tmp/model_config.json",
+        "train_images.npy",
+    ]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("{}")
+    picked = {p.as_posix() for p in tracking.artifact_files(tmp_path)}
+    assert picked == {
+        "metrics.json",
+        "pareto.md",
+        "plots/acc.png",
+        "model/adapter_model.safetensors",
+        "model/model_config.json",
+        "candidates/f0.1/train_log.json",
+    }
+    assert "optuna.db" in {p.as_posix() for p in tracking.artifact_files(tmp_path, ["*.db"])}
+
+
+def test_redact_replaces_env_secrets_and_url_passwords(monkeypatch):
+    monkeypatch.setenv("SOME_API_TOKEN", "tok-123456789")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # matches *TOKEN*, not a secret
+    assert tracking.redact("a tok-123456789 b") == "a *** b"
+    assert tracking.redact("postgresql://u:pa55word@db/x") == "postgresql://u:***@db/x"
+    assert tracking.redact("evaluate_test: false") == "evaluate_test: false"
+    assert tracking.is_credential_key("data.aws_secret_access_key")
+    assert not tracking.is_credential_key("model.backbone.model_kwargs.reg_tokens")
+
+
+# -- the embedded store -----------------------------------------------------------------------
+
+
+def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
+    trained, store, tmp_path, monkeypatch
+):
+    out, params = trained
+    uri, root = store
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root would be ./mlruns
+    parent = tracking.start_pipeline_run(uri, "exp", "demo", {"pipeline_run_id": "run-1"})
+    assert tracking.start_pipeline_run(uri, "exp", "demo", pipeline_run_id="run-1") == parent
+    child = tracking.log_stage("train", out, parent, params, uri)
+
+    c = client(uri)
+    run = c.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["pipeline_stage"] == "train" and run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["model.exits.blocks"] == "[2, 4, 6]"
+    assert len(run.data.tags["config_hash"]) == 64
+
+    log = json.loads((out / "train_log.json").read_text())["epochs"]
+    for k in range(3):
+        for name, key in [
+            ("train_loss", "train_loss"),
+            ("val_acc", "val_accuracy"),
+            ("lambda", "loss_weights"),
+        ]:
+            history = c.get_metric_history(child, f"{name}_exit{k}")
+            assert [(h.step, h.value) for h in history] == [
+                (e["epoch"], pytest.approx(e[key][k])) for e in log
+            ]
+    assert [h.step for h in c.get_metric_history(child, "lr")] == [1, 2]
+    final = json.loads((out / "metrics.json").read_text())
+    assert run.data.metrics["val_accuracy.2"] == pytest.approx(final["val_accuracy"][2])
+    assert c.get_run(parent).data.metrics["train.val_accuracy.2"] == pytest.approx(
+        final["val_accuracy"][2]
+    )
+
+    arts = all_artifacts(c, child)
+    assert {"manifest.json", "metrics.json", "train_log.json"} <= set(arts)
+    assert {"model/model_config.json", "model/adapter_model.safetensors"} <= set(arts)
+    assert not any(a.startswith("checkpoints") for a in arts)
+    # Artifacts land beside the database, not in ./mlruns.
+    assert (root / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+    # Logging the same stage again reuses the child run and adds no points.
+    assert tracking.log_stage("train", out, parent, params, uri) == child
+    assert [r.info.run_id for r in child_runs(c, parent)] == [child]
+    assert len(c.get_metric_history(child, "train_loss_exit0")) == len(log)
+    assert len(c.get_metric_history(parent, "train.val_accuracy.2")) == 1
+
+
+def test_changed_params_in_the_same_pipeline_run_are_refused(trained, store):
+    from dyn_adapter.errors import ConfigError
+
+    out, params = trained
+    uri, _ = store
+    parent = tracking.start_pipeline_run(uri, "exp", pipeline_run_id="run-2")
+    tracking.log_stage("train", out, parent, params, uri)
+    changed = {**params, "train": {**params["train"], "epochs": 3}}
+    with pytest.raises(ConfigError, match="train.epochs='2', now '3'"):
+        tracking.log_stage("train", out, parent, changed, uri)
+
+
+def test_no_secret_reaches_params_tags_metrics_or_artifacts(trained, store, tmp_path, monkeypatch):
+    out, params = trained
+    uri, root = store
+    for name, value in FAKE_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    secret = FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"]
+    # A stage directory that leaks: a secret in the model card, a metric name, a binary plot.
+    leaky = tmp_path / "train"
+    shutil.copytree(out, leaky)
+    (leaky / "model_card.md").write_text(f"endpoint http://u:{URL_PASSWORD}@minio key {secret}\n")
+    metrics = json.loads((leaky / "metrics.json").read_text())
+    metrics[f"leak_{FAKE_SECRETS['MLFLOW_TRACKING_TOKEN']}"] = 1.0
+    (leaky / "metrics.json").write_text(json.dumps(metrics))
+    (leaky / "plots").mkdir()
+    (leaky / "plots" / "leak.png").write_bytes(
+        b"\x89PNG" + FAKE_SECRETS["AWS_SESSION_TOKEN"].encode()
+    )
+    leaky_params = {
+        **params,
+        "data": {
+            "path": f"s3://bucket/{FAKE_SECRETS['AWS_ACCESS_KEY_ID']}/x",
+            "s3_endpoint_url": f"http://user:{URL_PASSWORD}@minio:9000",
+            "aws_secret_access_key": "literal-in-config-abcdef",
+        },
+    }
+
+    parent = tracking.start_pipeline_run(
+        uri,
+        "exp",
+        pipeline_run_id="run-3",
+        tags={"note": f"token {FAKE_SECRETS['MLFLOW_TRACKING_PASSWORD']}"},
+    )
+    child = tracking.log_stage(
+        "train", leaky, parent, leaky_params, uri, tags={"who": FAKE_SECRETS["MY_SERVICE_SECRET"]}
+    )
+
+    needles = [*FAKE_SECRETS.values(), URL_PASSWORD, "literal-in-config-abcdef"]
+    c = client(uri)
+    for run_id in (parent, child):
+        data = c.get_run(run_id).data
+        logged = [*data.params.items(), *data.tags.items(), *((k, "") for k in data.metrics)]
+        for key, value in logged:
+            assert not any(n in key or n in value for n in needles), (key, value)
+    assert c.get_run(child).data.params["data.aws_secret_access_key"] == "***"
+    arts = all_artifacts(c, child)
+    assert "model_card.md" in arts and "plots/leak.png" not in arts  # redacted / left out
+    files = [p for p in (root / "artifacts").rglob("*") if p.is_file()] + [root / "mlflow.db"]
+    assert len(files) > 5
+    for path in files:
+        data = path.read_bytes()
+        assert not any(n.encode() in data for n in needles), path
+    assert "***" in next((root / "artifacts").rglob("model_card.md")).read_text()
+
+
+# -- a real tracking server -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL what is left after 10 s; the group may outlive its
+    leader (the server's job runner), so wait until the group is empty."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader: a zombie still counts as a member
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """``mlflow server`` on loopback; its whole process group is killed afterwards."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the job runner outlives the server
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # 2 busy cores: it can take 20 s
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow server did not answer /health within 120 s")
+            time.sleep(0.3)
+        yield url, tmp_path / "server-artifacts"
+    finally:
+        kill_group(proc)
+        log.close()
+
+
+@pytest.mark.integration
+def test_log_stage_to_a_real_tracking_server(trained, mlflow_server):
+    out, params = trained
+    url, artifacts = mlflow_server
+    parent = tracking.start_pipeline_run(url, "served", pipeline_run_id="kfp-123")
+    child = tracking.log_stage("train", out, parent, params, url)
+    assert tracking.log_stage("train", out, parent, params, url) == child
+
+    c = client(url)
+    assert [r.info.run_id for r in child_runs(c, parent)] == [child]
+    assert c.get_run(child).data.tags["mlflow.parentRunId"] == parent
+    assert [h.step for h in c.get_metric_history(child, "val_acc_exit0")] == [1, 2]
+    assert "model/model_config.json" in all_artifacts(c, child)
+    assert list(artifacts.rglob("model_config.json"))  # proxied into --artifacts-destination
