@@ -289,6 +289,7 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         namespace=args.namespace,
         existing_token=os.environ.get("KFP_TOKEN"),
+        pipeline_root=args.pipeline_root,
     )
     print(f"submitted {args.package} to {args.host}: run {run_id}")
     return 0
@@ -369,6 +370,11 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         help="parameter override passed to the run (repeatable)",
     )
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for the run")
+    s.add_argument(
+        "--pipeline-root",
+        default=None,
+        help="where the run's artifacts go, e.g. s3://bucket/kfp (default: the cluster's)",
+    )
     s.set_defaults(func=cmd_pipeline_submit)
 
 

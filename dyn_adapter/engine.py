@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.transforms import AugmentConfig, to_model_input
+from .errors import ConfigError
 from .models import DynAdapterViT
 
 
@@ -74,8 +75,8 @@ def train_epoch(
     """One shuffled pass of weighted multi-exit cross-entropy.
 
     Raises:
-        FloatingPointError: when the loss stops being finite (the caller keeps its last good
-            checkpoint).
+        FloatingPointError: when the loss, or at the end of the pass a trainable weight, stops
+            being finite (the caller keeps its last checkpoint and writes no model).
     """
     model.train()
     n = len(labels)
@@ -115,6 +116,14 @@ def train_epoch(
             correct += torch.stack([(t.argmax(-1) == y).sum() for t in logits]).cpu().float()
         if progress is not None:
             progress(len(y))
+    # The last steps' updates are not seen by a loss: check the weights once per epoch, so a
+    # diverged model is never checkpointed as a finished epoch.
+    with torch.no_grad():
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+            raise FloatingPointError(
+                f"trainable weights are not finite after step {step - 1} (the epoch's last)"
+            )
     return EpochStats((loss_sum / n).tolist(), (correct / n).tolist())
 
 
@@ -129,7 +138,17 @@ def exit_logits(
     device: torch.device,
     amp: str = "auto",
 ) -> list[torch.Tensor]:
-    """Every exit's logits (float32, on CPU) for a whole split, in stored order."""
+    """Every exit's logits (float32, on CPU) for a whole split, in stored order.
+
+    Raises:
+        ConfigError: A label outside the model's classes: the model was trained on other data.
+    """
+    top = int(np.max(labels)) if len(labels) else -1
+    if top >= model.num_classes:
+        raise ConfigError(
+            f"the data has labels up to {top}, but the model has {model.num_classes} classes: it "
+            "was trained on other data; use the model trained on this prepared data"
+        )
     model.eval()
     chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits)]
     for x8, _ in batches(images, labels, batch_size):

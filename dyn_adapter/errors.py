@@ -3,3 +3,7 @@
 
 class ConfigError(ValueError):
     """Bad configuration or input: the message says what, where, and what to do."""
+
+
+class TrainingDiverged(ConfigError):
+    """The training loss stopped being finite; no model was written from the diverged weights."""

@@ -27,6 +27,7 @@ from .io import atomic_path, write_json
 from .manifest import stage_manifest
 from .models import FLOPS_UNIT, DynAdapterViT
 from .models.checkpoint import load_for_inference
+from .models.dyn_vit import check_thresholds
 from .search import THRESHOLDS_FILE
 from .speed import machine_info, time_ratios
 from .thresholds import ExitScores, exit_indices, oracle, simulate
@@ -91,7 +92,60 @@ def _test_scores(
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: missing; run `dyn-adapter {what}` first")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); run `dyn-adapter {what}` again") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object; run `dyn-adapter {what}` again")
+    return data
+
+
+def read_search(search_dir: str | Path, num_exits: int) -> dict[str, Any]:
+    """A ``search`` output's ``thresholds.json``, every policy in it checked against the model.
+
+    A hand-edited or foreign file is refused naming the file, the budget and the value: NaN,
+    negative or missing thresholds, or another count than the model's exits.
+    """
+    path = Path(search_dir) / THRESHOLDS_FILE
+    search = _read_json(path, "search")
+    fix = "fix the file or run `dyn-adapter search` again"
+    rows = search.get("budgets")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path}: 'budgets' must be a non-empty list; {fix}")
+
+    def check(value: Any, where: str) -> None:
+        numbers = isinstance(value, list) and all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) for t in value
+        )
+        if not numbers:
+            raise ConfigError(f"{path}: {where}: expected a list of numbers, got {value!r}; {fix}")
+        try:
+            check_thresholds(value, num_exits)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {where}: {e}; {fix}") from None
+
+    def thresholds_of(policy: Any) -> Any:
+        return policy.get("thresholds") if isinstance(policy, dict) else None
+
+    for i, row in enumerate(rows):
+        budget = row.get("budget") if isinstance(row, dict) else None
+        if not isinstance(budget, (int, float)) or isinstance(budget, bool):
+            raise ConfigError(f"{path}: budgets[{i}]: no numeric 'budget'; {fix}")
+        check(row.get("thresholds"), f"budget {budget:g} thresholds")
+        if row.get("geometric") is not None:
+            check(thresholds_of(row["geometric"]), f"budget {budget:g} geometric thresholds")
+        if row.get("temperatures"):
+            raise ConfigError(
+                f"{path}: budget {budget:g}: searched temperatures are not supported by the "
+                "evaluate stage yet; search with search.temperatures=false"
+            )
+    curve = search.get("geometric_curve")
+    if not isinstance(curve, list):
+        raise ConfigError(f"{path}: 'geometric_curve' must be a list; {fix}")
+    for i, policy in enumerate(curve):
+        check(thresholds_of(policy), f"geometric_curve[{i}] thresholds")
+    return search
 
 
 def run(
@@ -120,8 +174,9 @@ def run(
     out = Path(out_dir)
     dev = resolve_device(device)
     data = PreparedData(data_dir)
-    search = _read_json(Path(search_dir) / THRESHOLDS_FILE, "search")
     model = load_for_inference(model_dir, dev)
+    data.check_model_classes(model.num_classes, model_dir)
+    search = read_search(search_dir, model.num_exits)
     scores = _test_scores(model, data, cfg.batch_size, dev)
     images, labels = data.split("test")
     labels = np.asarray(labels)
@@ -130,16 +185,15 @@ def run(
     probe_scores, probe_rows = None, {}
     if probe_model_dir is not None and probe_search_dir is not None:
         probe = load_for_inference(probe_model_dir, dev)
+        data.check_model_classes(probe.num_classes, probe_model_dir)
+        probe_search = read_search(probe_search_dir, probe.num_exits)
         probe_scores = _test_scores(probe, data, cfg.batch_size, dev)
-        probe_search = _read_json(Path(probe_search_dir) / THRESHOLDS_FILE, "search")
         probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
 
     budgets = []
     runs: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}  # budgets may share a policy
     for row in search["budgets"]:
         thr = row["thresholds"]
-        if row.get("temperatures"):
-            raise ConfigError("evaluate: searched temperatures are not supported by this stage yet")
         if tuple(thr) not in runs:
             runs[tuple(thr)] = dynamic_predictions(
                 model, images, labels, data.data_config, thr, cfg.batch_size, dev
@@ -216,6 +270,17 @@ def run(
         "flops_unit": FLOPS_UNIT,
         "full": {"accuracy": static_exits[-1]["accuracy"], "gflops": full},
         "static_petl": {"accuracy": static_acc},
+        "frozen_probe": {
+            "exits": None
+            if probe_scores is None
+            else [
+                {
+                    "accuracy": float((probe_scores.prediction[k] == labels).mean()),
+                    "gflops_cumulative": float(probe_scores.gflops[k]),
+                }
+                for k in range(probe_scores.num_exits)
+            ]
+        },
         "exits": static_exits,
         "budgets": budgets,
         "oracle": {

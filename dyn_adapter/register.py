@@ -55,6 +55,14 @@ EMBEDDED_DIR = Path("outputs") / "mlflow"
 # the model once more in a subprocess (slow). dyn_adapter itself must be installed where the
 # model is served (the project image); it is not on a package index.
 _SERVING_LIBRARIES = ("mlflow", "torch", "timm", "safetensors", "numpy", "pandas", "pillow")
+# MLflow retries a failed request 7 times, 2 * 2**n s apart (~4 minutes), and waits 120 s for
+# each answer: a tracking server that is down would hang registration for minutes per request.
+# Unless set in the environment, these apply while registering: ~6-9 s of retries in all.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 @dataclass
@@ -165,6 +173,42 @@ def _using(tracking_uri: str) -> Iterator[MlflowClient]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _tracking_server(tracking_uri: str) -> Iterator[None]:
+    """Bounded HTTP retries (:data:`HTTP_DEFAULTS` for variables the user has not set) for a
+    block, and a ConfigError naming the server when it cannot be reached at all."""
+    from mlflow.exceptions import MlflowException
+
+    added = [key for key in HTTP_DEFAULTS if key not in os.environ]
+    os.environ.update({key: HTTP_DEFAULTS[key] for key in added})
+    try:
+        yield
+    except MlflowException as e:
+        if not _unreachable(e):
+            raise
+        retries, timeout = (
+            os.environ.get(k)
+            for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+        )
+        raise ConfigError(
+            f"cannot reach the MLflow tracking server at {redact_uri(tracking_uri)} "
+            f"({retries} retries, {timeout} s timeout each): {e.message}; start the server or fix "
+            "register.tracking_uri / --tracking-uri / $MLFLOW_TRACKING_URI "
+            "(MLFLOW_HTTP_REQUEST_MAX_RETRIES and MLFLOW_HTTP_REQUEST_TIMEOUT set how long to wait)"
+        ) from None
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _unreachable(e: BaseException) -> bool:
+    """Whether an MLflow error is a connection failure or a timeout (after its retries)."""
+    import requests
+
+    cause = e.__cause__ or e.__context__
+    return isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
 
 
 # -- the gate -----------------------------------------------------------------------------
@@ -431,9 +475,11 @@ def promote(name: str, version: str | int, tracking_uri: str | None = None) -> d
     """
     if tracking_uri is not None:
         check_no_credentials(tracking_uri, "--tracking-uri")
-    client = _client(resolve_tracking_uri(tracking_uri))
-    _model_version(client, name, str(version))
-    return _promote(client, name, str(version))
+    uri = resolve_tracking_uri(tracking_uri)
+    with _tracking_server(uri):
+        client = _client(uri)
+        _model_version(client, name, str(version))
+        return _promote(client, name, str(version))
 
 
 def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
@@ -451,7 +497,12 @@ def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """
     if tracking_uri is not None:
         check_no_credentials(tracking_uri, "--tracking-uri")
-    client = _client(resolve_tracking_uri(tracking_uri))
+    uri = resolve_tracking_uri(tracking_uri)
+    with _tracking_server(uri):
+        return _rollback(_client(uri), name)
+
+
+def _rollback(client: MlflowClient, name: str) -> dict[str, Any]:
     current = _alias_version(client, name, CHAMPION)
     if current is None:
         raise ConfigError(f"registered model {name!r} has no {CHAMPION}: nothing to roll back")
@@ -706,7 +757,7 @@ def run(
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
     name = cfg.model_name
 
-    with _using(uri) as client:
+    with _tracking_server(uri), _using(uri) as client:
         _ensure_registered_model(client, name)
         existing = _find_version(client, name, pipeline_run_id)
         if existing is None:

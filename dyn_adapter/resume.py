@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .models import DynAdapterViT
-from .models.checkpoint import trainable_state_dict
+from .models.checkpoint import read_safetensors, trainable_state_dict
 
 _PREFIX = "epoch-"
 
@@ -68,12 +68,10 @@ def load_training_state(
     path: Path, model: DynAdapterViT, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore weights and optimizer from ``path``; returns the saved state (``epoch``, ...)."""
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(path / "weights.safetensors")), strict=False)
+    model.load_state_dict(read_safetensors(path / "weights.safetensors"), strict=False)
     state = json.loads((path / "state.json").read_text())
     per_param: dict[int, dict[str, torch.Tensor]] = {}
-    for key, t in load_file(str(path / "optimizer.safetensors")).items():
+    for key, t in read_safetensors(path / "optimizer.safetensors").items():
         i, name = key.split(".", 1)
         per_param.setdefault(int(i), {})[name] = t
     optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})

@@ -8,7 +8,8 @@ budget and with the policy found for the next smaller budget, so on validation t
 or beats that baseline and accuracy never falls as the budget grows.
 
 A few hundred validation images make small validation gains mostly noise: the searched policy
-replaces the geometric one only when it wins on validation by at least ``min_gain``.
+replaces the geometric one only when it is significantly better on validation (a one-sided
+sign test on the images where the two disagree, level ``max_p``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,22 @@ import torch
 
 from .errors import ConfigError
 from .io import atomic_path, write_json
-from .thresholds import ExitScores, PolicyResult, geometric_curve, oracle, simulate
+from .thresholds import (
+    ExitScores,
+    PolicyResult,
+    correct,
+    geometric_curve,
+    oracle,
+    sign_test_p,
+    simulate,
+)
 
 logger = logging.getLogger(__name__)
 
 THRESHOLDS_FILE = "thresholds.json"
 PARETO_FILE = "pareto.md"
 STUDY_FILE = "optuna.db"
+SQLITE_TIMEOUT = 60.0  # seconds a worker waits for another's write to a shared SQLite study
 
 
 @dataclass
@@ -47,8 +57,9 @@ class SearchConfig:
             ``None``: SQLite in the output directory, written once when the search ends (the
             trials themselves run in memory: SQLite round-trips cost 10x the search).
         seed: Seed of the TPE sampler.
-        min_gain: Validation accuracy the searched policy must gain over the geometric one to
-            replace it (``0.01``: 2 of 200 images).
+        max_p: The searched policy replaces the incumbent (the geometric policy, or a smaller
+            budget's choice) only if a one-sided sign test on the validation images where they
+            disagree gives p below this (1.0: whenever it is more accurate at all).
     """
 
     budgets: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -59,7 +70,7 @@ class SearchConfig:
     )
     storage: str | None = None
     seed: int = 0
-    min_gain: float = 0.01
+    max_p: float = 0.05
 
     def __post_init__(self) -> None:
         bad = [b for b in self.budgets if not 0 < b <= 1]
@@ -67,8 +78,8 @@ class SearchConfig:
             raise ConfigError(f"search.budgets: each must be in (0, 1], got {list(self.budgets)}")
         if self.trials < 1:
             raise ConfigError(f"search.trials: must be >= 1, got {self.trials}")
-        if not 0 <= self.min_gain < 1:
-            raise ConfigError(f"search.min_gain: must be in [0, 1), got {self.min_gain}")
+        if not 0 < self.max_p <= 1:
+            raise ConfigError(f"search.max_p: must be in (0, 1], got {self.max_p}")
 
 
 def quiet_optuna(verbose: bool = False) -> None:
@@ -77,6 +88,41 @@ def quiet_optuna(verbose: bool = False) -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.DEBUG if verbose else optuna.logging.WARNING)
+
+
+def make_storage(storage: Any) -> Any:
+    """``storage`` as Optuna takes it; a SQLite URL becomes an ``RDBStorage`` that several
+    processes can share (other URLs and storages pass through):
+
+    * connections wait up to :data:`SQLITE_TIMEOUT` for a lock (the driver's default, 5 s,
+      makes workers fail with "database is locked");
+    * every transaction takes the write lock as it begins (``BEGIN IMMEDIATE``), so Optuna's
+      read-then-update steps are atomic: SQLite ignores the ``SELECT ... FOR UPDATE`` they rely
+      on, and two workers could pop the same enqueued trial ("Cannot tell a COMPLETE trial");
+    * workers that start together on a new file all create its tables and stamp its schema
+      version; the losers (UNIQUE constraint, table exists) try again and find it done.
+    """
+    import optuna
+    from sqlalchemy import event
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if not (isinstance(storage, str) and storage.startswith("sqlite:")):
+        return storage
+    connect_args = {"timeout": SQLITE_TIMEOUT, "isolation_level": None}  # BEGIN: ours, below
+    for attempt in range(1, 6):
+        try:
+            rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": connect_args})
+            break
+        except (IntegrityError, OperationalError):
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * attempt)
+    event.listen(rdb.engine, "begin", _begin_immediate)
+    return rdb
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def best_geometric(curve: Sequence[PolicyResult], budget_gflops: float) -> PolicyResult | None:
@@ -126,7 +172,7 @@ def search_budget(
 
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=make_storage(storage),
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         load_if_exists=True,
@@ -139,7 +185,13 @@ def search_budget(
             study.enqueue_trial(params)
     remaining = cfg.trials - len(study.trials)
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+        # Workers sharing the storage stop once the study holds cfg.trials trials in all
+        # (theirs and others', running ones included), not after cfg.trials each.
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states=None)],
+        )
     feasible = [t for t in study.trials if t.value is not None and t.value >= 0]
     if not feasible:
         raise ConfigError(
@@ -170,6 +222,7 @@ def run(
     data = PreparedData(data_dir)
     images, labels = data.split("val")
     model = load_model(model_dir)
+    data.check_model_classes(model.num_classes, model_dir)
     gflops = [e.gflops_cumulative for e in model.exit_info]
     dev = resolve_device(device)
     logits = exit_logits(
@@ -184,7 +237,7 @@ def run(
     tic = time.perf_counter()  # from here on, cached logits only
     scores = ExitScores.from_logits(logits, labels, gflops)
     curve = geometric_curve(scores, cfg.geometric_qs)
-    storage = cfg.storage or optuna.storages.InMemoryStorage()
+    storage = make_storage(cfg.storage) or optuna.storages.InMemoryStorage()
 
     rows = []
     found: list[tuple[PolicyResult, list[float] | None]] = []  # smaller budgets' choices
@@ -203,14 +256,20 @@ def run(
             starts=([geo] if geo else []) + [p for p, _ in previous],
         )
         # Optuna must beat the incumbent (the geometric policy, or a smaller budget's choice if
-        # better) by min_gain: smaller validation gains are mostly noise.
+        # better) significantly: on a few hundred images most gains are noise.
         incumbents = ([(geo, None, "geometric")] if geo else []) + [
             (p, t, "smaller budget's") for p, t in previous
         ]
-        source = "optuna"
+        source, p_value = "optuna", None
         if incumbents:
             best = max(incumbents, key=lambda c: c[0].accuracy)
-            if policy.accuracy < best[0].accuracy + cfg.min_gain:
+            p_value = sign_test_p(
+                correct(ExitScores.from_logits(logits, labels, gflops, temps), policy.thresholds),
+                correct(
+                    ExitScores.from_logits(logits, labels, gflops, best[1]), best[0].thresholds
+                ),
+            )
+            if policy.accuracy <= best[0].accuracy or p_value >= cfg.max_p:
                 policy, temps, source = best
         found.append((policy, temps))
         rows.append(
@@ -218,6 +277,7 @@ def run(
                 "budget": budget,
                 **asdict(policy),
                 "source": source,
+                "optuna_p_value": p_value,
                 "temperatures": temps,
                 "gflops_ratio": policy.gflops / scores.full_gflops,
                 "geometric": asdict(geo) if geo else None,

@@ -7,6 +7,7 @@ cached confidences, the same rule ``DynAdapterViT.forward_dynamic`` applies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -89,6 +90,25 @@ def simulate(scores: ExitScores, thresholds: Sequence[float]) -> PolicyResult:
         gflops=float(scores.gflops[k].mean()),
         exit_fractions=(counts / n).tolist(),
     )
+
+
+def correct(scores: ExitScores, thresholds: Sequence[float]) -> np.ndarray:
+    """Per sample: is the policy's prediction right?"""
+    k = exit_indices(scores, thresholds)
+    return scores.prediction[k, np.arange(len(scores.labels))] == scores.labels
+
+
+def sign_test_p(challenger: np.ndarray, incumbent: np.ndarray) -> float:
+    """One-sided exact sign test (McNemar) that ``challenger`` is more often right.
+
+    Only the samples where the two policies disagree count: ``b`` where only the challenger is
+    right, ``c`` where only the incumbent is. Returns P(X >= b) for X ~ Binomial(b + c, 1/2).
+    """
+    b = int(np.sum(challenger & ~incumbent))
+    n = b + int(np.sum(incumbent & ~challenger))
+    if n == 0:
+        return 1.0
+    return float(sum(math.comb(n, i) for i in range(b, n + 1)) / 2**n)
 
 
 def geometric_thresholds(scores: ExitScores, q: float) -> list[float]:

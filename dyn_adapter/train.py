@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import shutil
 import time
@@ -23,10 +24,11 @@ from .config import to_dict
 from .data.prepared import PreparedData
 from .data.transforms import AugmentConfig
 from .engine import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
-from .errors import ConfigError
+from .errors import ConfigError, TrainingDiverged
 from .io import write_json
 from .manifest import config_hash, stage_manifest
 from .models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
+from .models.checkpoint import read_config
 from .resume import latest_training_state, load_training_state, save_training_state
 from .schedules import LossWeightsConfig, cosine_lr, loss_weights
 from .sparsity import GradientMasker, SparsityConfig, apply_forward_sparsity
@@ -86,6 +88,9 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("lr", "head_lr_scale", "min_lr", "weight_decay", "label_smoothing"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"train.{key}: must be a finite number, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
         if not 0 <= self.warmup_epochs <= self.epochs:
@@ -164,6 +169,8 @@ def run(
     )
     device = resolve_device(train_cfg.device)
 
+    if init_from is not None:  # before building anything: the classes come from the data
+        data.check_model_classes(read_config(init_from)[0].num_classes, init_from)
     seed_everything(train_cfg.seed)
     model = create_dyn_adapter(model_cfg)
     if init_from is not None:
@@ -240,11 +247,7 @@ def run(
                     progress=bar.update,
                 )
             except FloatingPointError as e:
-                last = latest_training_state(out / CHECKPOINTS_DIR)
-                raise ConfigError(
-                    f"training diverged in epoch {epoch + 1}: {e}; the last good checkpoint is "
-                    f"{last or 'none (first epoch)'}; lower train.lr and run again"
-                ) from e
+                raise _diverged(e, epoch, train_cfg, out) from e
         val = _evaluate(model, val_x, val_y, data.data_config, train_cfg, device)
         log.append(
             _epoch_record(
@@ -269,6 +272,26 @@ def run(
         write_json(out / LOG_FILE, {"epochs": log})
 
     return _finish(model, data, train_cfg, config, log, out, device, init_from)
+
+
+def _diverged(e: FloatingPointError, epoch: int, cfg: TrainConfig, out: Path) -> TrainingDiverged:
+    """The error for a loss that stopped being finite: where, what was kept, what to do."""
+    last = latest_training_state(out / CHECKPOINTS_DIR)
+    kept = (
+        f"the last finished epoch's checkpoint is kept in {last}"
+        if last is not None
+        else "nothing was saved (no epoch had finished)"
+    )
+    again = (
+        f", into a new output directory or after deleting {out / CHECKPOINTS_DIR} (a changed "
+        "config does not resume)"
+        if last is not None
+        else ""
+    )
+    return TrainingDiverged(
+        f"training diverged in epoch {epoch + 1}/{cfg.epochs}: {e}; no model was written from the "
+        f"diverged weights and {kept}; lower train.lr (now {cfg.lr:g}) and train again{again}"
+    )
 
 
 def _evaluate(
@@ -300,6 +323,7 @@ def evaluate_split(
     data = PreparedData(data_dir)
     device = resolve_device(cfg.device)
     model = load_model(model_dir).to(device)
+    data.check_model_classes(model.num_classes, model_dir)
     images, labels = data.split(split)
     return _evaluate(model, images, labels, data.data_config, cfg, device).accuracy
 

@@ -15,8 +15,13 @@ class Outputs(NamedTuple):
     registration: dsl.Artifact
 
 
-def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
-    """The pipeline function, its ``params`` defaulting to ``defaults`` (params.yaml)."""
+def build_pipeline(
+    defaults: dict[str, Any], image: str = DEFAULT_IMAGE, candidate_parallelism: int = 0
+) -> Any:
+    """The pipeline function, its ``params`` defaulting to ``defaults`` (params.yaml).
+
+    ``candidate_parallelism`` caps how many sparsity candidates train at once (0: no cap).
+    """
     c = build(image)
 
     @dsl.pipeline(
@@ -46,7 +51,9 @@ def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
         dyn_model = trained["dyn"].outputs["model"]
 
         grid = c.sparsity_grid(**common).set_display_name("sparsity grid")
-        with dsl.ParallelFor(grid.output, name="sparsity-candidates") as candidate:
+        with dsl.ParallelFor(
+            grid.output, name="sparsity-candidates", parallelism=candidate_parallelism
+        ) as candidate:
             tuned = c.sparsify_candidate(
                 **common, candidate=candidate, data=data, init_model=dyn_model
             ).set_display_name("sparsity candidate")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -96,7 +97,9 @@ def run_local(
     # Tasks run in this venv, which holds what the project image holds: say so once, not per task.
     warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
     warnings.filterwarnings("ignore", ".*have no effect in the current local runner", UserWarning)
-    pipeline = demo.build_pipeline(defaults)
+    # On a few cores, candidates training side by side only slow each other down.
+    parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
+    pipeline = demo.build_pipeline(defaults, candidate_parallelism=parallelism)
     tic = time.perf_counter()
     task = pipeline(params=defaults, overrides=list(overrides), tracking_uri=uri)
     seconds = time.perf_counter() - tic
@@ -118,6 +121,7 @@ def summarize(
         "exits": metrics["exits"],
         "full_accuracy": metrics["full"]["accuracy"],
         "static_petl_accuracy": metrics["static_petl"]["accuracy"],
+        "frozen_probe_exits": (metrics.get("frozen_probe") or {}).get("exits"),
         "iso_accuracy": metrics["iso_accuracy"],
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
@@ -133,8 +137,13 @@ def format_summary(s: dict[str, Any]) -> str:
             f"block {e['block']}: {e['accuracy']:.4f} ({e['gflops_cumulative']:.3f} GFLOPs)"
             for e in s["exits"]
         ),
-        f"static PETL baseline: {s['static_petl_accuracy']:.4f}",
     ]
+    if s.get("frozen_probe_exits"):
+        lines.append(
+            "frozen-probe baseline per exit: "
+            + ", ".join(f"{e['accuracy']:.4f}" for e in s["frozen_probe_exits"])
+        )
+    lines.append(f"static PETL baseline: {s['static_petl_accuracy']:.4f}")
     if iso["gflops_ratio"] is not None:
         lines.append(
             f"iso-accuracy: {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the full "
@@ -159,8 +168,13 @@ def submit(
     run_name: str | None = None,
     namespace: str | None = None,
     existing_token: str | None = None,
+    pipeline_root: str | None = None,
 ) -> str:
-    """Submit a compiled package to a Kubeflow Pipelines endpoint; returns the run id."""
+    """Submit a compiled package to a Kubeflow Pipelines endpoint; returns the run id.
+
+    ``pipeline_root`` (e.g. ``s3://bucket/kfp``) overrides where the run's artifacts go;
+    the cluster's object-store credentials apply, none are sent from here.
+    """
     import kfp
 
     path = Path(package)
@@ -173,5 +187,6 @@ def submit(
         run_name=run_name,
         experiment_name=experiment,
         namespace=namespace,
+        pipeline_root=pipeline_root,
     )
     return str(run.run_id)

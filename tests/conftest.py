@@ -134,3 +134,39 @@ def tiny_params_file(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(TINY_PARAMS))
     return path
+
+
+def tiny_evaluated(root, sizes=None, speed_images: int = 16):
+    """Train (1 epoch), search and evaluate a tiny model under ``root``: what registration and
+    serving tests start from. Returns ``(model_dir, data_dir)``; ``root/search`` and
+    ``root/evaluate`` hold the other two stage outputs."""
+    from pathlib import Path
+
+    import yaml
+
+    from dyn_adapter import evaluate, search, train
+    from dyn_adapter.params import load_params
+
+    root = Path(root)
+    data = write_prepared(root / "prepared", sizes=sizes)
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    p = load_params(
+        root / "params.yaml",
+        [
+            "train.epochs=1",
+            "train.evaluate_test=false",
+            "search.trials=10",
+            "search.budgets=[0.5, 1.0]",
+        ],
+    )
+    train.run(p.model, p.train, data, root / "train")
+    model_dir = root / "train" / "model"
+    search.run(p.search, model_dir, data, root / "search")
+    evaluate.run(
+        evaluate.EvaluateConfig(speed_images=speed_images, speed_repeats=1, batch_size=64),
+        model_dir,
+        root / "search",
+        data,
+        root / "evaluate",
+    )
+    return model_dir, data

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,13 +86,21 @@ def stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def seaweedfs(base: Path, key_id: str, secret: str) -> Iterator[str]:
     """A SeaweedFS ``weed mini`` (S3 gateway with SigV4 checks) on free loopback ports, with
-    ``key_id``/``secret`` as its only credentials; yields the S3 endpoint URL."""
+    ``key_id``/``secret`` as its only credentials; yields the S3 endpoint URL. Its ports are
+    kept in ``base/ports.json``: a later ``seaweedfs(base, ...)`` restarts the server on the
+    same data and ports (the same endpoint URL)."""
     data = base / "data"
-    data.mkdir(parents=True)
-    servers = ["s3", "master", "volume", "filer"]
-    flags = [f"{s}.port" for s in servers] + [f"{s}.port.grpc" for s in servers]
-    ports = dict(zip(flags, free_ports(len(flags)), strict=True))
-    admin = free_port_pair(10000)
+    data.mkdir(parents=True, exist_ok=True)
+    saved = base / "ports.json"
+    if saved.is_file():
+        ports = json.loads(saved.read_text())
+        admin = ports.pop("admin.port")
+    else:
+        servers = ["s3", "master", "volume", "filer"]
+        flags = [f"{s}.port" for s in servers] + [f"{s}.port.grpc" for s in servers]
+        ports = dict(zip(flags, free_ports(len(flags)), strict=True))
+        admin = free_port_pair(10000)
+        saved.write_text(json.dumps({**ports, "admin.port": admin}))
     command = [
         str(weed_binary()),
         "mini",
@@ -110,7 +121,7 @@ def seaweedfs(base: Path, key_id: str, secret: str) -> Iterator[str]:
     ]
     env = {**os.environ, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
     log = base / "weed.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:
         proc = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -120,3 +131,83 @@ def seaweedfs(base: Path, key_id: str, secret: str) -> Iterator[str]:
         yield url
     finally:
         stop(proc)
+
+
+@dataclass
+class MlflowServer:
+    """A started ``mlflow server``: its URL, process and log; :meth:`ready` waits for it."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def ready(self, timeout: float = 120) -> str:
+        """Wait until ``/health`` answers 200 (2 busy cores: it can take 20 s); the URL."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self.url
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"mlflow server did not answer /health in {timeout} s:\n"
+                    f"{self.log.read_text()[-3000:]}"
+                )
+            time.sleep(0.3)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """SIGTERM the process group, wait for the leader, then SIGKILL whatever is left of the
+    group (MLflow's job runner outlives the server it was started by)."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextmanager
+def mlflow_server(
+    base: Path,
+    artifacts_destination: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on a free loopback port, with a SQLite store ``base/mlflow.db``
+    and proxied artifacts at ``artifacts_destination`` (a path, ``s3://...``); ``env`` is added
+    to this process's environment (the server's own credentials go there). With ``wait=False``
+    it yields at once (call :meth:`MlflowServer.ready`), so a test can work while it starts.
+    Its whole process group is killed afterwards, whatever happened."""
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_ports(1)[0]
+    command = [
+        *(sys.executable, "-m", "mlflow", "server"),
+        *("--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}"),
+        *("--artifacts-destination", artifacts_destination),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+    ]
+    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
+    log = base / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=base,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        server = MlflowServer(f"http://127.0.0.1:{port}", proc, log)
+        if wait:
+            server.ready()
+        yield server
+    finally:
+        stop_group(proc)

@@ -52,6 +52,9 @@ def test_evaluate_writes_metrics_plots_and_card(trained):
         assert sum(b["exit_fractions"]) == pytest.approx(1.0)
         assert b["frozen_probe_accuracy"] is not None
         assert {"geometric_accuracy", "gflops_ratio", "budget"} <= b.keys()
+    probe_exits = saved["frozen_probe"]["exits"]
+    assert len(probe_exits) == len(saved["exits"])
+    assert all(0.0 <= e["accuracy"] <= 1.0 for e in probe_exits)
     assert {"time_ratio_b1", "time_ratio_b64"} <= saved["speed"].keys()
     for name in (
         "accuracy_vs_gflops.png",

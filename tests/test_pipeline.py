@@ -165,6 +165,7 @@ def test_submit_sends_the_compiled_pipeline(tmp_path):
             f"http://127.0.0.1:{server.server_port}",
             REPO / "pipeline/dyn_adapter_pipeline.yaml",
             {"overrides": ["train.epochs=3"]},
+            pipeline_root="s3://artifacts/kfp",
         )
     finally:
         server.shutdown()
@@ -175,6 +176,7 @@ def test_submit_sends_the_compiled_pipeline(tmp_path):
     body = json.loads(posts[0][1])
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "dyn-adapter"
     assert body["runtime_config"]["parameters"]["overrides"] == ["train.epochs=3"]
+    assert body["runtime_config"]["pipeline_root"] == "s3://artifacts/kfp"
     assert body["experiment_id"] == "exp-1"
 
 

@@ -558,29 +558,10 @@ def tracking_server(tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tracking_server) -> dict:
     """Train (1 epoch), search and evaluate a tiny model, then register it on the server."""
-    from test_train import params
-
-    from dyn_adapter import evaluate, search, train
+    from conftest import tiny_evaluated
 
     root = tmp_path_factory.mktemp("pipeline")
-    data = write_prepared(root / "prepared")
-    p = params(
-        root,
-        "train.epochs=1",
-        "train.evaluate_test=false",
-        "search.trials=10",
-        "search.budgets=[0.5, 1.0]",
-    )
-    train.run(p.model, p.train, data, root / "train")
-    model_dir = root / "train" / "model"
-    search.run(p.search, model_dir, data, root / "search")
-    evaluate.run(
-        evaluate.EvaluateConfig(speed_images=16, speed_repeats=1, batch_size=64),
-        model_dir,
-        root / "search",
-        data,
-        root / "evaluate",
-    )
+    model_dir, data = tiny_evaluated(root)
     url = tracking_server.ready()
     result = register.run(
         RegisterConfig(model_name="tiny", max_gflops_ratio=None),
@@ -610,30 +591,26 @@ FRESH_PROCESS = textwrap.dedent(
 )
 
 
-@pytest.mark.integration
-def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
-    reg = pipeline["registration"]
-    assert reg["aliases"] == ["candidate", "champion"] and reg["tracking_uri"] == pipeline["url"]
-    rows = json.loads((pipeline["root"] / "search" / "thresholds.json").read_text())["budgets"]
-    budgets = [str(r["budget"]) for r in rows]  # 0.5 and 1.0
+def predict_like_forward_dynamic(
+    images_file: Path, rows: list[dict], model_dir: Path, data_dir: Path, env: dict, tmp_path: Path
+) -> dict:
+    """Load ``models:/tiny@champion`` in a fresh process (FRESH_PROCESS) and predict at every
+    searched budget in ``rows``; assert it equals ``forward_dynamic`` in this process."""
+    budgets = [str(r["budget"]) for r in rows]
     script = tmp_path / "predict.py"
     script.write_text(FRESH_PROCESS)
-    images_file = pipeline["data"] / "test_images.npy"
     proc = subprocess.run(
         [sys.executable, str(script), str(images_file), str(tmp_path / "out.json"), *budgets],
-        env=_env(MLFLOW_TRACKING_URI=pipeline["url"]),
+        env=env,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
-
-    # The same images and thresholds through forward_dynamic in this process.
-    model = load_for_inference(pipeline["model_dir"], "cpu")
-    images = np.load(images_file)
-    data_config = json.loads((pipeline["data"] / "manifest.json").read_text())["data_config"]
-    x = to_model_input(torch.from_numpy(images), data_config)
+    model = load_for_inference(model_dir, "cpu")
+    data_config = json.loads((data_dir / "manifest.json").read_text())["data_config"]
+    x = to_model_input(torch.from_numpy(np.load(images_file)), data_config)
     for row, budget in zip(rows, budgets, strict=True):
         ref = model.forward_dynamic(x, row["thresholds"])
         got = out[budget]
@@ -641,6 +618,23 @@ def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
         assert got["exit_index"] == ref.exit_index.tolist()
         assert all(0 <= k < model.num_exits for k in got["exit_index"])
         np.testing.assert_allclose(got["confidence"], ref.confidence.numpy(), rtol=1e-5)
+    return out
+
+
+@pytest.mark.integration
+def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
+    reg = pipeline["registration"]
+    assert reg["aliases"] == ["candidate", "champion"] and reg["tracking_uri"] == pipeline["url"]
+    rows = json.loads((pipeline["root"] / "search" / "thresholds.json").read_text())["budgets"]
+    budgets = [str(r["budget"]) for r in rows]  # 0.5 and 1.0
+    out = predict_like_forward_dynamic(
+        pipeline["data"] / "test_images.npy",
+        rows,
+        pipeline["model_dir"],
+        pipeline["data"],
+        _env(MLFLOW_TRACKING_URI=pipeline["url"]),
+        tmp_path,
+    )
     small, large = (sum(out[b]["gflops"]) for b in budgets)
     assert small <= large
 

@@ -125,3 +125,17 @@ def test_search_rejects_budget_below_first_exit(cached, tmp_path):
             f"sqlite:///{tmp_path / 's.db'}",
             "b",
         )
+
+
+def test_sign_test_counts_only_disagreements():
+    import numpy as np
+
+    from dyn_adapter.thresholds import sign_test_p
+
+    both = np.ones(100, dtype=bool)
+    assert sign_test_p(both, both) == 1.0  # no disagreement, no evidence
+    challenger = np.r_[np.ones(10, dtype=bool), np.zeros(2, dtype=bool), both[:88]]
+    incumbent = np.r_[np.zeros(10, dtype=bool), np.ones(2, dtype=bool), both[:88]]
+    # 10 vs 2 among 12 disagreements: P(X >= 10 | 12, 1/2) = 79 / 4096
+    assert sign_test_p(challenger, incumbent) == pytest.approx(79 / 4096)
+    assert sign_test_p(incumbent, challenger) == pytest.approx(1 - 13 / 4096)  # 2 vs 10

@@ -74,6 +74,15 @@ class PreparedData:
             )
         return manifest
 
+    def check_model_classes(self, num_classes: int, model_dir: str | Path) -> None:
+        """Refuse a model whose heads have another number of classes than this data."""
+        if num_classes != self.num_classes:
+            raise ConfigError(
+                f"{model_dir}: the model has {num_classes} classes, the prepared data "
+                f"{self.out_dir} has {self.num_classes}; it was trained on other data: use the "
+                "model trained on this data, or this model's data"
+            )
+
     @property
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` of the stored images (every split has the same)."""

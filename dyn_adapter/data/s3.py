@@ -23,16 +23,23 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as EndpointError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-RETRIES = {"max_attempts": 5, "mode": "standard"}
+# Tries per S3 request, the first one included (the first try and 5 retries); the environment
+# variable AWS_MAX_ATTEMPTS (boto's own, same meaning) overrides it. Between tries, botocore's
+# "standard" mode waits a jittered exponential back-off, rand(0, 1) * min(2 ** n, 20) seconds:
+# at most 1 + 2 + 4 + 8 + 16 = 31 s in all for one request with 6 tries, ~3 s with 3.
+MAX_ATTEMPTS = 6
+RETRY_MODE = "standard"
 PART_SUFFIX = ".part"  # unfinished downloads; hidden and removed by the next sync
 CREDENTIAL_ERRORS = {
     "InvalidAccessKeyId",
@@ -153,8 +160,22 @@ def _client(endpoint_url: str | None) -> Any:
     session = boto3.session.Session()
     if session.get_credentials() is None:
         raise ConfigError(f"no S3 credentials found: {CREDENTIALS_HINT}")
-    config = Config(retries=RETRIES)
+    config = Config(retries={"total_max_attempts": max_attempts(), "mode": RETRY_MODE})
     return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def max_attempts() -> int:
+    """Tries per request: ``$AWS_MAX_ATTEMPTS`` if set, else :data:`MAX_ATTEMPTS`."""
+    raw = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    if not raw:
+        return MAX_ATTEMPTS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"AWS_MAX_ATTEMPTS: {raw!r} is not a whole number >= 1")
+    return value
 
 
 def _explain(e: Exception, loc: S3Url, endpoint_url: str | None) -> ConfigError:
@@ -175,6 +196,11 @@ def _explain(e: Exception, loc: S3Url, endpoint_url: str | None) -> ConfigError:
                 f"AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are right and may read this bucket"
             )
         return ConfigError(f"{loc}: S3 error at {where}: {e}")
+    if isinstance(e, EndpointError | HTTPClientError):  # unreachable, timed out, cut off
+        return ConfigError(
+            f"{loc}: cannot reach the S3 endpoint {where} (gave up after {max_attempts()} tries "
+            f"per request; AWS_MAX_ATTEMPTS sets how many): {e}"
+        )
     return ConfigError(f"{loc}: cannot use the S3 endpoint {where}: {e}")
 
 

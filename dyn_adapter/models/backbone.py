@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,21 @@ def create_backbone(cfg: BackboneConfig) -> nn.Module:
             f"backbone.weights: {cfg.weights!r} is neither one of {WEIGHT_SOURCES} nor an existing "
             "weights file"
         )
+    from safetensors import SafetensorError
+
     try:
         return _create(cfg, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except SafetensorError as e:
+        raise ConfigError(
+            f"backbone.weights: {path} is not a readable safetensors file ({e}); is it damaged?"
+        ) from None
     except (RuntimeError, KeyError) as e:
+        if "weights_only" in str(e) or isinstance(e.__cause__, pickle.UnpicklingError):
+            # torch.load(weights_only=True) refused to unpickle objects: the file could run code.
+            raise ConfigError(
+                f"backbone.weights: {path} holds pickled Python objects besides tensors; they "
+                "are never loaded (they could run code): save the state dict as .safetensors"
+            ) from None
         detail = str(e).strip().splitlines()
         raise ConfigError(
             f"backbone.weights: {path} does not fit {cfg.name!r} ({detail[0] if detail else e}"

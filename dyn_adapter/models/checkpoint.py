@@ -70,13 +70,13 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e}); the checkpoint is damaged") from e
-    return from_dict(ModelConfig, meta.get("model"), "model"), meta
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        raise ConfigError(f"{path}: no 'model' section; the checkpoint is damaged")
+    return from_dict(ModelConfig, meta["model"], "model"), meta
 
 
 def load_trainable(model: DynAdapterViT, ckpt_dir: str | Path) -> None:
     """Load a checkpoint's PETL and head weights into ``model``, refusing any mismatch."""
-    from safetensors.torch import load_file
-
     cfg, meta = read_config(ckpt_dir)
     if cfg.num_classes != model.num_classes:
         raise ConfigError(
@@ -86,14 +86,14 @@ def load_trainable(model: DynAdapterViT, ckpt_dir: str | Path) -> None:
     want = getattr(model, "backbone_sha256", None)
     if want is not None and meta.get("backbone_sha256") != want:
         raise ConfigError(
-            f"{ckpt_dir}: backbone hash {meta.get('backbone_sha256', '?')[:12]}… does not match this "
+            f"{ckpt_dir}: backbone hash {str(meta.get('backbone_sha256'))[:12]}… does not match this "
             f"model's backbone {want[:12]}… ({cfg.backbone.name}, weights={cfg.backbone.weights}); "
             "the adapters were trained on other weights"
         )
     weights = Path(ckpt_dir) / WEIGHTS_FILE
     if not weights.is_file():
         raise ConfigError(f"{ckpt_dir}: {WEIGHTS_FILE} is missing")
-    state = load_file(str(weights))
+    state = read_safetensors(weights)
     expected = trainable_state_dict(model)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -108,6 +108,24 @@ def load_trainable(model: DynAdapterViT, ckpt_dir: str | Path) -> None:
                 f"{tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; anything else (a pickle, a damaged file) is refused.
+
+    safetensors never runs code while loading: a pickle renamed to ``.safetensors`` fails to
+    parse here instead of being unpickled.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ConfigError(
+            f"{path}: not a readable safetensors file ({e}); it is damaged or was not written by "
+            "dyn-adapter (pickled checkpoints are never loaded): save or train the model again"
+        ) from None
 
 
 def load_model(ckpt_dir: str | Path) -> DynAdapterViT:
