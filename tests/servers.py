@@ -211,3 +211,16 @@ def mlflow_server(
         yield server
     finally:
         stop_group(proc)
+
+
+def s3_client(endpoint: str, key_id: str, secret: str):
+    """A boto3 S3 client for a loopback SeaweedFS with explicit credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+    )

@@ -58,6 +58,12 @@ def error_line(err: str, command: str) -> str:
     return lines[0]
 
 
+def search_cli(capsys, trained, model, data, out) -> tuple[int, str]:
+    return cli(
+        capsys, "search", "--params", trained.params, "--model", model, "--data", data, "--out", out
+    )
+
+
 def files(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
@@ -179,18 +185,7 @@ def test_model_whose_backbone_hash_differs(tmp_path, capsys, trained):
         load_model(model)
 
     out = tmp_path / "search"
-    code, err = cli(
-        capsys,
-        "search",
-        "--params",
-        trained.params,
-        "--model",
-        model,
-        "--data",
-        trained.data,
-        "--out",
-        out,
-    )
+    code, err = search_cli(capsys, trained, model, trained.data, out)
     assert code == 2
     assert f"{model}: backbone hash" in error_line(err, "search")
     assert not out.exists() or files(out) == []
@@ -198,18 +193,7 @@ def test_model_whose_backbone_hash_differs(tmp_path, capsys, trained):
 
 def test_search_with_a_model_of_other_data(tmp_path, capsys, trained, six_classes):
     out = tmp_path / "search"
-    code, err = cli(
-        capsys,
-        "search",
-        "--params",
-        trained.params,
-        "--model",
-        trained.model,
-        "--data",
-        six_classes,
-        "--out",
-        out,
-    )
+    code, err = search_cli(capsys, trained, trained.model, six_classes, out)
     assert code == 2
     assert "the model has 4 classes, the prepared data" in error_line(err, "search")
     assert not out.exists() or files(out) == []
@@ -504,18 +488,7 @@ def test_pickle_named_safetensors_is_refused(tmp_path, capsys, trained):
     with pytest.raises(ConfigError, match="not a readable safetensors file"):
         load_model(model)
     out = tmp_path / "search"
-    code, err = cli(
-        capsys,
-        "search",
-        "--params",
-        trained.params,
-        "--model",
-        model,
-        "--data",
-        trained.data,
-        "--out",
-        out,
-    )
+    code, err = search_cli(capsys, trained, model, trained.data, out)
     assert code == 2
     line = error_line(err, "search")
     assert f"{weights}: not a readable safetensors file" in line and "pickled" in line

@@ -30,10 +30,10 @@ from contextlib import ExitStack, suppress
 from dataclasses import asdict
 from pathlib import Path
 
-import boto3
 import numpy as np
 import psutil
 import pytest
+import servers
 import torch
 import yaml
 from conftest import TINY_PARAMS, tiny_model, write_prepared
@@ -94,13 +94,7 @@ def s3_env(monkeypatch, tmp_path):
 
 
 def s3_client(endpoint: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
+    return servers.s3_client(endpoint, KEY_ID, SECRET)
 
 
 def retry_until(fn, what: str, timeout: float = 60):

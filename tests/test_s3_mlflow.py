@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
+import servers
 import torch
 from conftest import TINY_PARAMS
 from servers import MlflowServer, mlflow_server, seaweedfs
@@ -54,13 +54,7 @@ def no_aws_files(base: Path) -> dict[str, str]:
 
 
 def s3_client(endpoint: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
+    return servers.s3_client(endpoint, KEY_ID, SECRET)
 
 
 def list_keys(s3, prefix: str = f"{PREFIX}/") -> list[str]:

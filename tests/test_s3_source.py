@@ -8,10 +8,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
-from servers import seaweedfs
+from servers import s3_client, seaweedfs
 from test_prepare import TINY, make_imagefolder, make_vtab, save_image
 
 from dyn_adapter.data import s3
@@ -33,13 +32,7 @@ def endpoint(tmp_path_factory) -> Iterator[str]:
 
 
 def client(endpoint: str, secret: str = SECRET):
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-    )
+    return s3_client(endpoint, KEY_ID, secret)
 
 
 def upload(endpoint: str, local: Path, prefix: str) -> None:
