@@ -79,52 +79,93 @@ def train_epoch(
             being finite (the caller keeps its last checkpoint and writes no model).
     """
     model.train()
-    n = len(labels)
-    order = torch.randperm(n, generator=generator).numpy()
-    loss_sum = torch.zeros(model.num_exits)
-    correct = torch.zeros(model.num_exits)
-    step = first_step
+    order = torch.randperm(len(labels), generator=generator).numpy()
+    steps = StepLoop(model, optimizer, weights, lr_at, first_step, device, label_smoothing)
     for x8, y in batches(images, labels, batch_size, order):
         x = to_model_input(x8.to(device), data_config, augment, generator)
         y = y.to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
+        steps.set_lr()
         with autocast(device, amp):
             logits = model.forward_exits(x)
+        steps.step(logits, y, after_backward, scaler)
+        if progress is not None:
+            progress(len(y))
+    return steps.finish()
+
+
+class StepLoop:
+    """The optimizer steps of one epoch: weighted loss, backward, hooks, step, running stats.
+
+    Shared by training on images and training the heads on cached tokens.
+    """
+
+    def __init__(
+        self,
+        model: DynAdapterViT,
+        optimizer: torch.optim.Optimizer,
+        weights: list[float],
+        lr_at: Callable[[int], float],
+        first_step: int,
+        device: torch.device,
+        label_smoothing: float,
+    ) -> None:
+        self.optimizer = optimizer
+        self.lr_at = lr_at
+        self.step_index = first_step
+        self.weights = torch.tensor(weights, device=device)
+        self.label_smoothing = label_smoothing
+        self.loss_sum = torch.zeros(model.num_exits)
+        self.correct = torch.zeros(model.num_exits)
+        self.seen = 0
+
+    def set_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step_index) * group.get("lr_scale", 1.0)
+
+    def step(
+        self,
+        logits: list[torch.Tensor],
+        y: torch.Tensor,
+        after_backward: Callable[[], None] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
         losses = torch.stack(
-            [F.cross_entropy(t.float(), y, label_smoothing=label_smoothing) for t in logits]
+            [F.cross_entropy(t.float(), y, label_smoothing=self.label_smoothing) for t in logits]
         )
-        loss = (losses * torch.tensor(weights, device=device)).sum()
+        loss = (losses * self.weights).sum()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step_index}")
+        self.optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
+            scaler.unscale_(self.optimizer)
         else:
             loss.backward()
         if after_backward is not None:
             after_backward()
         if scaler is not None:
-            scaler.step(optimizer)
+            scaler.step(self.optimizer)
             scaler.update()
         else:
-            optimizer.step()
-        step += 1
+            self.optimizer.step()
+        self.step_index += 1
         with torch.no_grad():
-            loss_sum += losses.detach().cpu() * len(y)
-            correct += torch.stack([(t.argmax(-1) == y).sum() for t in logits]).cpu().float()
-        if progress is not None:
-            progress(len(y))
-    # The last steps' updates are not seen by a loss: check the weights once per epoch, so a
-    # diverged model is never checkpointed as a finished epoch.
-    with torch.no_grad():
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-            raise FloatingPointError(
-                f"trainable weights are not finite after step {step - 1} (the epoch's last)"
-            )
-    return EpochStats((loss_sum / n).tolist(), (correct / n).tolist())
+            self.loss_sum += losses.detach().cpu() * len(y)
+            self.correct += torch.stack([(t.argmax(-1) == y).sum() for t in logits]).cpu().float()
+        self.seen += len(y)
+
+    def finish(self) -> EpochStats:
+        # The last steps' updates are not seen by a loss: check the weights once per epoch, so a
+        # diverged model is never checkpointed as a finished epoch.
+        with torch.no_grad():
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+                raise FloatingPointError(
+                    f"trainable weights are not finite after step {self.step_index - 1} "
+                    "(the epoch's last)"
+                )
+        n = max(1, self.seen)
+        return EpochStats((self.loss_sum / n).tolist(), (self.correct / n).tolist())
 
 
 @torch.no_grad()

@@ -25,6 +25,15 @@ from .data.prepared import PreparedData
 from .data.transforms import AugmentConfig
 from .engine import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
 from .errors import ConfigError, TrainingDiverged
+from .head_cache import (
+    HeadCache,
+    HeadWarmupConfig,
+    backbone_is_frozen,
+    cache_head_inputs,
+    cached_epoch,
+    cached_logits,
+    warm_up_heads,
+)
 from .io import write_json
 from .manifest import config_hash, stage_manifest
 from .models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
@@ -58,6 +67,9 @@ class TrainConfig:
         warmup_epochs: Linear warm-up length.
         label_smoothing: Cross-entropy label smoothing.
         augment: Training augmentation (flip, translation).
+        head_warmup: Heads trained on cached tokens before the PETL modules move. With a
+            frozen backbone (no PETL) the whole training runs on that cache, and an epoch is a
+            pass over all its views.
         loss_weights: Adaptive prioritisation schedule of the exits' losses.
         sparsity: Bidirectional sparsity (``mode: none`` to train without).
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
@@ -76,6 +88,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     label_smoothing: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    head_warmup: HeadWarmupConfig = field(default_factory=HeadWarmupConfig)
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
     sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(mode="none"))
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -179,7 +192,13 @@ def run(
     optimizer = build_optimizer(model, train_cfg)
     train_x, train_y = data.split("train")
     val_x, val_y = data.split("val")
-    steps_per_epoch = -(-len(train_y) // train_cfg.batch_size)
+    frozen = backbone_is_frozen(model)
+    train_cache = val_cache = None
+    if frozen:  # the tokens never change: compute them once, train the heads on them
+        train_cache = _cache(model, train_x, train_y, data.data_config, train_cfg, device)
+        val_cache = _cache(model, val_x, val_y, data.data_config, train_cfg, device, train=False)
+    epoch_size = len(train_cache) if train_cache is not None else len(train_y)
+    steps_per_epoch = -(-epoch_size // train_cfg.batch_size)
     total_steps = train_cfg.epochs * steps_per_epoch
 
     log: list[dict[str, Any]] = []
@@ -194,6 +213,8 @@ def run(
             )
         start_epoch, log = state["epoch"], state["log"]
         logger.info("resuming %s after epoch %d", out, start_epoch)
+    elif not frozen and init_from is None and train_cfg.head_warmup.epochs > 0:
+        _warm_up(model, train_x, train_y, data.data_config, train_cfg, device)
 
     apply_forward_sparsity(model, train_cfg.sparsity)
     masker = GradientMasker(model, train_cfg.sparsity)
@@ -220,35 +241,54 @@ def run(
         weights = loss_weights(train_cfg.loss_weights, model.num_exits, epoch, train_cfg.epochs)
         tic = time.perf_counter()
         with tqdm(
-            total=len(train_y),
+            total=epoch_size,
             desc=f"epoch {epoch + 1}/{train_cfg.epochs}",
             unit="img",
             leave=False,
             disable=None,
         ) as bar:
             try:
-                stats = train_epoch(
-                    model,
-                    optimizer,
-                    train_x,
-                    train_y,
-                    data_config=data.data_config,
-                    batch_size=train_cfg.batch_size,
-                    weights=weights,
-                    lr_at=lr_at,
-                    first_step=epoch * steps_per_epoch,
-                    generator=generator,
-                    augment=train_cfg.augment,
-                    device=device,
-                    amp=train_cfg.amp,
-                    label_smoothing=train_cfg.label_smoothing,
-                    after_backward=masker if train_cfg.sparsity.backward else None,
-                    scaler=scaler,
-                    progress=bar.update,
-                )
+                if train_cache is not None and val_cache is not None:
+                    stats = cached_epoch(
+                        model,
+                        optimizer,
+                        train_cache,
+                        batch_size=train_cfg.batch_size,
+                        weights=weights,
+                        lr_at=lr_at,
+                        first_step=epoch * steps_per_epoch,
+                        generator=generator,
+                        device=device,
+                        label_smoothing=train_cfg.label_smoothing,
+                        after_backward=masker if train_cfg.sparsity.backward else None,
+                    )
+                    bar.update(epoch_size)
+                else:
+                    stats = train_epoch(
+                        model,
+                        optimizer,
+                        train_x,
+                        train_y,
+                        data_config=data.data_config,
+                        batch_size=train_cfg.batch_size,
+                        weights=weights,
+                        lr_at=lr_at,
+                        first_step=epoch * steps_per_epoch,
+                        generator=generator,
+                        augment=train_cfg.augment,
+                        device=device,
+                        amp=train_cfg.amp,
+                        label_smoothing=train_cfg.label_smoothing,
+                        after_backward=masker if train_cfg.sparsity.backward else None,
+                        scaler=scaler,
+                        progress=bar.update,
+                    )
             except FloatingPointError as e:
                 raise _diverged(e, epoch, train_cfg, out) from e
-        val = _evaluate(model, val_x, val_y, data.data_config, train_cfg, device)
+        if val_cache is not None:
+            val = exit_stats(cached_logits(model, val_cache, train_cfg.eval_batch_size), val_y)
+        else:
+            val = _evaluate(model, val_x, val_y, data.data_config, train_cfg, device)
         log.append(
             _epoch_record(
                 epoch,
@@ -272,6 +312,66 @@ def run(
         write_json(out / LOG_FILE, {"epochs": log})
 
     return _finish(model, data, train_cfg, config, log, out, device, init_from)
+
+
+def _cache(
+    model: DynAdapterViT,
+    images: np.ndarray,
+    labels: np.ndarray,
+    data_config: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+    train: bool = True,
+) -> HeadCache:
+    """The heads' inputs: ``head_warmup.views`` augmented views (``train``) or the plain images."""
+    from tqdm.auto import tqdm
+
+    views = cfg.head_warmup.views if train else 1
+    augment = cfg.augment if train else None
+    with tqdm(total=views * len(labels), desc="caching tokens", unit="img", leave=False) as bar:
+        return cache_head_inputs(
+            model,
+            images,
+            labels,
+            data_config=data_config,
+            views=views,
+            augment=augment,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            batch_size=cfg.batch_size,
+            device=device,
+            amp=cfg.amp,
+            progress=bar.update,
+        )
+
+
+def _warm_up(
+    model: DynAdapterViT,
+    images: np.ndarray,
+    labels: np.ndarray,
+    data_config: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> None:
+    """Train the heads on cached tokens of the still-untrained model (see ``head_cache``)."""
+    cache = _cache(model, images, labels, data_config, cfg, device)
+    history = warm_up_heads(
+        model,
+        cache,
+        cfg.head_warmup,
+        lr=cfg.head_warmup.lr,
+        min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+        label_smoothing=cfg.label_smoothing,
+    )
+    logger.info(
+        "head warm-up: %d epochs over %d cached images, train acc %s",
+        cfg.head_warmup.epochs,
+        len(cache),
+        _fmt(history[-1].accuracy),
+    )
 
 
 def _diverged(e: FloatingPointError, epoch: int, cfg: TrainConfig, out: Path) -> TrainingDiverged:

@@ -72,6 +72,9 @@ def read_config(ckpt_dir: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise ConfigError(f"{path}: not valid JSON ({e}); the checkpoint is damaged") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise ConfigError(f"{path}: no 'model' section; the checkpoint is damaged")
+    exits = meta["model"].get("exits")
+    if isinstance(exits, dict):  # written before conv heads existed: every head was an MLP head
+        exits.setdefault("head_type", "mlp")
     return from_dict(ModelConfig, meta["model"], "model"), meta
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
-from .heads import ExitHead, PoolType
+from .heads import ExitHead, HeadType, PoolType
 from .petl import PetlConfig, inject_petl, merge_petl, petl_parameters, unmerge_petl
 
 if TYPE_CHECKING:
@@ -33,15 +33,18 @@ class ExitsConfig:
         blocks: 1-based block indices after which an exit sits; the last must be the final
             block (the model's normal head); negative values count from the end (-1: the final
             block). ``None``: every 3rd block, i.e. 3, 6, 9, 12 on a 12-block ViT.
-        head_depths: Residual MLP blocks per exit head (decreasing with depth: balanced heads).
-        head_widths: Hidden width of those MLP blocks per exit.
-        pool: Token pooling of every head. ``avg`` (mean of patch tokens) by default: shallow
-            CLS tokens carry little class information yet, the patch tokens do.
+        head_depths: Blocks per exit head (decreasing with depth: balanced heads); 0 is a
+            LayerNorm + Linear probe.
+        head_widths: Width of those blocks per exit (see :class:`ExitHead`).
+        head_type: ``conv`` (blocks on the patch grid) or ``mlp`` (blocks on pooled tokens).
+        pool: Token pooling of ``mlp`` heads and probes. ``avg`` (mean of patch tokens) by
+            default: shallow CLS tokens carry little class information yet, the patch tokens do.
     """
 
     blocks: Sequence[int] | None = None
-    head_depths: Sequence[int] = (2, 1, 0, 0)
-    head_widths: Sequence[int] = (24, 8, 0, 0)
+    head_depths: Sequence[int] = (2, 1, 1, 0)
+    head_widths: Sequence[int] = (96, 96, 48, 0)
+    head_type: HeadType = "conv"
     pool: PoolType = "avg"
 
     def resolve(self, depth: int) -> tuple[list[int], list[int], list[int]]:
@@ -164,8 +167,10 @@ class DynAdapterViT(nn.Module):
                 num_classes,
                 depth=d,
                 hidden=w,
+                kind=self.exits_cfg.head_type,
                 pool=self.exits_cfg.pool,
                 num_prefix_tokens=backbone.num_prefix_tokens,
+                grid=tuple(backbone.patch_embed.grid_size),
             )
             for d, w in zip(self.head_depths, widths, strict=True)
         )

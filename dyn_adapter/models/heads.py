@@ -1,18 +1,28 @@
 """Balanced exit heads: capacity that decreases with depth.
 
-Shallow features need more help to reach class semantics, so early exits get residual MLP
-stacks and late exits little more than a classifier. The backbone stays frozen; the heads do
-the abstraction (the "disentangled" part of Dyn-Adapter).
+Shallow features need more help to reach class semantics, so early exits get real heads and
+late exits little more than a classifier. The backbone stays frozen; the heads do the
+abstraction (the "disentangled" part of Dyn-Adapter). Two kinds of head:
+
+- ``conv`` (default): the patch tokens, projected to a small width, go through ConvNeXt-style
+  blocks on the patch grid (depthwise 3x3 mixing, then a residual MLP) and are averaged. Shallow
+  ViT tokens are local descriptors; mixing neighbours before pooling is what turns them into
+  shapes (as in LGViT's convolutional exit heads).
+- ``mlp``: the tokens are pooled first, then residual MLP blocks refine the pooled vector.
+
+A head of depth 0 is a LayerNorm + Linear probe on the pooled tokens.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn as nn
 
 PoolType = Literal["token", "avg", "token_avg"]
+HeadType = Literal["conv", "mlp"]
 
 
 def pool_tokens(x: torch.Tensor, pool: PoolType, num_prefix_tokens: int) -> torch.Tensor:
@@ -40,17 +50,50 @@ class ResidualMlp(nn.Module):
         return x + self.fc2(self.drop(self.act(self.fc1(self.norm(x)))))
 
 
+class ConvBlock(nn.Module):
+    """ConvNeXt-style block on ``[B, H*W, C]`` patch tokens: depthwise 3x3 mixing, residual MLP."""
+
+    def __init__(self, dim: int, grid: tuple[int, int], mlp_ratio: int = 2) -> None:
+        super().__init__()
+        self.grid = grid
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        self.mlp = ResidualMlp(dim, mlp_ratio * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        mixed = self.dwconv(x.transpose(1, 2).reshape(b, c, *self._grid(n)))
+        return self.mlp(x + mixed.flatten(2).transpose(1, 2))
+
+    def _grid(self, n: int) -> tuple[int, int]:
+        if n == self.grid[0] * self.grid[1]:
+            return self.grid
+        side = math.isqrt(n)  # another input size (timm's dynamic_img_size): square inputs only
+        if side * side != n:
+            raise ValueError(
+                f"a conv exit head built for a {self.grid[0]}x{self.grid[1]} patch grid got {n} "
+                "patch tokens: use square images or the input size the model was built for"
+            )
+        return side, side
+
+
 class ExitHead(nn.Module):
-    """One exit: pool tokens, ``depth`` residual MLP blocks of width ``hidden``, LayerNorm, Linear.
+    """One exit: ``classify(features(tokens))``.
+
+    ``features`` is parameter-free (pooling, or dropping the prefix tokens), so what it returns
+    for a frozen backbone can be cached and the head trained on the cache.
 
     Args:
         embed_dim: Token width of the backbone.
         num_classes: Classifier outputs.
-        depth: Number of residual MLP blocks (0: a LayerNorm + Linear probe).
-        hidden: Hidden width of each MLP block.
-        pool: ``token`` (CLS), ``avg`` (mean of patch tokens) or ``token_avg`` (both, concatenated).
-        num_prefix_tokens: Class/register tokens to leave out of the average.
-        drop: Dropout on the pooled features (forward half of bidirectional sparsity).
+        depth: Head blocks (0: a LayerNorm + Linear probe on the pooled tokens).
+        hidden: ``conv``: the width the patch tokens are projected to; ``mlp``: the hidden
+            width of each residual MLP block.
+        kind: ``conv`` (blocks on the patch grid, then average) or ``mlp`` (pool, then blocks).
+        pool: Pooling of ``mlp`` heads and probes: ``token`` (CLS), ``avg`` (mean of patch
+            tokens) or ``token_avg`` (both, concatenated). ``conv`` heads average patch tokens.
+        num_prefix_tokens: Class/register tokens to leave out of the patch tokens.
+        grid: Patch grid ``(rows, cols)``; needed by ``conv`` heads.
+        drop: Dropout on the head's input (forward half of bidirectional sparsity).
     """
 
     def __init__(
@@ -59,21 +102,41 @@ class ExitHead(nn.Module):
         num_classes: int,
         depth: int = 0,
         hidden: int = 0,
+        kind: HeadType = "mlp",
         pool: PoolType = "token",
         num_prefix_tokens: int = 1,
+        grid: tuple[int, int] | None = None,
         drop: float = 0.0,
     ) -> None:
         super().__init__()
-        assert depth >= 0 and (depth == 0 or hidden > 0), "an MLP head needs hidden > 0"
+        assert depth >= 0 and (depth == 0 or hidden > 0), "a head with blocks needs hidden > 0"
+        self.kind: HeadType = kind if depth > 0 else "mlp"
         self.pool = pool
         self.num_prefix_tokens = num_prefix_tokens
-        dim = 2 * embed_dim if pool == "token_avg" else embed_dim
         self.drop = nn.Dropout(drop)
-        self.blocks = nn.Sequential(*[ResidualMlp(dim, hidden) for _ in range(depth)])
+        if self.kind == "conv":
+            assert grid is not None, "a conv head needs the patch grid"
+            dim = hidden
+            self.proj: nn.Module = nn.Linear(embed_dim, dim)
+            self.blocks = nn.Sequential(*[ConvBlock(dim, grid) for _ in range(depth)])
+        else:
+            dim = 2 * embed_dim if pool == "token_avg" else embed_dim
+            self.proj = nn.Identity()
+            self.blocks = nn.Sequential(*[ResidualMlp(dim, hidden) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = pool_tokens(tokens, self.pool, self.num_prefix_tokens)
-        x = self.blocks(self.drop(x))
+    def features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The head's parameter-free input: patch tokens (``conv``) or pooled tokens."""
+        if self.kind == "conv":
+            return tokens[:, self.num_prefix_tokens :]
+        return pool_tokens(tokens, self.pool, self.num_prefix_tokens)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.proj(self.drop(features)))
+        if self.kind == "conv":
+            x = x.mean(dim=1)
         return self.fc(self.norm(x))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(tokens))
