@@ -53,7 +53,7 @@ class EvaluateConfig:
 
     iso_tolerance: float = 0.005
     speed_images: int = 256
-    speed_repeats: int = 3
+    speed_repeats: int = 5
     batch_size: int = 256
 
 

@@ -34,8 +34,8 @@ class HeadWarmupConfig:
     """Head training on cached tokens before PETL training starts.
 
     Attributes:
-        epochs: Passes over all cached views (0: no warm-up). Also the meaning of an epoch when
-            the backbone is frozen and the whole training runs on the cache.
+        epochs: Passes over all cached views (0: no warm-up). With a frozen backbone there is
+            no warm-up: the whole training runs on the cache, for ``train.epochs`` passes.
         lr: Peak learning rate of the warm-up (cosine decay to ``train.min_lr``).
         views: Augmented views of the training split whose tokens are cached. Memory: views x
             images x exits x the heads' inputs in float16 (patch tokens for ``conv`` heads,

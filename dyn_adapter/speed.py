@@ -12,15 +12,10 @@ import torch
 from .models import DynAdapterViT
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def time_ratios(
@@ -33,10 +28,15 @@ def time_ratios(
     warmup: int = 1,
 ) -> dict[str, float]:
     """Seconds of ``forward_dynamic`` and of the static full forward (``forward_final``) over
-    ``images`` in batches of 64 and one by one (the first ``b1_samples``), and their ratios."""
+    ``images`` in batches of 64 and one by one (the first ``b1_samples``), and their ratios.
+
+    Full and dynamic passes alternate and each ratio is the median of the per-repeat ratios,
+    so a slow stretch of a shared machine slows both sides of a pair alike. Seconds are
+    medians over the repeats; warm-up passes are not timed.
+    """
     device = images.device
 
-    def timed(batches: list[torch.Tensor], dynamic: bool) -> float:
+    def runner(batches: list[torch.Tensor], dynamic: bool) -> Callable[[], None]:
         def go() -> None:
             with torch.no_grad():
                 for x in batches:
@@ -44,22 +44,23 @@ def time_ratios(
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
-        return median_seconds(go, repeats, warmup)
+        return go
 
     model.eval()
-    b64 = list(images.split(64))
-    b1 = list(images[:b1_samples].split(1))
-    s = {
-        "full_b64": timed(b64, False),
-        "dynamic_b64": timed(b64, True),
-        "full_b1": timed(b1, False),
-        "dynamic_b1": timed(b1, True),
-    }
-    return {
-        **{f"seconds_{k}": v for k, v in s.items()},
-        "time_ratio_b64": s["dynamic_b64"] / s["full_b64"],
-        "time_ratio_b1": s["dynamic_b1"] / s["full_b1"],
-    }
+    out: dict[str, float] = {}
+    for name, batches in (
+        ("b64", list(images.split(64))),
+        ("b1", list(images[:b1_samples].split(1))),
+    ):
+        full, dynamic = runner(batches, False), runner(batches, True)
+        for _ in range(warmup):
+            full()
+            dynamic()
+        pairs = [(_seconds(full), _seconds(dynamic)) for _ in range(repeats)]
+        out[f"seconds_full_{name}"] = statistics.median(f for f, _ in pairs)
+        out[f"seconds_dynamic_{name}"] = statistics.median(d for _, d in pairs)
+        out[f"time_ratio_{name}"] = statistics.median(d / f for f, d in pairs)
+    return out
 
 
 def machine_info(device: torch.device) -> dict[str, object]:
