@@ -58,7 +58,7 @@ def project(tmp_path_factory) -> Path:
     tiny = json.loads(json.dumps(TINY_PARAMS))
     params["model"] = tiny["model"]
     params["train"].update(tiny["train"], device="cpu")
-    params["data"].update(path="data/fashion-mnist", train_size=40, val_size=20)
+    params["data"].update(path="data/fashion-mnist", train_size=40, val_size=20, test_size=None)
     params["sparsify"].update(forward_rates=[0.1], backward_keeps=[0.5], epochs=1)
     params["search"].update(budgets=[0.5, 1.0], trials=10)
     params["evaluate"].update(speed_images=8, speed_repeats=1)
