@@ -92,6 +92,7 @@ def cache_head_inputs(
 ) -> HeadCache:
     """Run the model once per view and keep every head's parameter-free input."""
     model.eval()
+    heads = _heads(model)
     chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits)]
     for _ in range(views):
         for x8, _ in batches(images, labels, batch_size):
@@ -101,7 +102,7 @@ def cache_head_inputs(
                 for k, stage in enumerate(model.stages()):
                     h = stage(h)
                     tokens = model._exit_tokens(k, h)
-                    chunks[k].append(_heads(model)[k].features(tokens).half().cpu())
+                    chunks[k].append(heads[k].features(tokens).half().cpu())
             if progress is not None:
                 progress(len(x8))
     y = torch.from_numpy(np.tile(np.asarray(labels), views)).long()

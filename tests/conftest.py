@@ -72,6 +72,17 @@ TINY_PARAMS = {
 }
 
 
+def tiny_params(tmp_path, *overrides):
+    """``TINY_PARAMS`` written to ``tmp_path/params.yaml`` and loaded with ``overrides``."""
+    import yaml
+
+    from dyn_adapter.params import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    return load_params(path, overrides)
+
+
 def write_prepared(root, sizes=None, num_classes: int = 4, size: int = 28, seed: int = 0):
     """A prepared-dataset directory (the format ``prepare`` writes) of learnable synthetic images:
     class k is noise in the k-th brightness band."""

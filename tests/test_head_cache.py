@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_PARAMS, tiny_model
+from conftest import tiny_model, tiny_params
 
 from dyn_adapter import train
 from dyn_adapter.data.prepared import PreparedData
@@ -23,15 +23,8 @@ from dyn_adapter.head_cache import (
 from dyn_adapter.models.dyn_vit import DynAdapterViT
 from dyn_adapter.models.heads import ExitHead
 from dyn_adapter.models.petl import petl_parameters
-from dyn_adapter.params import load_params
 
-
-def params(tmp_path, *overrides):
-    import yaml
-
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(TINY_PARAMS))
-    return load_params(path, overrides)
+params = tiny_params
 
 
 def test_conv_head_mixes_neighbouring_patches():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_PARAMS, tiny_model
+from conftest import tiny_model, tiny_params
 from safetensors.torch import load_file
 
 from dyn_adapter import sparsify, train
@@ -27,13 +27,7 @@ from dyn_adapter.sparsity import (
     stage_keep_ratios,
 )
 
-
-def params(tmp_path, *overrides):
-    import yaml
-
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(TINY_PARAMS))
-    return load_params(path, overrides)
+params = tiny_params
 
 
 # -- schedules ----------------------------------------------------------------------------
