@@ -78,14 +78,16 @@ RUN dyn-adapter convert-weights \
  && chmod -R a+rX "${DYN_ADAPTER_CACHE}"
 
 # A non-root user (uid 1000). The KFP launcher writes artifacts under /gcs, /minio and /s3
-# (the local mounts of each artifact store), so those exist and belong to the user.
+# (the local mounts of each artifact store), so those exist and belong to the user; so does
+# the mirror of s3:// data sources ($DYN_ADAPTER_CACHE/s3; the converted weights stay read-only).
 # /workspace is the working directory (KFP runs components there too): params.yaml's relative
 # data.path (data/fashion-mnist) resolves to the Debian package's files.
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/dyn --shell /bin/bash dyn \
- && mkdir -p /gcs /minio /s3 /workspace/data \
+ && mkdir -p /gcs /minio /s3 /workspace/data "${DYN_ADAPTER_CACHE}/s3" \
  && ln -s /usr/share/datasets/fashion-mnist /workspace/data/fashion-mnist \
  && cp params.yaml /workspace/params.yaml \
- && chown 1000:1000 /gcs /minio /s3 /workspace /workspace/data /workspace/params.yaml
+ && chown 1000:1000 /gcs /minio /s3 /workspace /workspace/data /workspace/params.yaml \
+      "${DYN_ADAPTER_CACHE}/s3"
 
 ENV HOME=/home/dyn
 # Numeric, so Kubernetes' runAsNonRoot can verify it.

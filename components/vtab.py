@@ -1,28 +1,43 @@
-"""The VTAB table component: per-task results, group means and the mean of tasks."""
+"""The VTAB profile's own components: each task's overrides, and the VTAB table."""
 
 from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
 
 
 def vtab_table(
+    params: dict,
+    overrides: list,
     tasks: list,
     evaluations: Input[list[Artifact]],
     table: Output[Artifact],
     report: Output[Markdown],
     metrics: Output[Metrics],
+    tracking_uri: str = "",
+    pipeline_run_id: str = "",
 ):
     """Collect every task's evaluation into the VTAB-1k table."""
-    from dyn_adapter import vtab
+    import shutil
 
-    result = vtab.collect(tasks, [e.path for e in evaluations], table.path)
-    with open(report.path, "w") as f:
-        f.write(vtab.markdown(result))
+    from dyn_adapter import steps, vtab
+
+    result = steps.vtab_table(
+        params,
+        overrides,
+        tasks,
+        [e.path for e in evaluations],
+        table.path,
+        tracking_uri,
+        pipeline_run_id,
+    )
+    shutil.copyfile(f"{table.path}/{vtab.TABLE_MARKDOWN}", report.path)
     for name, value in vtab.headline(result).items():
         metrics.log_metric(name, value)
 
 
 def task_overrides(overrides: list, data_root: str, task: str) -> list:
-    """The pipeline's overrides plus this task's VTAB-1k data source."""
-    return list(overrides) + [
-        "data.source=vtab",
-        f"data.path={data_root.rstrip('/')}/{task}",
-    ]
+    """This task's overrides: the VTAB-1k protocol's whole test split unless the pipeline's
+    overrides say otherwise, then the task's data source."""
+    return (
+        ["data.test_size=null"]
+        + list(overrides)
+        + ["data.source=vtab", f"data.path={data_root.rstrip('/')}/{task}"]
+    )

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -230,6 +231,34 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_track(args: argparse.Namespace) -> int:
+    from . import steps
+    from .config import to_dict
+    from .io import write_json
+    from .register import REGISTRATION_FILE, resolve_tracking_uri
+    from .tracking import redact
+
+    params = _params(args)
+    run_id = args.pipeline_run_id
+    if not run_id:
+        registration = Path(steps.DVC_OUTPUTS["register"]) / REGISTRATION_FILE
+        if not registration.is_file():
+            raise ConfigError(f"{registration}: missing; run `dyn-adapter register` first")
+        run_id = json.loads(registration.read_text())["pipeline_run_id"]
+    uri = resolve_tracking_uri(args.tracking_uri or params.register.tracking_uri)
+    mlflow_run = steps.track_outputs(to_dict(params), [], steps.DVC_OUTPUTS, uri, run_id)
+    record = {
+        "mlflow_run_id": mlflow_run,
+        "pipeline_run_id": run_id,
+        "experiment": params.register.experiment,
+        "tracking_uri": redact(uri),
+        "stages": steps.DVC_OUTPUTS,
+    }
+    write_json(Path(args.out) / "tracking.json", record)
+    print(f"logged {len(steps.DVC_OUTPUTS)} stages as MLflow run {mlflow_run} ({redact(uri)})")
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from . import register
 
@@ -254,8 +283,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:
     import pipeline
 
-    for kind in args.kind or ["demo", "vtab"]:
-        path = pipeline.compile_pipeline(kind, None, args.params, args.image)
+    kinds = args.kind or ["demo", "vtab"]
+    if args.out and len(kinds) != 1:
+        raise ConfigError("--out names one file: choose the pipeline with --kind demo or vtab")
+    for kind in kinds:
+        path = pipeline.compile_pipeline(kind, args.out, args.params, args.image)
         print(f"compiled the {kind} pipeline -> {path}")
     return 0
 
@@ -277,7 +309,7 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
 
     import pipeline
 
-    arguments = {}
+    arguments = _pipeline_arguments(args.arguments)
     if args.overrides:
         arguments["overrides"] = list(args.overrides)
     if args.tracking_uri:
@@ -293,6 +325,22 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
     )
     print(f"submitted {args.package} to {args.host}: run {run_id}")
     return 0
+
+
+def _pipeline_arguments(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pipeline arguments, values parsed as YAML (``tasks=[dtd, eurosat]``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--arg {item!r}: expected NAME=VALUE, e.g. data_root=s3://b/vtab")
+        try:
+            out[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--arg {item!r}: value is not valid YAML ({e})") from e
+    return out
 
 
 def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
@@ -325,6 +373,12 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         choices=["demo", "vtab"],
         help="which pipeline (repeatable; default: both)",
     )
+    c.add_argument(
+        "--out",
+        default=None,
+        help="write the package here instead of the committed pipeline/*.yaml (one --kind); "
+        "for packages compiled with other --params or --image",
+    )
     c.set_defaults(func=cmd_pipeline_compile, kind=None)
 
     r = psub.add_parser(
@@ -341,7 +395,8 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: sqlite:///outputs/mlflow/mlflow.db)",
+        help="MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, "
+        "else sqlite:///outputs/mlflow/mlflow.db)",
     )
     r.set_defaults(func=cmd_pipeline_run)
 
@@ -368,6 +423,15 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="parameter override passed to the run (repeatable)",
+    )
+    s.add_argument(
+        "--arg",
+        dest="arguments",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline argument, the value as YAML (repeatable); the VTAB pipeline needs "
+        "tasks=[cifar, dtd, ...] and data_root=s3://bucket/vtab-1k",
     )
     s.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for the run")
     s.add_argument(
@@ -408,6 +472,24 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=cmd_register)
+
+    p = _stage_parser(
+        sub,
+        "track",
+        out="outputs/tracking",
+        data=False,
+        help="log the stages' outputs (dvc repro's layout) to MLflow as one pipeline run",
+        description="Log every stage's output directory under outputs/ as one MLflow run with "
+        "a nested run per stage (params, per-epoch metrics, plots, model card, manifests), as "
+        "the KFP pipeline does while it runs; the last stage of dvc.yaml. Writes tracking.json.",
+    )
+    p.add_argument(
+        "--pipeline-run-id",
+        default=None,
+        help="the pipeline run to log into (default: the one outputs/register registered)",
+    )
+    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser(
         "promote",

@@ -37,7 +37,7 @@ from .config import to_dict
 from .errors import ConfigError
 from .io import sha256_file, write_json
 from .manifest import stage_manifest
-from .tracking import default_artifact_location, embedded_tracking_uri
+from .tracking import default_artifact_location, embedded_tracking_uri, mlflow_client, sqlite_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -117,10 +117,9 @@ def resolve_tracking_uri(configured: str | None = None, root: str | Path = ".") 
         or os.environ.get("MLFLOW_TRACKING_URI")
         or embedded_tracking_uri(Path(root) / EMBEDDED_DIR)
     )
-    if uri.startswith("sqlite:///"):
-        db = uri[len("sqlite:///") :].split("?", 1)[0]
-        if db:
-            Path(db).parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create dirs
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create directories
     return uri
 
 
@@ -163,7 +162,7 @@ def _using(tracking_uri: str) -> Iterator[MlflowClient]:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
-        yield mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        yield _client(tracking_uri)
     finally:
         # None (nothing set before) is what MLflow itself restores to; its stubs say str only.
         mlflow.set_tracking_uri(old_tracking)  # type: ignore[arg-type]
@@ -333,9 +332,7 @@ def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
 
 
 def _client(tracking_uri: str) -> MlflowClient:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return mlflow_client(tracking_uri, registry_uri=tracking_uri)
 
 
 def _not_found(e: Exception) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .params import Params, params_from_dict
 
 Variant = str  # "dyn" (Dyn-Adapter), "probe" (frozen linear probes), "static" (final exit only)
@@ -252,6 +253,28 @@ def register(
     return result
 
 
+def vtab_table(
+    params: dict[str, Any],
+    overrides: Sequence[str],
+    tasks: Sequence[str],
+    evaluations: Sequence[str],
+    out: str,
+    tracking_uri: str = "",
+    pipeline_run_id: str = "",
+) -> dict[str, Any]:
+    """Collect every task's evaluation into the VTAB table (``vtab.json``, ``vtab.md``, the
+    headline means in ``metrics.json``); the last step of the VTAB pipeline, so it also ends
+    the pipeline's MLflow run."""
+    from . import vtab
+    from .io import write_json
+
+    result = vtab.collect(tasks, evaluations, out)
+    (Path(out) / vtab.TABLE_MARKDOWN).write_text(vtab.markdown(result))
+    write_json(Path(out) / "metrics.json", vtab.headline(result))
+    track("vtab", out, params, overrides, tracking_uri, pipeline_run_id, last=True)
+    return result
+
+
 def track(
     stage: str,
     out: str,
@@ -260,11 +283,12 @@ def track(
     tracking_uri: str,
     pipeline_run_id: str,
     last: bool = False,
-) -> None:
+) -> str | None:
     """Log a finished stage's output directory to MLflow, nested under the pipeline's run
-    (one MLflow run per pipeline run, found again by its id); ``last`` ends that run."""
+    (one MLflow run per pipeline run, found again by its id); ``last`` ends that run.
+    Returns the pipeline's MLflow run id (None: ``tracking_uri`` empty, nothing logged)."""
     if not tracking_uri:
-        return
+        return None
     from . import tracking
     from .config import to_dict
 
@@ -278,3 +302,43 @@ def track(
     tracking.log_stage(stage, out, parent, tracking.stage_params(to_dict(p), stage), tracking_uri)
     if last:
         tracking.end_pipeline_run(tracking_uri, parent)
+    return parent
+
+
+# Where `dvc repro` and the CLI's defaults put each stage's output, by the stage names the KFP
+# pipeline tracks them under.
+DVC_OUTPUTS = {
+    "prepare": "outputs/prepared",
+    "train-dyn": "outputs/train",
+    "train-static": "outputs/static",
+    "train-probe": "outputs/probe",
+    "sparsify": "outputs/sparsify",
+    "search": "outputs/search",
+    "search-probe": "outputs/probe_search",
+    "evaluate": "outputs/evaluate",
+    "register": "outputs/register",
+}
+
+
+def track_outputs(
+    params: dict[str, Any],
+    overrides: Sequence[str],
+    stages: dict[str, str],
+    tracking_uri: str,
+    pipeline_run_id: str,
+) -> str:
+    """Log finished stages' output directories (``{stage: dir}``, in order) as one pipeline
+    run with a child run per stage, then end it: what the KFP components log as they go, for
+    stages run by the CLI or ``dvc repro``. Returns the pipeline's MLflow run id."""
+    missing = [d for d in stages.values() if not Path(d).is_dir()]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: no such stage output; run the stages first (dvc repro)"
+        )
+    parent = None
+    for i, (stage, out) in enumerate(stages.items()):
+        last = i == len(stages) - 1
+        parent = track(stage, out, params, overrides, tracking_uri, pipeline_run_id, last=last)
+    if parent is None:
+        raise ConfigError("track: no stages to log, or no tracking URI")
+    return parent

@@ -16,6 +16,7 @@ and binary artifacts containing one are left out (see :func:`redact`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import json
 import logging
@@ -44,20 +45,49 @@ ARTIFACTS_DIR = "artifacts"
 
 PIPELINE_RUN_TAG = "pipeline_run_id"
 STAGE_TAG = "pipeline_stage"
+# Stage runs and the registration run carry the pipeline run id too: this tag marks the one
+# run that stands for the whole pipeline run.
+ROLE_TAG = "pipeline_role"
+PIPELINE_ROLE = "pipeline"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 REDACTED = "***"
 
-# What each stage reads from params.yaml (dotted paths); a stage name's kind is the part before
-# the first "-" ("train-probe" -> "train").
+# What each stage reads from params.yaml (dotted paths): its MLflow params, and the `params:` of
+# its dvc.yaml stage (a test keeps the two equal). A stage name is looked up whole, then by its
+# kind, the part before the first "-" ("search-probe" -> "search").
+# Sparsity candidates start from a trained model with their own epochs, lr, warm-up and
+# sparsity (sparsify.*); of train.* they read the rest of the recipe.
+SPARSIFY_TRAIN_KEYS = tuple(
+    f"train.{k}"
+    for k in (
+        "batch_size",
+        "head_lr_scale",
+        "min_lr",
+        "weight_decay",
+        "label_smoothing",
+        "augment",
+        "loss_weights",
+        "amp",
+        "device",
+        "eval_batch_size",
+        "seed",
+    )
+)
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("data", "model.backbone"),
+    "prepare": ("data", "model.backbone.name", "model.backbone.img_size"),
     "train": ("model", "train"),
-    "sparsify": ("model", "train", "sparsify"),
+    # the static baseline has one exit: a LayerNorm + Linear head on pooled tokens
+    "train-static": ("model.backbone", "model.petl", "model.exits.pool", "train"),
+    # the probe baseline: no PETL, a linear probe after each exit block
+    "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
+    "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
     "search": ("search", "train.eval_batch_size", "train.device"),
     "evaluate": ("evaluate", "train.device"),
     "register": ("register",),
     "ablate": ("model", "train"),
+    "vtab": (),  # the VTAB table reads only the tasks' evaluations
+    "track": ("register.experiment", "register.tracking_uri"),
 }
 
 # Stage outputs: these are logged as artifacts anywhere in the output directory ...
@@ -207,12 +237,16 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 
     None for anything else: a tracking server decides itself (``--artifacts-destination``).
     """
+    db = sqlite_path(tracking_uri)
+    return None if db is None else (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for other stores and ``:memory:``."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     db = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-    if not db or db == ":memory:":
-        return None
-    return (Path(db).resolve().parent / ARTIFACTS_DIR).as_uri()
+    return Path(db) if db and db != ":memory:" else None
 
 
 def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
@@ -222,7 +256,7 @@ def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
         params: ``params.yaml`` as a nested dict.
         stage: A stage name such as ``train`` or ``train-probe`` (kind before the first ``-``).
     """
-    sections = STAGE_SECTIONS.get(stage.split("-", 1)[0])
+    sections = STAGE_SECTIONS.get(stage, STAGE_SECTIONS.get(stage.split("-", 1)[0]))
     if sections is None:
         return dict(params)
     out: dict[str, Any] = {}
@@ -406,11 +440,25 @@ def _stage_artifacts(
 
 
 def _client(tracking_uri: str) -> MlflowClient:
+    return mlflow_client(tracking_uri)
+
+
+def mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` whose store is ready: tasks running side by side (a ``ParallelFor``)
+    may be the first to open a new SQLite store, and two processes creating its schema at once
+    fail, so one creates it under a file lock while the others wait."""
     # Offline by design: no telemetry from the client.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    db.parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create directories
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        # The client opens its tracking store here: every table, migrated (once per process).
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -554,7 +602,8 @@ def start_pipeline_run(
     exp_id = _experiment_id(client, experiment, artifact_location or default_artifact_location(uri))
     clean = redact_items(tags, secrets)
     clean[RUN_NAME_TAG] = redact(run_name or run_id, secrets)
-    run, created = _get_or_create_run(client, exp_id, {PIPELINE_RUN_TAG: run_id}, clean)
+    match = {PIPELINE_RUN_TAG: run_id, ROLE_TAG: PIPELINE_ROLE}
+    run, created = _get_or_create_run(client, exp_id, match, clean)
     if not created:
         _log_batch(client, run.info.run_id, tags=clean)
     logger.info("MLflow run %s for pipeline run %s", run.info.run_id, run_id)

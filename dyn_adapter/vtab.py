@@ -38,6 +38,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
 }
 TABLE_FILE = "vtab.json"
+TABLE_MARKDOWN = "vtab.md"
 
 
 def group_of(task: str) -> str:

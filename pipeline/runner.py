@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -18,8 +17,6 @@ from dyn_adapter.errors import ConfigError
 from dyn_adapter.params import params_from_dict
 
 from . import demo, vtab
-
-logger = logging.getLogger(__name__)
 
 PipelineKind = Literal["demo", "vtab"]
 COMPILED = {
@@ -81,18 +78,19 @@ def run_local(
 ) -> dict[str, Any]:
     """Run the whole demo DAG with the KFP local runner; returns the run's summary.
 
-    Tasks run as subprocesses of this Python (the project's venv), artifacts land under
-    ``pipeline_root``, and MLflow defaults to the embedded SQLite store in ``outputs/mlflow``.
+    Tasks run as subprocesses of this Python (the project's venv) and artifacts land under
+    ``pipeline_root``. MLflow: ``tracking_uri``, else ``register.tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store in ``outputs/mlflow``.
     """
     from kfp import local
 
-    from dyn_adapter.tracking import embedded_tracking_uri
+    from dyn_adapter.register import resolve_tracking_uri
 
     defaults = load_defaults(params_path)
-    params_from_dict(defaults, overrides)  # fail before any task starts
+    params = params_from_dict(defaults, overrides)  # fail before any task starts
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or embedded_tracking_uri()
+    uri = tracking_uri or resolve_tracking_uri(params.register.tracking_uri)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     # Tasks run in this venv, which holds what the project image holds: say so once, not per task.
     warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)

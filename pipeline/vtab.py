@@ -8,15 +8,11 @@ from kfp import dsl
 from components import DEFAULT_IMAGE, build
 
 NAME = "dyn-adapter-vtab"
+ACCELERATOR = "nvidia.com/gpu"  # the Kubernetes resource each training task requests one of
 
 
-def build_pipeline(
-    defaults: dict[str, Any],
-    image: str = DEFAULT_IMAGE,
-    accelerator: str = "nvidia.com/gpu",
-    gpus: int = 1,
-) -> Any:
-    """The VTAB pipeline; each training task requests ``gpus`` accelerators (0: none)."""
+def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
+    """The VTAB pipeline; each training task requests one GPU."""
     c = build(image)
 
     @dsl.pipeline(
@@ -35,11 +31,10 @@ def build_pipeline(
         with dsl.ParallelFor(tasks, name="vtab-tasks") as task:
             task_overrides = c.task_overrides(overrides=overrides, data_root=data_root, task=task)
             common = dict(params=params, overrides=task_overrides.output)
-            # Only the evaluation is tracked: its run is named after the task.
+            # Only the evaluations are tracked (one child run per task); the table ends the run.
             prep = c.prepare_data(**common)
             train = c.train_model(**common, variant="dyn", data=prep.outputs["data"])
-            if gpus > 0:
-                train.set_accelerator_type(accelerator).set_accelerator_limit(gpus)
+            train.set_accelerator_type(ACCELERATOR).set_accelerator_limit(1)
             search = c.search_thresholds(
                 **common, model=train.outputs["model"], data=prep.outputs["data"]
             )
@@ -53,7 +48,12 @@ def build_pipeline(
                 task_name=task,
             )
         table = c.vtab_table(
-            tasks=tasks, evaluations=dsl.Collected(evaluation.outputs["evaluation"])
+            params=params,
+            overrides=overrides,
+            tasks=tasks,
+            evaluations=dsl.Collected(evaluation.outputs["evaluation"]),
+            tracking_uri=tracking_uri,
+            pipeline_run_id=run_id,
         ).set_display_name("VTAB table")
         return table.outputs["table"]
 

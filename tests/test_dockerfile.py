@@ -260,7 +260,8 @@ def test_runs_as_a_non_root_user_with_writable_artifact_mounts(instructions):
     assert "--create-home" in useradd
     mkdir = [c for c in commands if c[0] == "mkdir"]
     chown = [c for c in commands if c[0] == "chown"]
-    for d in ("/gcs", "/minio", "/s3"):
+    # The launcher's mounts, and the mirror that s3:// data sources download into.
+    for d in ("/gcs", "/minio", "/s3", "${DYN_ADAPTER_CACHE}/s3"):
         assert any(d in c for c in mkdir), f"{d} is not created"
         assert any(d in c[2:] and c[1] in {"1000", "1000:1000"} for c in chown), f"{d} not chowned"
     assert of(instructions, "WORKDIR")

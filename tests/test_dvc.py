@@ -56,7 +56,9 @@ def project(tmp_path_factory) -> Path:
     # The real params.yaml (dvc needs every section a stage declares), scaled down.
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     tiny = json.loads(json.dumps(TINY_PARAMS))
-    params["model"] = tiny["model"]
+    # Tiny model values over the real ones: every key a stage declares stays present.
+    for section, values in tiny["model"].items():
+        params["model"][section].update(values)
     params["train"].update(tiny["train"], device="cpu")
     params["data"].update(path="data/fashion-mnist", train_size=40, val_size=20, test_size=None)
     params["sparsify"].update(forward_rates=[0.1], backward_keeps=[0.5], epochs=1)
@@ -65,6 +67,7 @@ def project(tmp_path_factory) -> Path:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(root, "git", "init", "-q")
     dvc(root, "init", "-q")
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the committed remote
     dvc(root, "add", "-q", "data")
     out = dvc(root, "repro")
     assert stages_run(out) == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
@@ -85,11 +88,37 @@ def test_a_param_change_reruns_only_its_stage_and_later_ones(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["evaluate"]["speed_repeats"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stages_run(dvc(project, "repro")) == {"evaluate", "register"}
+    assert stages_run(dvc(project, "repro")) == {"evaluate", "register", "track"}
 
     params["search"]["trials"] = 12
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert stages_run(dvc(project, "repro")) == {"search", "search_probe", "evaluate", "register"}
+    assert stages_run(dvc(project, "repro")) == {
+        "search",
+        "search_probe",
+        "evaluate",
+        "register",
+        "track",
+    }
+
+
+def test_repro_logs_one_mlflow_run_with_a_child_per_stage(project):
+    from mlflow.tracking import MlflowClient
+
+    record = json.loads((project / "outputs/tracking/tracking.json").read_text())
+    reg = json.loads((project / "outputs/register/registration.json").read_text())
+    assert record["pipeline_run_id"] == reg["pipeline_run_id"]
+    c = MlflowClient(f"sqlite:///{project / 'outputs/mlflow/mlflow.db'}")
+    parent = c.get_run(record["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = c.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    stages = {r.data.tags["pipeline_stage"]: r for r in children}
+    assert set(stages) == set(record["stages"])
+    train = stages["train-dyn"]
+    assert train.data.params["train.epochs"] == str(TINY_PARAMS["train"]["epochs"])
+    assert c.get_metric_history(train.info.run_id, "val_acc_exit0")
+    assert "evaluate.full.accuracy" in parent.data.metrics
 
 
 def test_the_raw_data_is_tracked_not_written(project):
@@ -122,14 +151,14 @@ def test_push_and_pull_through_a_real_s3_server(project, tmp_path):
             aws_secret_access_key=SECRET,
             region_name="us-east-1",
         )
-        s3.create_bucket(Bucket="dvc")
-        # --local: the endpoint lives in .dvc/config.local, never in the committed config
-        dvc(project, "remote", "add", "--local", "-f", "-d", "store", "s3://dvc/cache", env=env)
-        dvc(project, "remote", "modify", "--local", "store", "endpointurl", endpoint, env=env)
+        # The committed default remote; only its endpoint is set, in .dvc/config.local.
+        bucket, _, prefix = dvc(project, "remote", "list").split()[1][len("s3://") :].partition("/")
+        s3.create_bucket(Bucket=bucket)
+        dvc(project, "remote", "modify", "--local", "storage", "endpointurl", endpoint, env=env)
         assert endpoint not in (project / ".dvc/config").read_text()
         assert SECRET not in (project / ".dvc/config.local").read_text()
         dvc(project, "push", env=env)
-        assert s3.list_objects_v2(Bucket="dvc", Prefix="cache/").get("KeyCount", 0) > 0
+        assert s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("KeyCount", 0) > 0
 
         before = {d: _digest(project / d) for d in ("data", "outputs/evaluate")}
         shutil.rmtree(project / ".dvc" / "cache")

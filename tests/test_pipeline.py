@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -101,18 +102,34 @@ def test_bad_params_are_refused_before_compiling(tmp_path):
 def test_vtab_pipeline_runs_locally(tmp_path):
     """Two tiny VTAB-layout tasks through the real KFP local runner, into the VTAB table."""
     from kfp import local
+    from mlflow.tracking import MlflowClient
 
+    from dyn_adapter import tracking
     from pipeline.runner import build, load_defaults
 
     root = tmp_path / "vtab"
     for k, task in enumerate(["eurosat", "dtd"]):
         write_vtab_task(root / task, seed=k)
     params = load_defaults(tiny_pipeline_params(tmp_path, "vtab", root / "eurosat"))
+    params["data"]["test_size"] = 6  # a demo-style subset: VTAB tasks must ignore it
+    uri = tracking.embedded_tracking_uri(tmp_path / "mlflow")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     pipe = build("vtab", params)
-    task = pipe(tasks=["eurosat", "dtd"], data_root=str(root), params=params)
+    task = pipe(tasks=["eurosat", "dtd"], data_root=str(root), params=params, tracking_uri=uri)
     table = json.loads((Path(task.output.path) / "vtab.json").read_text())
     assert [r["task"] for r in table["tasks"]] == ["eurosat", "dtd"]
+    evaluations = sorted((tmp_path / "kfp").glob("*/*/evaluate-model/evaluation/metrics.json"))
+    assert len(evaluations) == 2
+    assert all(json.loads(m.read_text())["test_images"] == 24 for m in evaluations)
+    # one MLflow run for the pipeline, a child per task's evaluation and the table; finished
+    runs = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("dyn-adapter").experiment_id]
+    )
+    stages = {r.data.tags.get("pipeline_stage") for r in runs} - {None}
+    assert stages == {"evaluate-eurosat", "evaluate-dtd", "vtab"}
+    (parent,) = [r for r in runs if "pipeline_stage" not in r.data.tags]
+    assert parent.info.status == "FINISHED"
+    assert "vtab.mean_of_tasks" in parent.data.metrics
     assert set(table["group_means"]) == {"specialized", "natural"}
     accs = [r["accuracy"] for r in table["tasks"]]
     assert table["mean_of_tasks"] == pytest.approx(sum(accs) / 2)
@@ -151,33 +168,112 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.integration
-def test_submit_sends_the_compiled_pipeline(tmp_path):
-    """Submit to a recording HTTP server on loopback: the run request carries our spec."""
-    from pipeline.runner import submit
-
+@pytest.fixture
+def kfp_api() -> Iterator[str]:
+    """A recording stand-in for the KFP API on loopback; its URL."""
     _Recorder.requests = []
     server = HTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        run_id = submit(
-            f"http://127.0.0.1:{server.server_port}",
-            REPO / "pipeline/dyn_adapter_pipeline.yaml",
-            {"overrides": ["train.epochs=3"]},
-            pipeline_root="s3://artifacts/kfp",
-        )
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def posted_runs() -> list[dict]:
+    return [json.loads(b) for m, p, b in _Recorder.requests if m == "POST" and p.endswith("/runs")]
+
+
+@pytest.mark.integration
+def test_submit_sends_the_compiled_pipeline(kfp_api):
+    """Submit to a recording HTTP server on loopback: the run request carries our spec."""
+    from pipeline.runner import submit
+
+    run_id = submit(
+        kfp_api,
+        REPO / "pipeline/dyn_adapter_pipeline.yaml",
+        {"overrides": ["train.epochs=3"]},
+        pipeline_root="s3://artifacts/kfp",
+    )
     assert run_id == "run-42"
-    posts = [(p, b) for m, p, b in _Recorder.requests if m == "POST" and p.endswith("/runs")]
-    assert len(posts) == 1
-    body = json.loads(posts[0][1])
+    (body,) = posted_runs()
     assert body["pipeline_spec"]["pipelineInfo"]["name"] == "dyn-adapter"
     assert body["runtime_config"]["parameters"]["overrides"] == ["train.epochs=3"]
     assert body["runtime_config"]["pipeline_root"] == "s3://artifacts/kfp"
     assert body["experiment_id"] == "exp-1"
+
+
+@pytest.mark.integration
+def test_cli_submits_the_vtab_pipeline_with_its_arguments(kfp_api, capsys):
+    from dyn_adapter.cli import main
+
+    code = main(
+        [
+            "pipeline",
+            "submit",
+            "--host",
+            kfp_api,
+            "--package",
+            str(REPO / "pipeline/vtab_pipeline.yaml"),
+            "--arg",
+            "tasks=[dtd, eurosat]",
+            "--arg",
+            "data_root=s3://datasets/vtab-1k",
+            "--set",
+            "train.epochs=100",
+        ]
+    )
+    assert code == 0 and "run run-42" in capsys.readouterr().out
+    (body,) = posted_runs()
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "dyn-adapter-vtab"
+    assert body["runtime_config"]["parameters"] == {
+        "tasks": ["dtd", "eurosat"],
+        "data_root": "s3://datasets/vtab-1k",
+        "overrides": ["train.epochs=100"],
+    }
+
+
+def test_cli_refuses_a_malformed_pipeline_argument(capsys):
+    from dyn_adapter.cli import main
+
+    code = main(["pipeline", "submit", "--host", "http://127.0.0.1:9", "--arg", "tasks"])
+    assert code == 2 and "--arg 'tasks': expected NAME=VALUE" in capsys.readouterr().err
+
+
+def test_vtab_tasks_take_their_whole_test_split():
+    """VTAB-1k scores each task on its whole test split, whatever the demo's data.test_size."""
+    from components.vtab import task_overrides
+    from dyn_adapter.params import params_from_dict
+
+    defaults = {"data": {"test_size": 5000}}
+    p = params_from_dict(defaults, task_overrides([], "s3://b/vtab/", "dtd"))
+    assert p.data.test_size is None
+    assert (p.data.source, p.data.path) == ("vtab", "s3://b/vtab/dtd")
+    # an explicit override of the pipeline still wins
+    p = params_from_dict(defaults, task_overrides(["data.test_size=100"], "/v", "dtd"))
+    assert p.data.test_size == 100
+
+
+def test_real_scale_params_compile_the_vtab_pipeline(tmp_path, capsys):
+    """params-vtab.yaml (ViT-B/16 IN-21k at 224 px) is valid and compiles for a CUDA image."""
+    from dyn_adapter.cli import main
+
+    out = tmp_path / "vtab-vit-b16.yaml"
+    image = "registry.example.com/dyn-adapter:0.1.0-cuda"
+    args = ["pipeline", "compile", "--kind", "vtab", "--params", str(REPO / "params-vtab.yaml")]
+    assert main([*args, "--image", image, "--out", str(out)]) == 0
+    spec = yaml.safe_load(out.read_text())
+    defaults = spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"]
+    assert defaults["model"]["backbone"]["name"] == "vit_base_patch16_224.orig_in21k"
+    assert defaults["model"]["backbone"]["img_size"] == 224
+    executors = spec["deploymentSpec"]["executors"].values()
+    assert {e["container"]["image"] for e in executors} == {image}
+    assert any(e["container"].get("resources", {}).get("accelerator") for e in executors)
+    # --out names one file
+    assert main([*args, "--kind", "demo", "--out", str(out)]) == 2
+    assert "--out names one file" in capsys.readouterr().err
 
 
 def test_submit_without_package_is_a_clear_error(tmp_path):

@@ -68,6 +68,8 @@ def credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
@@ -114,6 +116,21 @@ def test_vtab_from_s3_equals_local(tmp_path, endpoint, bucket):
         tmp_path, endpoint, bucket / "vtab", url=f"s3://{BUCKET}/vtab", source="vtab"
     )
     assert remote["splits"] == local["splits"]
+
+
+def test_endpoint_from_the_environment(tmp_path, endpoint, bucket, monkeypatch):
+    """With no data.s3_endpoint_url, the SDK's $AWS_ENDPOINT_URL_S3 is used, and not recorded."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    url = f"s3://{BUCKET}/vtab"
+    remote = run(DataConfig(path=url, source="vtab"), TINY, tmp_path / "s3")
+    here = run(DataConfig(path=str(bucket / "vtab"), source="vtab"), TINY, tmp_path / "local")
+    a, b = PreparedData(remote.out_dir), PreparedData(here.out_dir)
+    assert np.array_equal(a.split("train")[0], b.split("train")[0])
+    assert a.manifest["config"]["s3_endpoint_url"] is None
+    assert endpoint not in (tmp_path / "s3" / "manifest.json").read_text()
+    # The mirror is keyed by the endpoint in use, not filed under AWS.
+    cache = s3.default_cache_dir(s3.parse_url(url), endpoint)
+    assert cache.is_dir() and any(cache.rglob("*.txt"))
 
 
 def test_cache_follows_the_bucket(tmp_path, endpoint):

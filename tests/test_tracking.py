@@ -197,6 +197,19 @@ def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
     assert len(c.get_metric_history(parent, "train.val_accuracy.2")) == 1
 
 
+def test_the_pipeline_run_is_not_another_run_with_its_id(store):
+    """Stage and registration runs carry the pipeline run id too: none is taken for the
+    pipeline's own run, even when it is older."""
+    uri, _ = store
+    first = tracking.start_pipeline_run(uri, "exp", pipeline_run_id="run-0")
+    c = client(uri)
+    experiment = c.get_run(first).info.experiment_id
+    registration = c.create_run(experiment, tags={"pipeline_run_id": "run-2"}).info.run_id
+    parent = tracking.start_pipeline_run(uri, "exp", pipeline_run_id="run-2")
+    assert parent != registration
+    assert tracking.start_pipeline_run(uri, "exp", pipeline_run_id="run-2") == parent
+
+
 def test_changed_params_in_the_same_pipeline_run_are_refused(trained, store):
     from dyn_adapter.errors import ConfigError
 

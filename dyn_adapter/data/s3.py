@@ -103,6 +103,16 @@ def cache_root() -> Path:
     return Path(base) / "s3"
 
 
+def environment_endpoint() -> str | None:
+    """The endpoint the AWS SDKs read from the environment: ``$AWS_ENDPOINT_URL_S3``, then
+    ``$AWS_ENDPOINT_URL`` (botocore uses them when no endpoint is passed)."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
 def default_cache_dir(url: S3Url, endpoint_url: str | None) -> Path:
     """One directory per endpoint, bucket and prefix, so sources never mix."""
     host = urlsplit(endpoint_url).netloc if endpoint_url else "aws"
@@ -125,7 +135,8 @@ def download_prefix(
 
     Args:
         url: ``s3://bucket/prefix``.
-        endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS, ...); None for AWS.
+        endpoint_url: An S3-compatible endpoint (MinIO, SeaweedFS, ...); None: the
+            environment's (:func:`environment_endpoint`), else AWS.
         dest: The local directory; default :func:`default_cache_dir`.
         workers: Parallel downloads.
 
@@ -135,6 +146,7 @@ def download_prefix(
             that does not match its object.
     """
     loc = parse_url(url)
+    endpoint_url = endpoint_url or environment_endpoint()
     target = Path(dest) if dest is not None else default_cache_dir(loc, endpoint_url)
     where = endpoint_url or "AWS S3"
     try:
@@ -143,7 +155,7 @@ def download_prefix(
         if not objects:
             raise ConfigError(
                 f"{loc}: no objects under this prefix (at {where}); "
-                "check data.path and data.s3_endpoint_url"
+                "check data.path and the endpoint (data.s3_endpoint_url or $AWS_ENDPOINT_URL_S3)"
             )
         todo = [o for o in objects if not _is_current(target / o.rel, o)]
         logger.info(
@@ -188,7 +200,7 @@ def _explain(e: Exception, loc: S3Url, endpoint_url: str | None) -> ConfigError:
         if code == "NoSuchBucket":
             return ConfigError(
                 f"{loc}: bucket {loc.bucket!r} does not exist at {where}; "
-                "check data.path and data.s3_endpoint_url"
+                "check data.path and the endpoint (data.s3_endpoint_url or $AWS_ENDPOINT_URL_S3)"
             )
         if code in CREDENTIAL_ERRORS:
             return ConfigError(
