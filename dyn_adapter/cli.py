@@ -329,18 +329,10 @@ def cmd_pipeline_submit(args: argparse.Namespace) -> int:
 
 def _pipeline_arguments(items: list[str]) -> dict[str, Any]:
     """``NAME=VALUE`` pipeline arguments, values parsed as YAML (``tasks=[dtd, eurosat]``)."""
-    import yaml
+    from .params import parse_assignment
 
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--arg {item!r}: expected NAME=VALUE, e.g. data_root=s3://b/vtab")
-        try:
-            out[name.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--arg {item!r}: value is not valid YAML ({e})") from e
-    return out
+    expected = "NAME=VALUE, e.g. data_root=s3://b/vtab"
+    return dict(parse_assignment(item, "--arg", expected) for item in items)
 
 
 def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:

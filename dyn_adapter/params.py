@@ -70,18 +70,24 @@ class Params:
     register: RegisterConfig = field(default_factory=RegisterConfig)
 
 
+def parse_assignment(item: str, what: str, expected: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` as ``(NAME, VALUE parsed as YAML)``; ``what`` and ``expected`` word the
+    errors (``override``, ``KEY=VALUE, e.g. train.epochs=5``)."""
+    name, sep, text = item.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"{what} {item!r}: expected {expected}")
+    try:
+        return name.strip(), yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {item!r}: value is not valid YAML ({e})") from e
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set ``a.b.c=value`` overrides on a nested dict (values parsed as YAML)."""
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+        key, value = parse_assignment(item, "override", "KEY=VALUE, e.g. train.epochs=5")
         node = raw
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
