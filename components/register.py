@@ -18,16 +18,17 @@ def register_model(
     passes. Returns the model URI."""
     from dyn_adapter import steps
 
-    result = steps.register(
-        params,
-        overrides,
-        model.path,
-        thresholds.path,
-        evaluation.path,
-        data.path,
-        registration.path,
-        tracking_uri,
-        pipeline_run_id,
-    )
-    registration.metadata.update({k: v for k, v in result.items() if isinstance(v, (str, int))})
-    return result["model_uri"]
+    with steps.user_errors("register"):
+        result = steps.register(
+            params,
+            overrides,
+            model.path,
+            thresholds.path,
+            evaluation.path,
+            data.path,
+            registration.path,
+            tracking_uri,
+            pipeline_run_id,
+        )
+        registration.metadata.update({k: v for k, v in result.items() if isinstance(v, (str, int))})
+        return result["model_uri"]

@@ -17,7 +17,8 @@ def search_thresholds(
     """Per-exit thresholds for every FLOPs budget, the geometric baseline and the oracle."""
     from dyn_adapter import steps
 
-    result = steps.search(params, overrides, model.path, data.path, thresholds.path)
-    for name, value in result.items():
-        metrics.log_metric(name, value)
-    steps.track(stage_name, thresholds.path, params, overrides, tracking_uri, pipeline_run_id)
+    with steps.user_errors("search"):
+        result = steps.search(params, overrides, model.path, data.path, thresholds.path)
+        for name, value in result.items():
+            metrics.log_metric(name, value)
+        steps.track(stage_name, thresholds.path, params, overrides, tracking_uri, pipeline_run_id)

@@ -17,7 +17,10 @@ def train_model(
     PETL model (``static``) with the same recipe."""
     from dyn_adapter import steps
 
-    for name, value in steps.train(params, overrides, variant, data.path, model.path).items():
-        metrics.log_metric(name, value)
-    model.metadata["variant"] = variant
-    steps.track(f"train-{variant}", model.path, params, overrides, tracking_uri, pipeline_run_id)
+    with steps.user_errors("train"):
+        for name, value in steps.train(params, overrides, variant, data.path, model.path).items():
+            metrics.log_metric(name, value)
+        model.metadata["variant"] = variant
+        steps.track(
+            f"train-{variant}", model.path, params, overrides, tracking_uri, pipeline_run_id
+        )

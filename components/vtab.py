@@ -19,18 +19,19 @@ def vtab_table(
 
     from dyn_adapter import steps, vtab
 
-    result = steps.vtab_table(
-        params,
-        overrides,
-        tasks,
-        [e.path for e in evaluations],
-        table.path,
-        tracking_uri,
-        pipeline_run_id,
-    )
-    shutil.copyfile(f"{table.path}/{vtab.TABLE_MARKDOWN}", report.path)
-    for name, value in vtab.headline(result).items():
-        metrics.log_metric(name, value)
+    with steps.user_errors("vtab"):
+        result = steps.vtab_table(
+            params,
+            overrides,
+            tasks,
+            [e.path for e in evaluations],
+            table.path,
+            tracking_uri,
+            pipeline_run_id,
+        )
+        shutil.copyfile(f"{table.path}/{vtab.TABLE_MARKDOWN}", report.path)
+        for name, value in vtab.headline(result).items():
+            metrics.log_metric(name, value)
 
 
 def task_overrides(overrides: list, data_root: str, task: str) -> list:

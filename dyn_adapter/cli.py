@@ -296,11 +296,33 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
     import pipeline
     from pipeline.runner import format_summary
 
-    summary = pipeline.run_local(args.params, args.overrides, args.pipeline_root, args.tracking_uri)
+    summary = pipeline.run_local(
+        args.params,
+        args.overrides,
+        args.pipeline_root,
+        args.tracking_uri,
+        runner=args.runner,
+        image=args.image,
+    )
     from .io import write_json
 
     write_json(Path(args.pipeline_root) / "summary.json", summary)
     print(format_summary(summary))
+    return 0
+
+
+def cmd_pipeline_image(args: argparse.Namespace) -> int:
+    from pipeline.docker_engine import docker_engine
+    from pipeline.image import build_image, push_image, write_record
+
+    with docker_engine() as engine:
+        built = build_image(engine, args.tag, args.torch, args.base_image)
+        print(built.describe())
+        digest = push_image(engine, args.tag, args.push) if args.push else None
+    write_record(Path(args.record), built, digest)
+    if digest:
+        print(f"pushed {digest}")
+        print(f"compile with it: dyn-adapter pipeline compile --image {digest} --out PACKAGE.yaml")
     return 0
 
 
@@ -357,7 +379,9 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--image",
         default=DEFAULT_IMAGE,
-        help="the project image every component runs in (default: %(default)s)",
+        help="the project image every component runs in; for a cluster, the reference by "
+        "digest that `pipeline image --push` prints (registry/name@sha256:...) "
+        "(default: %(default)s)",
     )
     c.add_argument(
         "--kind",
@@ -376,11 +400,24 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
     r = psub.add_parser(
         "run",
         help="run the whole DAG here with the KFP local runner (embedded MLflow)",
-        description="Run the demo pipeline with kfp.local's subprocess runner: every task in "
-        "this Python environment, artifacts under --pipeline-root, MLflow in a local SQLite "
+        description="Run the demo pipeline with the KFP local runner: every task in this "
+        "Python environment (--runner subprocess), or each in its own container of the project "
+        "image as on Kubeflow (--runner docker: uid 1000, host network, the Docker engine "
+        "started if none runs). Artifacts go under --pipeline-root, MLflow to a local SQLite "
         "store unless --tracking-uri says otherwise. Ends with a summary.",
     )
     _add_params_args(r)
+    r.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="where tasks run (default: %(default)s)",
+    )
+    r.add_argument(
+        "--image",
+        default=DEFAULT_IMAGE,
+        help="the project image, for --runner docker (default: %(default)s; `make image`)",
+    )
     r.add_argument(
         "--pipeline-root", default="outputs/kfp", help="artifact root (default: %(default)s)"
     )
@@ -391,6 +428,44 @@ def _add_pipeline_parser(sub: argparse._SubParsersAction) -> None:
         "else sqlite:///outputs/mlflow/mlflow.db)",
     )
     r.set_defaults(func=cmd_pipeline_run)
+
+    i = psub.add_parser(
+        "image",
+        help="build the project image offline (and push it, naming it by digest)",
+        description="Build the image every component runs in, from this checkout: the pinned "
+        "wheels and Fashion-MNIST's Debian package are gathered on this machine into "
+        "build/image/ and the build runs with no network. Where the official Python base "
+        "image cannot be pulled, an equivalent is built from Debian packages. The Docker "
+        "engine is started (and stopped again) if none is running. With --push, the image "
+        "goes to a registry and its reference by digest is printed, for `pipeline compile "
+        "--image`. What was built is recorded in --record.",
+    )
+    i.add_argument("--tag", default=DEFAULT_IMAGE, help="image tag (default: %(default)s)")
+    i.add_argument(
+        "--torch",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="torch build: cpu (PyTorch's CPU index), cuda (PyPI's, also runs on CPU), auto: "
+        "cpu where its index answers (default: %(default)s)",
+    )
+    i.add_argument(
+        "--base-image",
+        default=None,
+        help="base image (default: python:3.11.17-slim-bookworm, else its Debian-made "
+        "stand-in dyn-adapter-base:3.11-bookworm)",
+    )
+    i.add_argument(
+        "--push",
+        default=None,
+        metavar="REGISTRY",
+        help="push to this registry (host:port[/path]) and print the image's digest reference",
+    )
+    i.add_argument(
+        "--record",
+        default="build/image/image.json",
+        help="where to record what was built (default: %(default)s)",
+    )
+    i.set_defaults(func=cmd_pipeline_image)
 
     s = psub.add_parser(
         "submit",

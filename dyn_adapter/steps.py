@@ -13,7 +13,9 @@ import base64
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,43 @@ from .params import Params, params_from_dict
 Variant = str  # "dyn" (Dyn-Adapter), "probe" (frozen linear probes), "static" (final exit only)
 VARIANTS = ("dyn", "probe", "static")
 TASK_FILE = "task.txt"
+
+
+@contextmanager
+def user_errors(stage: str) -> Iterator[None]:
+    """A component's body: an error the user can fix ends the task with the CLI's one-line
+    message and exit status 2, not a traceback."""
+    try:
+        yield
+    except ConfigError as e:
+        print(f"dyn-adapter {stage}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+# The run form of the compiled pipeline: top-level parameters the KFP UI shows, each setting
+# one params.yaml key (they apply over ``params``, under ``overrides``).
+RUN_FORM = {
+    "data_source": "data.source",
+    "data_path": "data.path",
+    "petl_method": "model.petl.method",
+    "epochs": "train.epochs",
+    "budgets": "search.budgets",
+    "model_name": "register.model_name",
+}
+
+
+def run_form_overrides(
+    params: dict[str, Any], overrides: Sequence[str], form: dict[str, Any]
+) -> list[str]:
+    """The overrides every task of a run applies: the run form's fields (``RUN_FORM``), then
+    the run's own ``overrides``. Validated here, so bad input stops the run at its first task."""
+    unknown = sorted(set(form) - set(RUN_FORM))
+    if unknown:
+        raise ConfigError(f"run form: unknown field(s) {', '.join(unknown)}")
+    merged = [f"{RUN_FORM[name]}={json.dumps(_restore_ints(v))}" for name, v in form.items()]
+    merged += list(overrides)
+    load(params, merged)
+    return merged
 
 
 def load(params: dict[str, Any], overrides: Sequence[str] = ()) -> Params:

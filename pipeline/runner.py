@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,22 @@ from dyn_adapter.params import params_from_dict
 from . import demo, vtab
 
 PipelineKind = Literal["demo", "vtab"]
+Runner = Literal["subprocess", "docker"]
+# The image's user (Dockerfile: USER 1000:1000), as on Kubernetes with runAsNonRoot.
+CONTAINER_USER = "1000:1000"
+# Passed on to containers where set: S3 and MLflow credentials and endpoints (never in params).
+FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 COMPILED = {
     "demo": Path("pipeline/dyn_adapter_pipeline.yaml"),
     "vtab": Path("pipeline/vtab_pipeline.yaml"),
@@ -63,6 +81,7 @@ def compile_pipeline(
 
     from dyn_adapter.io import atomic_path
 
+    check_image_reference(image)
     path = Path(out) if out is not None else COMPILED[kind]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -70,40 +89,142 @@ def compile_pipeline(
     return path
 
 
+def check_image_reference(image: str) -> None:
+    """An image named by digest must carry a whole sha256 digest (``name@sha256:<64 hex>``)."""
+    if "@" in image and not re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image):
+        raise ConfigError(
+            f"--image {image}: a reference by digest reads registry/name@sha256:<64 hex digits> "
+            "(as `dyn-adapter pipeline image --push` prints it)"
+        )
+    if not image or any(c.isspace() for c in image):
+        raise ConfigError(f"--image {image!r}: not an image reference")
+
+
 def run_local(
     params_path: str | Path = "params.yaml",
     overrides: Sequence[str] = (),
     pipeline_root: str | Path = "outputs/kfp",
     tracking_uri: str | None = None,
+    runner: Runner = "subprocess",
+    image: str = DEFAULT_IMAGE,
 ) -> dict[str, Any]:
     """Run the whole demo DAG with the KFP local runner; returns the run's summary.
 
-    Tasks run as subprocesses of this Python (the project's venv) and artifacts land under
-    ``pipeline_root``. MLflow: ``tracking_uri``, else ``register.tracking_uri``, else
-    ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store in ``outputs/mlflow``.
+    ``subprocess``: tasks run as subprocesses of this Python (the project's venv, which holds
+    what the image holds). ``docker``: every task runs in ``image`` as on Kubeflow (see
+    :func:`docker_runner`). Artifacts land under ``pipeline_root``. MLflow: ``tracking_uri``,
+    else ``register.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite
+    store in ``outputs/mlflow``.
     """
     from kfp import local
 
     from dyn_adapter.register import resolve_tracking_uri
 
+    if runner not in ("subprocess", "docker"):
+        raise ConfigError(f"runner {runner!r}: expected subprocess or docker")
     defaults = load_defaults(params_path)
     params = params_from_dict(defaults, overrides)  # fail before any task starts
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or resolve_tracking_uri(params.register.tracking_uri)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    # Tasks run in this venv, which holds what the project image holds: say so once, not per task.
-    warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
-    warnings.filterwarnings("ignore", ".*have no effect in the current local runner", UserWarning)
-    # On a few cores, candidates training side by side only slow each other down.
-    parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
-    pipeline = demo.build_pipeline(defaults, candidate_parallelism=parallelism)
-    tic = time.perf_counter()
-    task = pipeline(params=defaults, overrides=list(overrides), tracking_uri=uri)
-    seconds = time.perf_counter() - tic
+    with ExitStack() as stack:
+        if runner == "docker":
+            kfp_runner = stack.enter_context(docker_runner(image, root, uri, params.data.path))
+        else:
+            kfp_runner = local.SubprocessRunner(use_venv=False)
+            # Tasks run in this venv, which holds what the image holds: say so once, not per task.
+            warnings.filterwarnings("ignore", "You may be attemping to run a task", RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", ".*have no effect in the current local runner", UserWarning
+        )
+        local.init(runner=kfp_runner, pipeline_root=str(root))
+        # On a few cores, candidates training side by side only slow each other down.
+        parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
+        pipeline = demo.build_pipeline(defaults, image, candidate_parallelism=parallelism)
+        tic = time.perf_counter()
+        try:
+            task = pipeline(params=defaults, overrides=list(overrides), tracking_uri=uri)
+        except RuntimeError as e:
+            if "finished with status" not in str(e):
+                raise
+            message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # KFP colours task names
+            raise ConfigError(f"{message} Its log above says why.") from None
+        seconds = time.perf_counter() - tic
     return summarize(
         Path(task.outputs["evaluation"].path), Path(task.outputs["registration"].path), seconds, uri
     )
+
+
+@contextmanager
+def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> Iterator[Any]:
+    """``kfp.local.DockerRunner`` running every task in ``image`` as on Kubeflow: as uid 1000,
+    on the host network (an MLflow or S3 server on 127.0.0.1 is reachable), with the pipeline
+    root mounted at its own path (KFP does that), an embedded SQLite MLflow store mounted
+    likewise, a local ``data_path`` mounted read-only where the container looks for it, and
+    the S3/MLflow credentials of this environment (``FORWARDED_ENV``). The Docker engine is
+    started for the run if none is running (:func:`pipeline.docker_engine.docker_engine`)."""
+    from docker.types import Mount
+    from kfp import local
+
+    from dyn_adapter.tracking import sqlite_path
+
+    from .docker_engine import docker_engine
+
+    with docker_engine() as engine:
+        _ensure_image(engine, image)
+        writable = [root]
+        db = sqlite_path(tracking_uri)
+        if db is not None:  # the database and its artifacts directory beside it
+            writable.append(db.resolve().parent)
+        for directory in writable:
+            _hand_to_container_user(directory)
+        mounts = [Mount(str(d), str(d), type="bind") for d in writable[1:]]
+        data = Path(data_path)
+        if not data_path.startswith("s3://") and data.exists():
+            # Where the container resolves the same string: relative paths from /workspace.
+            target = data if data.is_absolute() else Path("/workspace") / data
+            mounts.append(Mount(str(target), str(data.resolve()), type="bind", read_only=True))
+        environment = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        previous = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = engine.host  # the runner's docker.from_env() reads it
+        try:
+            yield local.DockerRunner(
+                network_mode="host", user=CONTAINER_USER, mounts=mounts, environment=environment
+            )
+        finally:
+            if previous is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = previous
+
+
+def _ensure_image(engine: Any, image: str) -> None:
+    """``image`` on the engine, pulled from its registry if need be (a pushed digest)."""
+    if engine.docker("image", "ls", "--quiet", image):
+        return
+    try:
+        engine.docker("pull", "--quiet", image)
+    except ConfigError as e:
+        raise ConfigError(
+            f"image {image}: not on the Docker engine ({engine.host}) and cannot be pulled; "
+            f"build it with `make image` (or pass --image with one that is there): {e}"
+        ) from None
+
+
+def _hand_to_container_user(directory: Path) -> None:
+    """Make ``directory`` (and what it holds) writable by the containers' uid 1000."""
+    uid, gid = (int(x) for x in CONTAINER_USER.split(":"))
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == uid:
+        return
+    if os.geteuid() != 0:
+        raise ConfigError(
+            f"{directory}: the containers run as uid {uid} and cannot write here; run as uid "
+            f"{uid} or root, or choose a directory uid {uid} owns"
+        )
+    for path in [directory, *directory.rglob("*")]:
+        if not path.is_symlink():
+            os.chown(path, uid, gid)
 
 
 def summarize(

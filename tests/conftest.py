@@ -181,3 +181,21 @@ def tiny_evaluated(root, sizes=None, speed_images: int = 16):
         root / "evaluate",
     )
     return model_dir, data
+
+
+@pytest.fixture(scope="session")
+def subprocess_dag(tmp_path_factory):
+    """The tiny demo DAG, run once per session with the KFP subprocess runner into an embedded
+    MLflow store (its end-to-end test and the Docker runner's comparison both read it)."""
+    from types import SimpleNamespace
+
+    from pipelines import tiny_pipeline_params, write_vtab_task
+
+    from dyn_adapter import tracking
+    from pipeline.runner import run_local
+
+    base = tmp_path_factory.mktemp("subprocess-dag")
+    params = tiny_pipeline_params(base, "vtab", write_vtab_task(base / "task"))
+    uri = tracking.embedded_tracking_uri(base / "mlflow")
+    summary = run_local(params, pipeline_root=base / "kfp", tracking_uri=uri)
+    return SimpleNamespace(summary=summary, root=base / "kfp", tracking_uri=uri)

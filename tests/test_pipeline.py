@@ -8,50 +8,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import TINY_PARAMS
-from PIL import Image
+from pipelines import tiny_pipeline_params, write_vtab_task
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def band_image(label: int, num_classes: int, rng: np.random.Generator) -> Image.Image:
-    """Class k: noise in the k-th brightness band (learnable by a tiny random ViT)."""
-    step = 256 // num_classes
-    return Image.fromarray((rng.integers(0, step, (28, 28)) + label * step).astype(np.uint8))
-
-
-def write_vtab_task(root: Path, num_classes: int = 3, seed: int = 0) -> Path:
-    """A VTAB-1k-layout task: images/ plus the split files."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    for split_file, n in {"train800.txt": 48, "val200.txt": 24, "test.txt": 24}.items():
-        lines = []
-        for i in range(n):
-            name = f"images/{split_file[:-4]}_{i}.png"
-            band_image(i % num_classes, num_classes, rng).save(root / name)
-            lines.append(f"{name} {i % num_classes}")
-        (root / split_file).write_text("\n".join(lines) + "\n")
-    return root
-
-
-def tiny_pipeline_params(tmp_path: Path, source: str, data_path: Path) -> Path:
-    params = json.loads(json.dumps(TINY_PARAMS))
-    params["data"] = {
-        "source": source,
-        "path": str(data_path),
-        "train_size": 48,
-        "val_size": 24,
-    }
-    params["train"].update(epochs=2, device="cpu")
-    params["sparsify"] = {"forward_rates": [0.1], "backward_keeps": [0.5, 0.8], "epochs": 1}
-    params["search"] = {"budgets": [0.5, 1.0], "trials": 20}
-    params["evaluate"] = {"speed_images": 16, "speed_repeats": 1, "batch_size": 64}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
 
 
 @pytest.mark.parametrize("kind", ["demo", "vtab"])
@@ -286,17 +248,14 @@ def test_submit_without_package_is_a_clear_error(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_pipeline_runs_locally_end_to_end(tmp_path):
+def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
     """The whole demo DAG on the real KFP local runner: every stage, both baselines, the
     registration, one MLflow run with a nested run per stage, and the UI's visualisations."""
     from mlflow.tracking import MlflowClient
 
-    from dyn_adapter import tracking
-    from pipeline.runner import format_summary, run_local
+    from pipeline.runner import format_summary
 
-    params = tiny_pipeline_params(tmp_path, "vtab", write_vtab_task(tmp_path / "task"))
-    uri = tracking.embedded_tracking_uri(tmp_path / "mlflow")
-    summary = run_local(params, pipeline_root=tmp_path / "kfp", tracking_uri=uri)
+    summary, uri = subprocess_dag.summary, subprocess_dag.tracking_uri
 
     assert summary["registered"]["version"] == "1"
     assert "candidate" in summary["registered"]["aliases"]
@@ -328,10 +287,99 @@ def test_demo_pipeline_runs_locally_end_to_end(tmp_path):
     assert parent.info.status == "FINISHED"
     assert parents  # the pipeline's own run
 
-    root = tmp_path / "kfp"
+    root = subprocess_dag.root
     assert list(root.glob("*/evaluate-model/plot")), "HTML plot for the KFP UI"
     card = next(root.glob("*/evaluate-model/model_card"))
     assert "Dyn-Adapter" in card.read_text()
     # two sparsity candidates fanned out, plus the input model, in the selection table
     table = next(root.glob("*/sparsify-select/table")).read_text()
     assert table.count("\n") >= 2 + 3
+
+
+def test_run_form_is_typed_with_defaults_and_descriptions():
+    """What the KFP UI's run form shows: the compiled YAML's inputDefinitions, read as the UI
+    reads them."""
+    from dyn_adapter.steps import RUN_FORM
+
+    spec = yaml.safe_load((REPO / "pipeline/dyn_adapter_pipeline.yaml").read_text())
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+
+    def value(key):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    types = {
+        "data_source": "STRING",
+        "data_path": "STRING",
+        "petl_method": "STRING",
+        "epochs": "NUMBER_INTEGER",
+        "budgets": "LIST",
+        "model_name": "STRING",
+    }
+    assert set(types) == set(RUN_FORM)
+    for name, kind in types.items():
+        assert inputs[name]["parameterType"] == kind, name
+        assert inputs[name]["defaultValue"] == value(RUN_FORM[name]), name
+    # The blob, the free-form overrides and the MLflow server stay.
+    assert inputs["params"]["parameterType"] == "STRUCT"
+    assert inputs["overrides"]["parameterType"] == "LIST"
+    assert inputs["tracking_uri"]["parameterType"] == "STRING"
+    for name, spec_ in inputs.items():
+        assert spec_.get("description"), f"{name}: no description for the UI"
+        assert "\n" not in spec_["description"], f"{name}: the description is wrapped"
+    # Every task applies the resolved overrides, so a form field reaches every stage.
+    tasks = spec["root"]["dag"]["tasks"]
+    resolve = next(
+        n for n, t in tasks.items() if t["componentRef"]["name"] == "comp-resolve-params"
+    )
+    for name, task in tasks.items():
+        overrides = task.get("inputs", {}).get("parameters", {}).get("overrides")
+        if name != resolve and overrides is not None:
+            assert overrides["taskOutputParameter"]["producerTask"] == resolve, name
+
+
+def test_run_form_applies_over_params_and_under_overrides(tmp_path):
+    from dyn_adapter import steps
+    from dyn_adapter.errors import ConfigError
+    from dyn_adapter.params import params_from_dict
+
+    params = json.loads(json.dumps(TINY_PARAMS))
+    form = {"epochs": 7.0, "budgets": [0.5, 1.0], "petl_method": "lora", "data_path": "/d"}
+    merged = steps.run_form_overrides(params, ["train.epochs=3"], form)
+    p = params_from_dict(params, merged)
+    assert p.train.epochs == 3  # overrides apply last
+    assert p.model.petl.method == "lora" and p.data.path == "/d"
+    assert p.search.budgets == [0.5, 1.0]
+    with pytest.raises(ConfigError, match="method"):
+        steps.run_form_overrides(params, [], {"petl_method": "loraa"})
+    with pytest.raises(ConfigError, match="unknown field"):
+        steps.run_form_overrides(params, [], {"lr": 0.1})
+
+
+def test_a_user_error_in_a_component_is_one_line_and_exit_2(capsys):
+    from dyn_adapter import steps
+    from dyn_adapter.errors import ConfigError
+
+    with pytest.raises(SystemExit) as exit_info, steps.user_errors("prepare"):
+        raise ConfigError("data.path /nowhere: no such directory")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "dyn-adapter prepare: error: data.path /nowhere: no such directory\n"
+    with pytest.raises(KeyError), steps.user_errors("prepare"):  # bugs keep their traceback
+        raise KeyError("x")
+
+
+def test_compile_takes_an_image_by_digest(tmp_path):
+    from dyn_adapter.errors import ConfigError
+    from pipeline.runner import compile_pipeline
+
+    digest = "127.0.0.1:5000/dyn-adapter@sha256:" + "ab" * 32
+    out = compile_pipeline("demo", tmp_path / "demo.yaml", REPO / "params.yaml", digest)
+    executors = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {digest}
+    with pytest.raises(ConfigError, match="64 hex"):
+        compile_pipeline("demo", tmp_path / "bad.yaml", REPO / "params.yaml", digest[:-1])
+    assert not (tmp_path / "bad.yaml").exists()

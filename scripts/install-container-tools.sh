@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# What building and testing the project image needs on the host, from Debian's packages:
+# docker.io (the engine and a 20.10 CLI with BuildKit built in), mmdebstrap (a local stand-in
+# for the python:3.11-slim-bookworm base where no image registry can be reached) and
+# docker-registry (the distribution registry, for the push/compile-by-digest test).
+set -euo pipefail
+missing=()
+[ -x /usr/sbin/dockerd ] || command -v dockerd >/dev/null || missing+=(docker.io)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "installing ${missing[*]} needs root (or sudo)" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "installing the Debian packages ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
