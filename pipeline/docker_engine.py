@@ -3,12 +3,13 @@
 An engine already running (``$DOCKER_HOST``, else ``/var/run/docker.sock``) is used as it is.
 Otherwise the project starts its own ``dockerd``: its own data root (the layer cache, kept
 between runs in ``$DYN_ADAPTER_DOCKER_ROOT``, default ``~/.cache/dyn-adapter/docker``), no
-bridge network and no firewall rules (containers use the host network), and stops it by its
-PID when the work is done.
+bridge network and no firewall rules (containers use the host network). Every project process
+using it meanwhile shares it (a shared lock each), and the last one out stops it by its PID.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -112,22 +113,55 @@ def buildkit_cli() -> str:
 
 @contextmanager
 def docker_engine() -> Iterator[Engine]:
-    """Yield a running engine; one started here is stopped (by PID) on the way out."""
-    for host in (os.environ.get("DOCKER_HOST"), SYSTEM_SOCKET, _own_socket()):
+    """Yield a running engine. One the project starts is shared by every project process that
+    needs it meanwhile (each holds a shared lock on it); the last one out stops it by its PID."""
+    for host in (os.environ.get("DOCKER_HOST"), SYSTEM_SOCKET):
         if host and _answers(host):
             yield Engine(host, buildkit_cli(), started_here=False)
             return
     if os.environ.get("DOCKER_HOST"):
         raise ConfigError(f"DOCKER_HOST={os.environ['DOCKER_HOST']}: no Docker engine answers")
     cli = buildkit_cli()
-    proc = _start_dockerd()
-    previous = _exit_on_sigterm()
+    exec_root = _exec_root()
+    exec_root.mkdir(parents=True, exist_ok=True)
+    proc = None
+    with open(exec_root / "users.lock", "a+") as users:
+        with _locked(exec_root / "start.lock"):  # one process starts or stops it at a time
+            fcntl.flock(users, fcntl.LOCK_SH)
+            if not _answers(_own_socket()):
+                proc = _start_dockerd()
+        previous = _exit_on_sigterm()
+        try:
+            yield Engine(_own_socket(), cli, started_here=proc is not None)
+        finally:
+            fcntl.flock(users, fcntl.LOCK_UN)
+            with _locked(exec_root / "start.lock"):
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("the Docker engine stays up: another process is using it")
+                else:
+                    _stop(proc, _pid(exec_root / "dockerd.pid"))
+                    fcntl.flock(users, fcntl.LOCK_UN)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _pid(pidfile: Path) -> int | None:
     try:
-        yield Engine(_own_socket(), cli, started_here=True)
-    finally:
-        _stop(proc)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _exit_on_sigterm():  # -> the previous handler, or None where it cannot be set
@@ -161,7 +195,6 @@ def _start_dockerd(timeout: float = 60) -> subprocess.Popen:
         )
     home, exec_root = engine_home(), _exec_root()
     home.mkdir(parents=True, exist_ok=True)
-    exec_root.mkdir(parents=True, exist_ok=True)
     log_path = home / "dockerd.log"
     command = [
         dockerd,
@@ -183,20 +216,36 @@ def _start_dockerd(timeout: float = 60) -> subprocess.Popen:
     deadline = time.monotonic() + timeout
     while not _answers(_own_socket()):
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            _stop(proc, None)
             tail = log_path.read_text(errors="replace")[-2000:]
             raise ConfigError(f"dockerd did not start (log {log_path}):\n{tail}")
         time.sleep(0.3)
     return proc
 
 
-def _stop(proc: subprocess.Popen, grace: float = 30) -> None:
-    """SIGTERM dockerd (it stops its containers and its containerd), then SIGKILL whatever
-    is left of its process group."""
+def _stop(proc: subprocess.Popen | None, pid: int | None, grace: float = 30) -> None:
+    """SIGTERM dockerd (it stops its containers and its containerd), then SIGKILL whatever is
+    left of its process group. ``proc`` when this process started it (to reap it), else the
+    PID from its pidfile."""
+    pid = proc.pid if proc is not None else pid
+    if pid is None:
+        return
     with suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    with suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid, proc) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait()
+
+
+def _alive(pid: int, proc: subprocess.Popen | None) -> bool:
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False

@@ -22,8 +22,10 @@ from . import demo, vtab
 
 PipelineKind = Literal["demo", "vtab"]
 Runner = Literal["subprocess", "docker"]
-# The image's user (Dockerfile: USER 1000:1000), as on Kubernetes with runAsNonRoot.
+# The image's user (Dockerfile: USER 1000:1000), as on Kubernetes with runAsNonRoot, and its
+# $DYN_ADAPTER_CACHE.
 CONTAINER_USER = "1000:1000"
+IMAGE_CACHE = "/opt/dyn-adapter/cache"
 # Passed on to containers where set: S3 and MLflow credentials and endpoints (never in params).
 FORWARDED_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -122,6 +124,7 @@ def run_local(
 
     if runner not in ("subprocess", "docker"):
         raise ConfigError(f"runner {runner!r}: expected subprocess or docker")
+    check_image_reference(image)
     defaults = load_defaults(params_path)
     params = params_from_dict(defaults, overrides)  # fail before any task starts
     root = Path(pipeline_root).resolve()
@@ -161,8 +164,9 @@ def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> 
     on the host network (an MLflow or S3 server on 127.0.0.1 is reachable), with the pipeline
     root mounted at its own path (KFP does that), an embedded SQLite MLflow store mounted
     likewise, a local ``data_path`` mounted read-only where the container looks for it, and
-    the S3/MLflow credentials of this environment (``FORWARDED_ENV``). The Docker engine is
-    started for the run if none is running (:func:`pipeline.docker_engine.docker_engine`)."""
+    the S3/MLflow credentials of this environment (``FORWARDED_ENV``). The root file system is
+    read-only; ``/tmp`` and the mirror of ``s3://`` data are scratch space (tmpfs). The Docker
+    engine is started for the run if none is running (:mod:`pipeline.docker_engine`)."""
     from docker.types import Mount
     from kfp import local
 
@@ -189,7 +193,13 @@ def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> 
         os.environ["DOCKER_HOST"] = engine.host  # the runner's docker.from_env() reads it
         try:
             yield local.DockerRunner(
-                network_mode="host", user=CONTAINER_USER, mounts=mounts, environment=environment
+                network_mode="host",
+                user=CONTAINER_USER,
+                mounts=mounts,
+                environment=environment,
+                # As a hardened pod: nothing but the mounts and these scratch spaces is writable.
+                read_only=True,
+                tmpfs={"/tmp": "mode=1777", f"{IMAGE_CACHE}/s3": "mode=1777"},
             )
         finally:
             if previous is None:

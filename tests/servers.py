@@ -65,19 +65,23 @@ def free_port_pair(offset: int) -> int:
     raise RuntimeError("no free port pair")
 
 
-def wait_until_up(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> None:
+def wait_until_up(
+    proc: subprocess.Popen, url: str, log: Path, timeout: float = 60, name: str = "weed"
+) -> None:
+    """Wait until ``url`` answers (any HTTP status: a 403 without a signature is the S3 gateway
+    answering); raise with the tail of ``log`` if ``proc`` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             urllib.request.urlopen(url, timeout=1)
             return
-        except urllib.error.HTTPError:  # 403 without a signature: the S3 gateway answers
+        except urllib.error.HTTPError:
             return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"weed did not answer at {url} in {timeout} s:\n{log.read_text()[-3000:]}")
+    raise RuntimeError(f"{name} did not answer at {url} in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -272,19 +276,7 @@ def docker_registry(base: Path) -> Iterator[str]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"docker-registry exited:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://{address}/v2/", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not answer:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until_up(proc, f"http://{address}/v2/", log, timeout=30, name="docker-registry")
         yield address
     finally:
         stop_group(proc)

