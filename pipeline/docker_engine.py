@@ -65,10 +65,9 @@ class Engine:
             )
         return (done.stdout or "").strip() if capture else ""
 
-    def client(self):  # -> docker.DockerClient
-        import docker
-
-        return docker.DockerClient(base_url=self.host)
+    def has_image(self, image: str) -> bool:
+        """Whether ``image`` (a tag or a reference by digest) is on this engine."""
+        return bool(self.docker("image", "ls", "--quiet", image))
 
 
 def _answers(host: str) -> bool:

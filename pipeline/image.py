@@ -164,15 +164,11 @@ def _run(command: list[str], cwd: Path | None = None) -> None:
         )
 
 
-def _present(engine: Engine, image: str) -> bool:
-    return bool(engine.docker("image", "ls", "--quiet", image))
-
-
 def resolve_base(engine: Engine, requested: str | None = None) -> str:
     """The base image: ``requested`` (it must exist or be pullable), else the official Python
     image, else its stand-in made from Debian packages (once; the engine keeps it)."""
     image = requested or OFFICIAL_BASE
-    if _present(engine, image):
+    if engine.has_image(image):
         return image
     try:
         engine.docker("pull", "--quiet", image)
@@ -189,7 +185,7 @@ def resolve_base(engine: Engine, requested: str | None = None) -> str:
         reason,
         DEBIAN_BASE,
     )
-    if not _present(engine, DEBIAN_BASE):
+    if not engine.has_image(DEBIAN_BASE):
         build_debian_base(engine)
     return DEBIAN_BASE
 

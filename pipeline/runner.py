@@ -210,7 +210,7 @@ def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> 
 
 def _ensure_image(engine: Any, image: str) -> None:
     """``image`` on the engine, pulled from its registry if need be (a pushed digest)."""
-    if engine.docker("image", "ls", "--quiet", image):
+    if engine.has_image(image):
         return
     try:
         engine.docker("pull", "--quiet", image)
