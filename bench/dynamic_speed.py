@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from dyn_adapter.io import write_json
+from dyn_adapter.evaluation.speed import machine_info, time_ratios
+from dyn_adapter.files import write_json
 from dyn_adapter.models import BackboneConfig, ModelConfig, create_dyn_adapter
 from dyn_adapter.models.flops import count_gflops, unfused_attention
-from dyn_adapter.speed import machine_info, time_ratios
 
 RESULTS = Path(__file__).parent / "results" / "dynamic_speed.json"
 

@@ -50,7 +50,7 @@ def load_images(path: Path, limit: int = 64) -> list[str]:
     if (path / "test_images.npy").is_file():
         import numpy as np
 
-        from dyn_adapter.serving import encode_image
+        from dyn_adapter.mlops.pyfunc import encode_image
 
         return [encode_image(im) for im in np.load(path / "test_images.npy")[:limit]]
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -232,7 +232,7 @@ def machine() -> dict[str, Any]:
     try:
         import torch
 
-        from dyn_adapter.speed import machine_info
+        from dyn_adapter.evaluation.speed import machine_info
 
         info |= machine_info(torch.device("cpu"))
         info.pop("torch_threads", None)  # this process's, not the server's

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dyn_adapter.io import write_json
+from dyn_adapter.evaluation.speed import machine_info
+from dyn_adapter.files import write_json
 from dyn_adapter.models import (
     BackboneConfig,
     ExitsConfig,
@@ -24,7 +25,6 @@ from dyn_adapter.models import (
     PetlConfig,
     create_dyn_adapter,
 )
-from dyn_adapter.speed import machine_info
 
 RESULTS = Path(__file__).parent / "results" / "train_step.json"
 

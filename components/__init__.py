@@ -1,4 +1,4 @@
-"""KFP v2 lightweight components: thin shells over ``dyn_adapter.steps``.
+"""KFP v2 lightweight components: thin shells over the stage functions of ``dyn_adapter.stages``.
 
 Each component imports ``dyn_adapter`` inside its body (the project image provides it; nothing
 is pip-installed at run time) and only moves data between KFP artifacts and a step function.

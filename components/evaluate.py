@@ -34,33 +34,29 @@ def evaluate_model(
     """Accuracy, GFLOPs and time per budget against the static PETL and frozen-probe baselines."""
     import shutil
 
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.artifacts import MODEL_DIR, Evaluation
+    from dyn_adapter.stages import evaluate
 
-    with steps.user_errors("evaluate"):
-        headline = steps.evaluate(
-            params,
-            overrides,
-            model.path,
+    with shim.user_errors("evaluate"):
+        p = shim.load(params, overrides)
+        evaluate.run(
+            p,
+            f"{model.path}/{MODEL_DIR}",
             thresholds.path,
             data.path,
             evaluation.path,
-            static_model=static_model.path if static_model else None,
-            probe_model=probe_model.path if probe_model else None,
-            probe_thresholds=probe_thresholds.path if probe_thresholds else None,
+            static_dir=static_model.path if static_model else None,
+            probe_model_dir=f"{probe_model.path}/{MODEL_DIR}" if probe_model else None,
+            probe_search_dir=probe_thresholds.path if probe_thresholds else None,
             task_name=task_name,
         )
-        for name, value in headline.items():
+        result = Evaluation(evaluation.path)
+        for name, value in result.headline().items():
             metrics.log_metric(name, value)
-        classes, matrix = steps.confusion(evaluation.path)
-        confusion.log_confusion_matrix(classes, matrix)
+        confusion.log_confusion_matrix(*result.confusion())
         with open(plot.path, "w") as f:
-            f.write(steps.plot_html(evaluation.path))
-        shutil.copyfile(f"{evaluation.path}/model_card.md", model_card.path)
-        steps.track(
-            f"evaluate{task_name and '-' + task_name}",
-            evaluation.path,
-            params,
-            overrides,
-            tracking_uri,
-            pipeline_run_id,
-        )
+            f.write(shim.plot_html(result.accuracy_plot))
+        shutil.copyfile(result.card_path, model_card.path)
+        stage = f"evaluate{task_name and '-' + task_name}"
+        shim.track(stage, evaluation.path, p, tracking_uri, pipeline_run_id)

@@ -12,9 +12,11 @@ def prepare_data(
     pipeline_run_id: str = "",
 ):
     """Read the configured source into seeded, checksummed train/val/test splits."""
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.stages import prepare
 
-    with steps.user_errors("prepare"):
-        for name, value in steps.prepare(params, overrides, data.path).items():
+    with shim.user_errors("prepare"):
+        p = shim.load(params, overrides)
+        for name, value in prepare.metrics(prepare.run(p, data.path)).items():
             metrics.log_metric(name, value)
-        steps.track("prepare", data.path, params, overrides, tracking_uri, pipeline_run_id)
+        shim.track("prepare", data.path, p, tracking_uri, pipeline_run_id)

@@ -16,19 +16,22 @@ def register_model(
 ) -> str:
     """Register a ``pyfunc`` doing real dynamic inference; ``champion`` moves only if the gate
     passes. Returns the model URI."""
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.artifacts import MODEL_DIR
+    from dyn_adapter.stages import register
 
-    with steps.user_errors("register"):
-        result = steps.register(
-            params,
-            overrides,
-            model.path,
+    with shim.user_errors("register"):
+        p = shim.load(params, overrides)
+        result = register.run(
+            p,
+            f"{model.path}/{MODEL_DIR}",
             thresholds.path,
             evaluation.path,
             data.path,
             registration.path,
-            tracking_uri,
-            pipeline_run_id,
+            pipeline_run_id=pipeline_run_id,
+            tracking_uri=tracking_uri or None,
         )
+        shim.track("register", registration.path, p, tracking_uri, pipeline_run_id, last=True)
         registration.metadata.update({k: v for k, v in result.items() if isinstance(v, (str, int))})
         return result["model_uri"]

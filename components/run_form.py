@@ -20,7 +20,7 @@ def resolve_params(
     ``Output`` list passed into a ParallelFor with the loop's own items."""
     from collections import namedtuple
 
-    from dyn_adapter import steps
+    from components import shim
 
     form = dict(
         data_source=data_source,
@@ -30,6 +30,6 @@ def resolve_params(
         budgets=budgets,
         model_name=model_name,
     )
-    with steps.user_errors("pipeline"):
-        merged = steps.run_form_overrides(params, overrides, form)
+    with shim.user_errors("pipeline"):
+        merged = shim.run_form_overrides(params, overrides, form)
     return namedtuple("Resolved", ["overrides"])(merged)

@@ -15,10 +15,13 @@ def search_thresholds(
     pipeline_run_id: str = "",
 ):
     """Per-exit thresholds for every FLOPs budget, the geometric baseline and the oracle."""
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.artifacts import MODEL_DIR
+    from dyn_adapter.stages import search
 
-    with steps.user_errors("search"):
-        result = steps.search(params, overrides, model.path, data.path, thresholds.path)
-        for name, value in result.items():
+    with shim.user_errors("search"):
+        p = shim.load(params, overrides)
+        result = search.run(p, f"{model.path}/{MODEL_DIR}", data.path, thresholds.path)
+        for name, value in result.metrics().items():
             metrics.log_metric(name, value)
-        steps.track(stage_name, thresholds.path, params, overrides, tracking_uri, pipeline_run_id)
+        shim.track(stage_name, thresholds.path, p, tracking_uri, pipeline_run_id)

@@ -7,11 +7,14 @@ def sparsity_grid(params: dict, overrides: list) -> list:
     """The (forward rate, backward keep) candidates the pipeline fans out over, each item with
     the run's overrides beside it: the KFP local runner replaces every task output passed into
     a ParallelFor with the loop's item, so the loop reads them from the item instead."""
-    from dyn_adapter import steps
+    import dataclasses
 
-    with steps.user_errors("sparsify"):
-        grid = steps.sparsity_grid(params, overrides)
-        return [{"candidate": c, "overrides": list(overrides)} for c in grid]
+    from components import shim
+    from dyn_adapter.stages import sparsify
+
+    with shim.user_errors("sparsify"):
+        grid = sparsify.grid(shim.load(params, overrides))
+        return [{"candidate": dataclasses.asdict(c), "overrides": list(overrides)} for c in grid]
 
 
 def sparsify_candidate(
@@ -23,13 +26,20 @@ def sparsify_candidate(
     candidate_model: Output[Model],
 ):
     """Fine-tune the multi-exit model with one candidate's bidirectional sparsity."""
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.artifacts import MODEL_DIR
+    from dyn_adapter.stages import sparsify
 
-    with steps.user_errors("sparsify"):
-        score = steps.sparsify_candidate(
-            params, overrides, candidate, data.path, init_model.path, candidate_model.path
+    with shim.user_errors("sparsify"):
+        p = shim.load(params, overrides)
+        row = sparsify.run_candidate(
+            p,
+            sparsify.SparsityCandidate(**candidate),
+            data.path,
+            f"{init_model.path}/{MODEL_DIR}",
+            candidate_model.path,
         )
-        candidate_model.metadata.update({**candidate, **score})
+        candidate_model.metadata.update({**candidate, "score": row["score"]})
 
 
 def sparsify_select(
@@ -47,13 +57,20 @@ def sparsify_select(
     """Keep the best of the input model and the candidates, on validation accuracy."""
     import shutil
 
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.artifacts import CANDIDATES_MARKDOWN, MODEL_DIR
+    from dyn_adapter.stages import sparsify
 
-    with steps.user_errors("sparsify"):
-        result = steps.sparsify_select(
-            params, overrides, data.path, init_model.path, [c.path for c in candidates], model.path
+    with shim.user_errors("sparsify"):
+        p = shim.load(params, overrides)
+        result = sparsify.select(
+            p,
+            data.path,
+            f"{init_model.path}/{MODEL_DIR}",
+            [c.path for c in candidates],
+            model.path,
         )
-        for name, value in result.items():
+        for name, value in result.metrics().items():
             metrics.log_metric(name, value)
-        shutil.copyfile(f"{model.path}/candidates.md", table.path)
-        steps.track("sparsify", model.path, params, overrides, tracking_uri, pipeline_run_id)
+        shutil.copyfile(f"{model.path}/{CANDIDATES_MARKDOWN}", table.path)
+        shim.track("sparsify", model.path, p, tracking_uri, pipeline_run_id)

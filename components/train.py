@@ -15,12 +15,13 @@ def train_model(
 ):
     """Train Dyn-Adapter (variant ``dyn``), the frozen-probe exits (``probe``) or the static
     PETL model (``static``) with the same recipe."""
-    from dyn_adapter import steps
+    from components import shim
+    from dyn_adapter.stages import train
 
-    with steps.user_errors("train"):
-        for name, value in steps.train(params, overrides, variant, data.path, model.path).items():
+    with shim.user_errors("train"):
+        p = shim.load(params, overrides)
+        result = train.run(p, variant, data.path, model.path)
+        for name, value in train.metrics(result).items():
             metrics.log_metric(name, value)
         model.metadata["variant"] = variant
-        steps.track(
-            f"train-{variant}", model.path, params, overrides, tracking_uri, pipeline_run_id
-        )
+        shim.track(f"train-{variant}", model.path, p, tracking_uri, pipeline_run_id)

@@ -17,21 +17,17 @@ def vtab_table(
     """Collect every task's evaluation into the VTAB-1k table."""
     import shutil
 
-    from dyn_adapter import steps, vtab
+    from components import shim
+    from dyn_adapter.artifacts import VTAB_MARKDOWN
+    from dyn_adapter.stages import vtab
 
-    with steps.user_errors("vtab"):
-        result = steps.vtab_table(
-            params,
-            overrides,
-            tasks,
-            [e.path for e in evaluations],
-            table.path,
-            tracking_uri,
-            pipeline_run_id,
-        )
-        shutil.copyfile(f"{table.path}/{vtab.TABLE_MARKDOWN}", report.path)
+    with shim.user_errors("vtab"):
+        p = shim.load(params, overrides)
+        result = vtab.run(tasks, [e.path for e in evaluations], table.path)
+        shutil.copyfile(f"{table.path}/{VTAB_MARKDOWN}", report.path)
         for name, value in vtab.headline(result).items():
             metrics.log_metric(name, value)
+        shim.track("vtab", table.path, p, tracking_uri, pipeline_run_id, last=True)
 
 
 def task_overrides(overrides: list, data_root: str, task: str) -> list:

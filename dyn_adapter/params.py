@@ -8,7 +8,7 @@ Unknown keys and wrong types are refused with the dotted key's name. Overrides u
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,43 +18,14 @@ import yaml
 from .config import from_dict
 from .data.prepare import DataConfig
 from .errors import ConfigError
-from .evaluate import EvaluateConfig
+from .evaluation.config import EvaluateConfig
+from .mlops.registry import RegisterConfig
 from .models import ModelConfig
-from .register import RegisterConfig
-from .search import SearchConfig
-from .sparsity import SparsityMode
-from .train import TrainConfig
+from .policies.search import SearchConfig
+from .training.sparsity import SparsifyConfig
+from .training.trainer import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-@dataclass
-class SparsifyConfig:
-    """Bidirectional sparsity tuning: a seeded grid of short fine-tuning runs from ``train``'s model.
-
-    Attributes:
-        mode: Which halves of sparsity the candidates use (``none`` fine-tunes without).
-        forward_rates: Dropout rates at the first stage to try.
-        backward_keeps: Gradient keep ratios at the first stage to try.
-        epochs: Fine-tuning epochs per candidate.
-        lr: Peak learning rate of the fine-tuning.
-        warmup_epochs: Warm-up of the fine-tuning.
-    """
-
-    mode: SparsityMode = "both"
-    forward_rates: Sequence[float] = (0.1, 0.3)
-    backward_keeps: Sequence[float] = (0.5, 0.8)
-    epochs: int = 5
-    lr: float = 3e-4
-    warmup_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.forward_rates or not self.backward_keeps:
-            raise ConfigError(
-                "sparsify.forward_rates and sparsify.backward_keeps must be non-empty"
-            )
-        if self.epochs < 1:
-            raise ConfigError(f"sparsify.epochs: must be >= 1, got {self.epochs}")
 
 
 @dataclass
@@ -97,19 +68,23 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return raw
 
 
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """``params.yaml`` as a nested dict, not yet validated: the only reader of the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such parameters file (pass --params PATH)")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return raw
+
+
 def load_params(path: str | Path | None = DEFAULT_PARAMS, overrides: Sequence[str] = ()) -> Params:
     """Read and validate ``params.yaml`` (defaults for anything it leaves out)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: no such parameters file (pass --params PATH)")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    raw = read_params_file(path) if path is not None else {}
     try:
         return params_from_dict(raw, overrides)
     except ConfigError as e:
@@ -120,3 +95,66 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS, overrides: Sequence[st
 def params_from_dict(raw: dict[str, Any], overrides: Sequence[str] = ()) -> Params:
     """Validate an already-parsed ``params.yaml`` (as a KFP pipeline receives it)."""
     return from_dict(Params, apply_overrides(copy.deepcopy(raw), overrides))
+
+
+# What each stage reads from params.yaml (dotted paths): its MLflow params, and the `params:` of
+# its dvc.yaml stage (a test keeps the two equal). A stage name is looked up whole, then by its
+# kind, the part before the first "-" ("search-probe" -> "search").
+# Sparsity candidates start from a trained model with their own epochs, lr, warm-up and
+# sparsity (sparsify.*); of train.* they read the rest of the recipe.
+SPARSIFY_TRAIN_KEYS = tuple(
+    f"train.{k}"
+    for k in (
+        "batch_size",
+        "head_lr_scale",
+        "min_lr",
+        "weight_decay",
+        "label_smoothing",
+        "augment",
+        "loss_weights",
+        "amp",
+        "device",
+        "eval_batch_size",
+        "seed",
+    )
+)
+
+
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data", "model.backbone.name", "model.backbone.img_size"),
+    "train": ("model", "train"),
+    # the static baseline has one exit: a LayerNorm + Linear head on pooled tokens
+    "train-static": ("model.backbone", "model.petl", "model.exits.pool", "train"),
+    # the probe baseline: no PETL, a linear probe after each exit block
+    "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
+    "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
+    "search": ("search", "train.eval_batch_size", "train.device"),
+    "evaluate": ("evaluate", "train.device"),
+    "register": ("register",),
+    "ablate": ("model", "train"),
+    "vtab": (),  # the VTAB table reads only the tasks' evaluations
+    "track": ("register.experiment", "register.tracking_uri"),
+}
+
+
+def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The parts of a parsed ``params.yaml`` that ``stage`` reads (all of it for unknown stages).
+
+    Args:
+        params: ``params.yaml`` as a nested dict.
+        stage: A stage name such as ``train`` or ``train-probe`` (kind before the first ``-``).
+    """
+    sections = STAGE_SECTIONS.get(stage, STAGE_SECTIONS.get(stage.split("-", 1)[0]))
+    if sections is None:
+        return dict(params)
+    out: dict[str, Any] = {}
+    for dotted in sections:
+        *parents, last = dotted.split(".")
+        src: Any = params
+        dst = out
+        for part in parents:
+            src = src.get(part, {}) if isinstance(src, Mapping) else {}
+            dst = dst.setdefault(part, {})
+        if isinstance(src, Mapping) and last in src:
+            dst[last] = src[last]
+    return out

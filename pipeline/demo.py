@@ -6,9 +6,9 @@ from typing import Any, NamedTuple
 from kfp import dsl
 
 from components import DEFAULT_IMAGE, build
+from components.shim import RUN_FORM
 from dyn_adapter.config import to_dict
 from dyn_adapter.params import params_from_dict
-from dyn_adapter.steps import RUN_FORM
 
 NAME = "dyn-adapter"
 

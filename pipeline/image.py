@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from dyn_adapter.errors import ConfigError
-from dyn_adapter.io import write_json
+from dyn_adapter.files import write_json
 
 from .docker_engine import INSTALL_HINT, Engine
 

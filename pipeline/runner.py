@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -12,11 +11,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from components import DEFAULT_IMAGE
 from dyn_adapter.errors import ConfigError
-from dyn_adapter.params import params_from_dict
+from dyn_adapter.params import params_from_dict, read_params_file
 
 from . import demo, vtab
 
@@ -48,9 +45,7 @@ COMPILED = {
 def load_defaults(params_path: str | Path = "params.yaml") -> dict[str, Any]:
     """``params.yaml`` as the pipelines' default ``params`` (validated first)."""
     path = Path(params_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such parameters file (pass --params PATH)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_params_file(path)
     pruned = _drop_nulls(raw)
     # KFP parameters cannot hold null: a dropped key must mean the same as its null.
     if params_from_dict(pruned) != params_from_dict(raw):
@@ -81,7 +76,7 @@ def compile_pipeline(
     """Write the pipeline package (YAML) that the KFP UI uploads."""
     from kfp import compiler
 
-    from dyn_adapter.io import atomic_path
+    from dyn_adapter.files import atomic_path
 
     check_image_reference(image)
     path = Path(out) if out is not None else COMPILED[kind]
@@ -120,7 +115,7 @@ def run_local(
     """
     from kfp import local
 
-    from dyn_adapter.register import resolve_tracking_uri
+    from dyn_adapter.mlops.store import resolve_tracking_uri
 
     if runner not in ("subprocess", "docker"):
         raise ConfigError(f"runner {runner!r}: expected subprocess or docker")
@@ -129,7 +124,7 @@ def run_local(
     params = params_from_dict(defaults, overrides)  # fail before any task starts
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri or resolve_tracking_uri(params.register.tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri or params.register.tracking_uri)
     with ExitStack() as stack:
         if runner == "docker":
             kfp_runner = stack.enter_context(docker_runner(image, root, uri, params.data.path))
@@ -170,7 +165,7 @@ def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> 
     from docker.types import Mount
     from kfp import local
 
-    from dyn_adapter.tracking import sqlite_path
+    from dyn_adapter.mlops.store import sqlite_path
 
     from .docker_engine import docker_engine
 
@@ -241,17 +236,19 @@ def summarize(
     evaluation_dir: Path, registration_dir: Path, seconds: float, tracking_uri: str
 ) -> dict[str, Any]:
     """Headline numbers of a finished run, from its evaluation and registration outputs."""
-    reg = json.loads((registration_dir / "registration.json").read_text())
-    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
+    from dyn_adapter.artifacts import REGISTRATION_FILE, Evaluation, read_json
+
+    reg = read_json(registration_dir / REGISTRATION_FILE, "register")
+    evaluation = Evaluation(evaluation_dir)
     return {
         "evaluation_dir": str(evaluation_dir),
         "registration_dir": str(registration_dir),
         "seconds": round(seconds, 1),
-        "exits": metrics["exits"],
-        "full_accuracy": metrics["full"]["accuracy"],
-        "static_petl_accuracy": metrics["static_petl"]["accuracy"],
-        "frozen_probe_exits": (metrics.get("frozen_probe") or {}).get("exits"),
-        "iso_accuracy": metrics["iso_accuracy"],
+        "exits": evaluation.metrics["exits"],
+        "full_accuracy": evaluation.full_accuracy,
+        "static_petl_accuracy": evaluation.static_accuracy,
+        "frozen_probe_exits": (evaluation.metrics.get("frozen_probe") or {}).get("exits"),
+        "iso_accuracy": evaluation.iso,
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
     }

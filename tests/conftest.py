@@ -155,8 +155,8 @@ def tiny_evaluated(root, sizes=None, speed_images: int = 16):
 
     import yaml
 
-    from dyn_adapter import evaluate, search, train
     from dyn_adapter.params import load_params
+    from dyn_adapter.stages import evaluate, search, train
 
     root = Path(root)
     data = write_prepared(root / "prepared", sizes=sizes)
@@ -168,13 +168,16 @@ def tiny_evaluated(root, sizes=None, speed_images: int = 16):
             "train.evaluate_test=false",
             "search.trials=10",
             "search.budgets=[0.5, 1.0]",
+            f"evaluate.speed_images={speed_images}",
+            "evaluate.speed_repeats=1",
+            "evaluate.batch_size=64",
         ],
     )
-    train.run(p.model, p.train, data, root / "train")
+    train.run(p, "dyn", data, root / "train")
     model_dir = root / "train" / "model"
-    search.run(p.search, model_dir, data, root / "search")
+    search.run(p, model_dir, data, root / "search")
     evaluate.run(
-        evaluate.EvaluateConfig(speed_images=speed_images, speed_repeats=1, batch_size=64),
+        p,
         model_dir,
         root / "search",
         data,
@@ -191,11 +194,11 @@ def subprocess_dag(tmp_path_factory):
 
     from pipelines import tiny_pipeline_params, write_vtab_task
 
-    from dyn_adapter import tracking
+    from dyn_adapter.mlops.store import embedded_tracking_uri
     from pipeline.runner import run_local
 
     base = tmp_path_factory.mktemp("subprocess-dag")
     params = tiny_pipeline_params(base, "vtab", write_vtab_task(base / "task"))
-    uri = tracking.embedded_tracking_uri(base / "mlflow")
+    uri = embedded_tracking_uri(base / "mlflow")
     summary = run_local(params, pipeline_root=base / "kfp", tracking_uri=uri)
     return SimpleNamespace(summary=summary, root=base / "kfp", tracking_uri=uri)

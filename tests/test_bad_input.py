@@ -34,12 +34,12 @@ from conftest import TINY_PARAMS, TINY_VIT, tiny_model, write_prepared
 from safetensors import safe_open
 from test_prepare import make_vtab
 
-from dyn_adapter import train
 from dyn_adapter.cli import main
-from dyn_adapter.engine import train_epoch
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.models import BackboneConfig, create_backbone, load_model
 from dyn_adapter.params import load_params
+from dyn_adapter.training import trainer as train
+from dyn_adapter.training.loop import train_epoch
 
 FAST = ["--set", "train.epochs=1", "--set", "train.evaluate_test=false"]
 

@@ -59,7 +59,7 @@ def test_features_match_onnx_runtime(onnx_session):
 
 def test_packaged_weights_are_cached_with_their_hash():
     path = dinov2_onnx.packaged_weights()
-    from dyn_adapter.io import sha256_file
+    from dyn_adapter.files import sha256_file
 
     assert path.with_suffix(".sha256").read_text().strip() == sha256_file(path)
     assert dinov2_onnx.packaged_weights() == path  # second call: served from the cache

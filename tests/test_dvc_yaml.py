@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dyn_adapter.tracking import STAGE_SECTIONS, stage_params
+from dyn_adapter.mlops.runs import STAGE_SECTIONS, stage_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

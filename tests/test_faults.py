@@ -40,12 +40,12 @@ from conftest import TINY_PARAMS, tiny_model, write_prepared
 from servers import MlflowServer, free_ports, mlflow_server, seaweedfs
 from test_prepare import TINY, make_fashion_mnist, make_imagefolder
 
-from dyn_adapter import register
 from dyn_adapter.data import s3
 from dyn_adapter.data.prepare import DataConfig
 from dyn_adapter.data.prepare import run as prepare
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
+from dyn_adapter.mlops import registry as register
 from dyn_adapter.models import save_trainable
 
 pytestmark = pytest.mark.integration
@@ -360,8 +360,8 @@ def synthetic_logits(path: Path, n: int = 300, classes: int = 5) -> dict:
 def test_four_workers_share_one_sqlite_study(tmp_path):
     import optuna
 
-    from dyn_adapter.search import SearchConfig, search_budget
-    from dyn_adapter.thresholds import ExitScores, simulate
+    from dyn_adapter.policies.thresholds import ExitScores, simulate
+    from dyn_adapter.stages.search import SearchConfig, search_budget
 
     saved = synthetic_logits(tmp_path / "logits.pt")
     storage = f"sqlite:///{tmp_path / 'study.db'}"

@@ -9,20 +9,20 @@ import pytest
 import torch
 from conftest import tiny_model, tiny_params
 
-from dyn_adapter import train
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.data.transforms import AugmentConfig
-from dyn_adapter.engine import exit_logits
-from dyn_adapter.head_cache import (
+from dyn_adapter.models.dyn_vit import DynAdapterViT
+from dyn_adapter.models.heads import ExitHead
+from dyn_adapter.models.petl import petl_parameters
+from dyn_adapter.training import trainer as train
+from dyn_adapter.training.head_cache import (
     HeadWarmupConfig,
     backbone_is_frozen,
     cache_head_inputs,
     cached_logits,
     warm_up_heads,
 )
-from dyn_adapter.models.dyn_vit import DynAdapterViT
-from dyn_adapter.models.heads import ExitHead
-from dyn_adapter.models.petl import petl_parameters
+from dyn_adapter.training.loop import exit_logits
 
 params = tiny_params
 

@@ -201,7 +201,7 @@ def test_docker_runner_dag_registers_and_matches_the_subprocess_runner(
 ):
     from mlflow.tracking import MlflowClient
 
-    from dyn_adapter.io import sha256_file
+    from dyn_adapter.files import sha256_file
 
     summary, server, base = docker_run_of_the_dag
     assert summary["registered"]["version"] == "1"

@@ -66,7 +66,7 @@ def test_vtab_pipeline_runs_locally(tmp_path):
     from kfp import local
     from mlflow.tracking import MlflowClient
 
-    from dyn_adapter import tracking
+    from dyn_adapter.mlops import runs as tracking
     from pipeline.runner import build, load_defaults
 
     root = tmp_path / "vtab"
@@ -299,7 +299,7 @@ def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
 def test_run_form_is_typed_with_defaults_and_descriptions():
     """What the KFP UI's run form shows: the compiled YAML's inputDefinitions, read as the UI
     reads them."""
-    from dyn_adapter.steps import RUN_FORM
+    from components.shim import RUN_FORM
 
     spec = yaml.safe_load((REPO / "pipeline/dyn_adapter_pipeline.yaml").read_text())
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -342,7 +342,7 @@ def test_run_form_is_typed_with_defaults_and_descriptions():
 
 
 def test_run_form_applies_over_params_and_under_overrides(tmp_path):
-    from dyn_adapter import steps
+    from components import shim as steps
     from dyn_adapter.errors import ConfigError
     from dyn_adapter.params import params_from_dict
 
@@ -360,7 +360,7 @@ def test_run_form_applies_over_params_and_under_overrides(tmp_path):
 
 
 def test_a_user_error_in_a_component_is_one_line_and_exit_2(capsys):
-    from dyn_adapter import steps
+    from components import shim as steps
     from dyn_adapter.errors import ConfigError
 
     with pytest.raises(SystemExit) as exit_info, steps.user_errors("prepare"):

@@ -33,13 +33,15 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from dyn_adapter import register, serving, tracking
 from dyn_adapter.cli import main
 from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.errors import ConfigError
+from dyn_adapter.mlops import pyfunc as serving
+from dyn_adapter.mlops import registry as register
+from dyn_adapter.mlops import runs as tracking
+from dyn_adapter.mlops.registry import Candidate, RegisterConfig, gate
 from dyn_adapter.models import save_trainable
 from dyn_adapter.models.checkpoint import load_for_inference
-from dyn_adapter.register import Candidate, RegisterConfig, gate
 
 # Thresholds for the tiny 3-exit model: budget 0.5 sends (almost) everything to the first exit,
 # budget 1.0 (almost) everything to the last.

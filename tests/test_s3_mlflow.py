@@ -22,8 +22,9 @@ from conftest import TINY_PARAMS
 from servers import MlflowServer, mlflow_server, seaweedfs
 from test_register import _env, predict_like_forward_dynamic
 
-from dyn_adapter import register, tracking
-from dyn_adapter.register import RegisterConfig
+from dyn_adapter.mlops import registry as register
+from dyn_adapter.mlops import runs as tracking
+from dyn_adapter.mlops.registry import RegisterConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from test_train import params
 
-from dyn_adapter import search, train
+from dyn_adapter.stages import search
+from dyn_adapter.training import trainer as train
 
 
 @pytest.fixture(scope="module")

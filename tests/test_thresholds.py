@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import randomize_trainable, tiny_model
 
-from dyn_adapter.thresholds import (
+from dyn_adapter.policies.thresholds import (
     ExitScores,
     exit_indices,
     geometric_curve,
@@ -81,7 +81,7 @@ def test_oracle_bounds_every_policy(cached):
 
 
 def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
-    from dyn_adapter.search import SearchConfig, best_geometric, search_budget
+    from dyn_adapter.stages.search import SearchConfig, best_geometric, search_budget
 
     model, images, scores = cached
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
 
 def test_search_rejects_budget_below_first_exit(cached, tmp_path):
     from dyn_adapter.errors import ConfigError
-    from dyn_adapter.search import SearchConfig, search_budget
+    from dyn_adapter.stages.search import SearchConfig, search_budget
 
     model, images, scores = cached
     with torch.no_grad():
@@ -130,7 +130,7 @@ def test_search_rejects_budget_below_first_exit(cached, tmp_path):
 def test_sign_test_counts_only_disagreements():
     import numpy as np
 
-    from dyn_adapter.thresholds import sign_test_p
+    from dyn_adapter.policies.thresholds import sign_test_p
 
     both = np.ones(100, dtype=bool)
     assert sign_test_p(both, both) == 1.0  # no disagreement, no evidence

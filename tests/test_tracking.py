@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY_PARAMS, write_prepared
 
-from dyn_adapter import tracking
+from dyn_adapter.mlops import runs as tracking
 
 FAKE_SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey-wJalrXUtnFEMI-K7MDENG",
@@ -36,7 +36,7 @@ def trained(tmp_path_factory) -> tuple[Path, dict]:
     """A tiny 2-epoch train stage output directory and the params it read."""
     from test_train import params
 
-    from dyn_adapter import train
+    from dyn_adapter.training import trainer as train
 
     root = tmp_path_factory.mktemp("tracking")
     data = write_prepared(root / "prepared", sizes={"train": 64, "val": 32})

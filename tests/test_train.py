@@ -14,12 +14,13 @@ import torch
 from conftest import tiny_model, tiny_params
 from safetensors.torch import load_file
 
-from dyn_adapter import sparsify, train
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.models.petl import petl_layers
 from dyn_adapter.params import load_params
-from dyn_adapter.schedules import LossWeightsConfig, cosine_lr, loss_weights
-from dyn_adapter.sparsity import (
+from dyn_adapter.stages import sparsify
+from dyn_adapter.training import trainer as train
+from dyn_adapter.training.schedules import LossWeightsConfig, cosine_lr, loss_weights
+from dyn_adapter.training.sparsity import (
     GradientMasker,
     SparsityConfig,
     apply_forward_sparsity,

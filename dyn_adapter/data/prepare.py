@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import to_dict
 from ..errors import ConfigError
-from ..io import write_json
+from ..files import write_json
 from ..models.backbone import BackboneConfig
 from . import s3, sources
 from .prepared import FORMAT_VERSION, MANIFEST, SPLITS, split_files
@@ -98,7 +98,7 @@ def _check_endpoint(url: str) -> None:
 
 @dataclass
 class PrepareResult:
-    """What ``run`` wrote: the directory, the class count, images per split, skipped inputs."""
+    """What ``prepare`` wrote: the directory, the class count, images per split, skipped inputs."""
 
     out_dir: Path
     num_classes: int
@@ -106,7 +106,7 @@ class PrepareResult:
     skipped: int
 
 
-def run(cfg: DataConfig, backbone: BackboneConfig, out_dir: str | Path) -> PrepareResult:
+def prepare(cfg: DataConfig, backbone: BackboneConfig, out_dir: str | Path) -> PrepareResult:
     """Prepare ``cfg``'s images for ``backbone`` into ``out_dir``, replacing it atomically.
 
     Everything is written into a temporary sibling directory that is renamed onto ``out_dir``

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import MANIFEST_FILE
 from ..errors import ConfigError
 
-MANIFEST = "manifest.json"
+MANIFEST = MANIFEST_FILE
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 PREPARE_HINT = "run `dyn-adapter prepare` first"

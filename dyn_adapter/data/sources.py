@@ -393,7 +393,7 @@ def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decodes every pixel: truncated files fail here
-            rgb = _to_rgb8(img)
+            rgb = to_rgb8(img)
     except Exception as e:  # see read_size
         reason = "truncated image" if "truncated" in str(e) else "corrupt image"
         raise BadImage(f"{reason} ({_why(e, path)})") from None
@@ -408,7 +408,7 @@ def _why(e: Exception, path: Path) -> str:
     return f"{type(e).__name__}: {str(e).replace(str(path), path.name)}"
 
 
-def _to_rgb8(img: Image.Image) -> Image.Image:
+def to_rgb8(img: Image.Image) -> Image.Image:
     if img.mode in SIXTEEN_BIT_MODES:
         # PIL's own conversion clips 16-bit values at 255 instead of scaling them.
         wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)

@@ -2,9 +2,10 @@
 
 from .backbone import BackboneConfig, create_backbone, state_dict_sha256
 from .checkpoint import load_model, load_trainable, save_trainable
-from .dyn_vit import DynAdapterViT, DynamicOutput, ExitInfo, ExitsConfig
-from .factory import ModelConfig, create_dyn_adapter
-from .flops import FLOPS_UNIT
+from .config import ExitsConfig, ModelConfig
+from .dyn_vit import DynAdapterViT, DynamicOutput, ExitStep
+from .factory import create_dyn_adapter
+from .flops import FLOPS_UNIT, ExitInfo
 from .petl import PetlConfig
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "DynAdapterViT",
     "DynamicOutput",
     "ExitInfo",
+    "ExitStep",
     "ExitsConfig",
     "ModelConfig",
     "PetlConfig",

@@ -14,9 +14,10 @@ import torch
 
 from ..config import from_dict, to_dict
 from ..errors import ConfigError
-from ..io import atomic_path, write_json
+from ..files import atomic_path, write_json
+from .config import ModelConfig
 from .dyn_vit import DynAdapterViT
-from .factory import ModelConfig, create_dyn_adapter
+from .factory import create_dyn_adapter
 from .petl import MergeableLayer, petl_layers
 
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..io import atomic_path, sha256_file
+from ..files import atomic_path, sha256_file
 
 logger = logging.getLogger(__name__)
 

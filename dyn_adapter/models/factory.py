@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from .backbone import BackboneConfig, create_backbone, state_dict_sha256
-from .dyn_vit import DynAdapterViT, ExitsConfig
-from .petl import PetlConfig
-
-
-@dataclass
-class ModelConfig:
-    """Everything that defines a Dyn-Adapter model's architecture.
-
-    Attributes:
-        backbone: The frozen pre-trained ViT.
-        petl: The PETL method injected into every block.
-        exits: Exit positions and balanced head sizes.
-        num_classes: Classes of every exit head.
-    """
-
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    petl: PetlConfig = field(default_factory=PetlConfig)
-    exits: ExitsConfig = field(default_factory=ExitsConfig)
-    num_classes: int = 10
+from .backbone import create_backbone, state_dict_sha256
+from .config import ModelConfig
+from .dyn_vit import DynAdapterViT
 
 
 def create_dyn_adapter(cfg: ModelConfig) -> DynAdapterViT:

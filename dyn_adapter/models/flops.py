@@ -12,18 +12,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 if TYPE_CHECKING:
-    from .dyn_vit import DynAdapterViT, ExitInfo
+    from .dyn_vit import DynAdapterViT
 
 FLOPS_UNIT = "GFLOPs (1 multiply-add = 1 FLOP, fvcore convention)"
 _TORCH_FLOPS_PER_MAC = 2
+T = TypeVar("T")
+
+
+@dataclass
+class ExitInfo:
+    """Metadata of one exit, like timm's ``feature_info``.
+
+    Attributes:
+        index: Position of the exit (0-based).
+        block: 1-based backbone block after which the exit sits.
+        gflops_cumulative: GFLOPs per image to reach this exit's prediction: patch embedding,
+            blocks up to ``block``, and every head evaluated on the way (see ``flops_unit``).
+        head_params: Parameters of this exit's head.
+        head_gflops: GFLOPs of this exit's head alone.
+    """
+
+    index: int
+    block: int
+    gflops_cumulative: float
+    head_params: int
+    head_gflops: float
 
 
 @contextmanager
@@ -39,7 +60,7 @@ def unfused_attention(module: nn.Module) -> Iterator[None]:
             setattr(m, "fused_attn", fused)  # noqa: B010
 
 
-def count_gflops(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
+def count_gflops(fn: Callable[[], T]) -> tuple[float, T]:
     """Run ``fn`` under the FLOP counter; return (GFLOPs in :data:`FLOPS_UNIT`, its output)."""
     with FlopCounterMode(display=False) as counter:
         out = fn()
@@ -50,21 +71,20 @@ def count_gflops(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
 def measure_exit_info(
     model: DynAdapterViT, img_size: tuple[int, int] | None = None
 ) -> list[ExitInfo]:
-    """Per-exit cumulative GFLOPs for one image, measured stage by stage."""
-    from .dyn_vit import ExitInfo
-
+    """Per-exit cumulative GFLOPs for one image, counted along the model's exit traversal:
+    the stem and each stage as the traversal runs them, then each head on its input."""
     size = img_size or tuple(model.backbone.patch_embed.img_size)
     x = torch.zeros(1, 3, *size, device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
+    infos = []
     try:
         with unfused_attention(model):
-            total, h = count_gflops(partial(model.embed, x))
-            infos = []
-            heads = zip(model.heads, model.head_param_counts(), strict=True)
-            for k, (stage, (head, n_params)) in enumerate(zip(model.stages(), heads, strict=True)):
-                stage_flops, h = count_gflops(partial(stage, h))
-                head_flops, _ = count_gflops(partial(head, model._exit_tokens(k, h)))
+            steps = model.forward_intermediates(x)
+            total = 0.0
+            for k, n_params in enumerate(model.head_param_counts()):
+                stage_flops, step = count_gflops(lambda: next(steps))
+                head_flops, _ = count_gflops(lambda: model.heads[k](step.tokens))  # noqa: B023
                 total += stage_flops + head_flops
                 infos.append(ExitInfo(k, model.exit_blocks[k], total, n_params, head_flops))
     finally:

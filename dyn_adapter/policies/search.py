@@ -1,15 +1,11 @@
-"""The ``search`` stage: per-exit thresholds for a list of FLOPs budgets, on cached logits.
+"""Threshold search on cached exit logits: Optuna's seeded TPE per FLOPs budget.
 
-The model runs once over the validation split; its per-exit logits are cached and every
-candidate policy after that is a few numpy operations. For each budget (a fraction of the full
-model's GFLOPs), Optuna's seeded TPE maximises validation accuracy subject to expected GFLOPs
-within the budget. Each study is seeded with the best geometric (MSDNet) policy that fits the
-budget and with the policy found for the next smaller budget, so on validation the search matches
-or beats that baseline and accuracy never falls as the budget grows.
-
-A few hundred validation images make small validation gains mostly noise: the searched policy
-replaces the geometric one only when it is significantly better on validation (a one-sided
-sign test on the images where the two disagree, level ``max_p``).
+For each budget (a fraction of the full model's GFLOPs) the search maximises accuracy subject
+to expected GFLOPs within the budget. Each study is seeded with the best geometric (MSDNet)
+policy that fits the budget and with the policy found for the next smaller budget, so the search
+matches or beats that baseline and accuracy never falls as the budget grows. A few hundred
+validation images make small gains mostly noise: the searched policy replaces the incumbent
+only when a one-sided sign test on the images where the two disagree says so (level ``max_p``).
 """
 
 from __future__ import annotations
@@ -22,25 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .errors import ConfigError
-from .io import atomic_path, write_json
-from .thresholds import (
-    ExitScores,
-    PolicyResult,
-    correct,
-    geometric_curve,
-    oracle,
-    sign_test_p,
-    simulate,
-)
+from ..errors import ConfigError
+from ..files import atomic_path
+from .thresholds import ExitScores, PolicyResult, correct, geometric_curve, sign_test_p, simulate
 
 logger = logging.getLogger(__name__)
 
-THRESHOLDS_FILE = "thresholds.json"
-PARETO_FILE = "pareto.md"
-STUDY_FILE = "optuna.db"
 SQLITE_TIMEOUT = 60.0  # seconds a worker waits for another's write to a shared SQLite study
 
 
@@ -51,7 +35,6 @@ class SearchConfig:
     Attributes:
         budgets: Expected-GFLOPs budgets as fractions of the full model (``(0, 1]``).
         trials: Optuna trials per budget.
-        temperatures: Also search a softmax temperature per exit.
         geometric_qs: Ratios ``q`` of the geometric baseline's sweep (``p_k ∝ q^k``).
         storage: Optuna storage (any SQLAlchemy URL, so several workers can share a study);
             ``None``: SQLite in the output directory, written once when the search ends (the
@@ -64,7 +47,6 @@ class SearchConfig:
 
     budgets: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     trials: int = 200
-    temperatures: bool = False
     geometric_qs: Sequence[float] = field(
         default_factory=lambda: [float(q) for q in np.geomspace(0.05, 20.0, 41)]
     )
@@ -132,38 +114,26 @@ def best_geometric(curve: Sequence[PolicyResult], budget_gflops: float) -> Polic
 
 
 def search_budget(
-    raw_logits: Sequence[torch.Tensor],
-    labels: np.ndarray,
-    gflops: Sequence[float],
+    scores: ExitScores,
     budget: float,
     cfg: SearchConfig,
     storage: Any,
     study_name: str,
     starts: Sequence[PolicyResult] = (),
-) -> tuple[PolicyResult, list[float] | None]:
-    """Optuna over thresholds (and temperatures) for one budget; returns the best feasible policy
-    and its temperatures (``None`` unless searched). ``starts`` are policies tried first.
-    ``storage``: an Optuna storage or URL (``None``: in memory)."""
+) -> PolicyResult:
+    """Optuna over the thresholds for one budget; returns the best feasible policy.
+    ``starts`` are policies tried first. ``storage``: an Optuna storage or URL (``None``: in
+    memory)."""
     import optuna
 
-    num_exits = len(raw_logits)
-    budget_gflops = budget * float(gflops[-1])
-    base = ExitScores.from_logits(raw_logits, labels, gflops)
+    budget_gflops = budget * scores.full_gflops
 
-    def evaluate(trial: optuna.trial.BaseTrial) -> tuple[PolicyResult, list[float] | None]:
-        thr = [trial.suggest_float(f"t{k}", 0.0, 1.0) for k in range(num_exits - 1)]
-        temps = (
-            [trial.suggest_float(f"T{k}", 0.5, 4.0, log=True) for k in range(num_exits)]
-            if cfg.temperatures
-            else None
-        )
-        scores = (
-            base if temps is None else ExitScores.from_logits(raw_logits, labels, gflops, temps)
-        )
-        return simulate(scores, [*thr, 0.0]), temps
+    def evaluate(trial: optuna.trial.BaseTrial) -> PolicyResult:
+        thr = [trial.suggest_float(f"t{k}", 0.0, 1.0) for k in range(scores.num_exits - 1)]
+        return simulate(scores, [*thr, 0.0])
 
     def objective(trial: optuna.trial.Trial) -> float:
-        result, _ = evaluate(trial)
+        result = evaluate(trial)
         excess = result.gflops - budget_gflops
         trial.set_constraint("gflops_over_budget", excess)
         trial.set_user_attr("gflops", result.gflops)
@@ -179,10 +149,7 @@ def search_budget(
     )
     if not study.trials:
         for start in starts:
-            params = {f"t{k}": min(1.0, t) for k, t in enumerate(start.thresholds[:-1])}
-            if cfg.temperatures:
-                params |= {f"T{k}": 1.0 for k in range(num_exits)}
-            study.enqueue_trial(params)
+            study.enqueue_trial({f"t{k}": min(1.0, t) for k, t in enumerate(start.thresholds[:-1])})
     remaining = cfg.trials - len(study.trials)
     if remaining > 0:
         # Workers sharing the storage stop once the study holds cfg.trials trials in all
@@ -194,91 +161,57 @@ def search_budget(
         )
     feasible = [t for t in study.trials if t.value is not None and t.value >= 0]
     if not feasible:
+        first = scores.gflops[0] / scores.full_gflops
         raise ConfigError(
             f"search: no thresholds meet the budget {budget:g} x full GFLOPs; the first exit alone "
-            f"costs {float(gflops[0]) / float(gflops[-1]):.2f} x full: raise the budget"
+            f"costs {first:.2f} x full: raise the budget"
         )
     best = max(feasible, key=lambda t: (t.value, -t.user_attrs["gflops"]))
     return evaluate(optuna.trial.FixedTrial(best.params))
 
 
-def run(
-    cfg: SearchConfig,
-    model_dir: str | Path,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    eval_batch_size: int = 256,
-    device: str = "auto",
-) -> dict[str, Any]:
-    """Cache validation logits, then search every budget; write thresholds and the Pareto table."""
-    import optuna
-
-    from .data.prepared import PreparedData
-    from .engine import exit_logits, resolve_device
-    from .models import load_model
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = PreparedData(data_dir)
-    images, labels = data.split("val")
-    model = load_model(model_dir)
-    data.check_model_classes(model.num_classes, model_dir)
-    gflops = [e.gflops_cumulative for e in model.exit_info]
-    dev = resolve_device(device)
-    logits = exit_logits(
-        model.to(dev),
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=eval_batch_size,
-        device=dev,
-    )
-    labels = np.asarray(labels)
-    tic = time.perf_counter()  # from here on, cached logits only
-    scores = ExitScores.from_logits(logits, labels, gflops)
+def search_budgets(
+    scores: ExitScores, cfg: SearchConfig, storage: Any
+) -> tuple[list[dict[str, Any]], list[PolicyResult]]:
+    """Every budget of ``cfg``, smallest first: the Optuna policy where a sign test on these
+    images says it beats the incumbent, else the incumbent (the best geometric policy within
+    the budget, or a smaller budget's choice if better). Returns the table rows and the
+    geometric curve."""
     curve = geometric_curve(scores, cfg.geometric_qs)
-    storage = make_storage(cfg.storage) or optuna.storages.InMemoryStorage()
-
     rows = []
-    found: list[tuple[PolicyResult, list[float] | None]] = []  # smaller budgets' choices
+    found: list[PolicyResult] = []  # smaller budgets' choices
     for budget in sorted(cfg.budgets):
         limit = budget * scores.full_gflops
         geo = best_geometric(curve, limit)
-        previous = [f for f in found if f[0].gflops <= limit][-1:]  # fits this budget too
-        policy, temps = search_budget(
-            logits,
-            labels,
-            gflops,
+        previous = [f for f in found if f.gflops <= limit][-1:]  # fits this budget too
+        policy = search_budget(
+            scores,
             budget,
             cfg,
             storage,
             f"budget-{budget:g}",
-            starts=([geo] if geo else []) + [p for p, _ in previous],
+            starts=([geo] if geo else []) + previous,
         )
-        # Optuna must beat the incumbent (the geometric policy, or a smaller budget's choice if
-        # better) significantly: on a few hundred images most gains are noise.
-        incumbents = ([(geo, None, "geometric")] if geo else []) + [
-            (p, t, "smaller budget's") for p, t in previous
+        # Optuna must beat the incumbent significantly: on a few hundred images most gains are
+        # noise.
+        incumbents = ([(geo, "geometric")] if geo else []) + [
+            (p, "smaller budget's") for p in previous
         ]
         source, p_value = "optuna", None
         if incumbents:
-            best = max(incumbents, key=lambda c: c[0].accuracy)
+            best, best_source = max(incumbents, key=lambda c: c[0].accuracy)
             p_value = sign_test_p(
-                correct(ExitScores.from_logits(logits, labels, gflops, temps), policy.thresholds),
-                correct(
-                    ExitScores.from_logits(logits, labels, gflops, best[1]), best[0].thresholds
-                ),
+                correct(scores, policy.thresholds), correct(scores, best.thresholds)
             )
-            if policy.accuracy <= best[0].accuracy or p_value >= cfg.max_p:
-                policy, temps, source = best
-        found.append((policy, temps))
+            if policy.accuracy <= best.accuracy or p_value >= cfg.max_p:
+                policy, source = best, best_source
+        found.append(policy)
         rows.append(
             {
                 "budget": budget,
                 **asdict(policy),
                 "source": source,
                 "optuna_p_value": p_value,
-                "temperatures": temps,
                 "gflops_ratio": policy.gflops / scores.full_gflops,
                 "geometric": asdict(geo) if geo else None,
             }
@@ -290,27 +223,10 @@ def run(
             policy.gflops,
             f"{geo.accuracy:.4f}" if geo else "n/a",
         )
-    search_seconds = time.perf_counter() - tic
-    if cfg.storage is None:
-        _save_studies(storage, out / STUDY_FILE)
-    result = {
-        "search_seconds": search_seconds,
-        "full_gflops": scores.full_gflops,
-        "exit_gflops": gflops,
-        "budgets": rows,
-        "oracle": asdict(oracle(scores)),
-        "geometric_curve": [asdict(r) for r in curve],
-        "static_exits": [
-            {"gflops": g, "accuracy": float((scores.prediction[k] == labels).mean())}
-            for k, g in enumerate(gflops)
-        ],
-    }
-    write_json(out / THRESHOLDS_FILE, result)
-    (out / PARETO_FILE).write_text(pareto_markdown(rows, scores.full_gflops))
-    return result
+    return rows, curve
 
 
-def _save_studies(memory: Any, path: Path) -> None:
+def save_studies(memory: Any, path: Path) -> None:
     """Copy every in-memory study into a fresh SQLite file, then move it into place."""
     import optuna
 
@@ -322,18 +238,3 @@ def _save_studies(memory: Any, path: Path) -> None:
                 from_storage=memory,
                 to_storage=f"sqlite:///{tmp}",
             )
-
-
-def pareto_markdown(rows: list[dict[str, Any]], full: float) -> str:
-    lines = [
-        "| budget | val accuracy | GFLOPs | ratio | geometric accuracy | policy | thresholds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        geo = f"{r['geometric']['accuracy']:.4f}" if r["geometric"] else "n/a"
-        thr = ", ".join(f"{t:.3f}" for t in r["thresholds"][:-1])
-        lines.append(
-            f"| {r['budget']:g} | {r['accuracy']:.4f} | {r['gflops']:.3f} | "
-            f"{r['gflops'] / full:.3f} | {geo} | {r['source']} | {thr} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""The ablation of Dyn-Adapter's training strategies, on validation.
+"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, on validation.
 
 Each variant trains from scratch with the same recipe, changing one thing: which halves of
 bidirectional sparsity are on (none / forward / backward / both, at ``train.sparsity``'s
@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .io import write_json
-from .models import ModelConfig
-from .schedules import WeightShape
-from .sparsity import SparsityMode
-from .train import TrainConfig
-from .train import run as train_run
+from ..artifacts import ABLATION_MARKDOWN, ABLATION_TABLE
+from ..files import write_json
+from ..params import Params
+from ..training.schedules import WeightShape
+from ..training.sparsity import SparsityMode
+from ..training.trainer import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
@@ -44,28 +44,29 @@ def variant_config(
     return dataclasses.replace(train, sparsity=sparsity, loss_weights=weights, evaluate_test=False)
 
 
-def run(
-    model: ModelConfig, train: TrainConfig, data_dir: str | Path, out_dir: str | Path
-) -> list[dict[str, Any]]:
-    """Train every variant; write ``ablation.json`` and ``ablation.md`` (final-epoch val accuracy)."""
+def run(params: Params, data_dir: str | Path, out_dir: str | Path) -> list[dict[str, Any]]:
+    """Train every variant of ``params.model`` and ``params.train``; write ``ablation.json``
+    and ``ablation.md`` (final-epoch val accuracy)."""
     out = Path(out_dir)
+    recipe = params.train
     rows = []
     for i, (name, mode, shape) in enumerate(VARIANTS):
-        cfg = variant_config(train, mode, shape)
+        cfg = variant_config(recipe, mode, shape)
         logger.info("ablation %d/%d: %s", i + 1, len(VARIANTS), name)
-        result = train_run(model, cfg, data_dir, out / "runs" / f"{i}-{mode}-{shape or 'schedule'}")
+        run_dir = out / "runs" / f"{i}-{mode}-{shape or 'schedule'}"
+        result = train(params.model, cfg, data_dir, run_dir)
         val = result.val_accuracy
         rows.append(
             {
                 "variant": name,
                 "sparsity": mode,
-                "loss_weights": shape or train.loss_weights.shape,
+                "loss_weights": shape or recipe.loss_weights.shape,
                 "val_accuracy": val,
                 "val_mean": sum(val) / len(val),
             }
         )
-        write_json(out / "ablation.json", {"epochs": train.epochs, "rows": rows})
-    (out / "ablation.md").write_text(markdown(rows, train))
+        write_json(out / ABLATION_TABLE, {"epochs": recipe.epochs, "rows": rows})
+    (out / ABLATION_MARKDOWN).write_text(markdown(rows, recipe))
     return rows
 
 

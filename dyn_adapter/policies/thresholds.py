@@ -37,12 +37,8 @@ class ExitScores:
         logits: Sequence[torch.Tensor],
         labels: np.ndarray,
         gflops: Sequence[float],
-        temperatures: Sequence[float] | None = None,
     ) -> ExitScores:
-        temps = temperatures or [1.0] * len(logits)
-        probs = [
-            torch.softmax(t.float() / tau, dim=-1) for t, tau in zip(logits, temps, strict=True)
-        ]
+        probs = [torch.softmax(t.float(), dim=-1) for t in logits]
         conf, pred = zip(*(p.max(dim=-1) for p in probs), strict=True)
         return cls(
             torch.stack(conf).numpy(),

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.transforms import AugmentConfig, to_model_input
-from .errors import ConfigError
-from .models import DynAdapterViT
+from ..data.transforms import AugmentConfig, to_model_input
+from ..errors import ConfigError
+from ..models import DynAdapterViT
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import to_dict
-from .models import FLOPS_UNIT, ModelConfig, create_dyn_adapter
+from ..config import to_dict
+from .config import ModelConfig
+from .factory import create_dyn_adapter
+from .flops import FLOPS_UNIT
 
 
 def describe(cfg: ModelConfig) -> dict[str, Any]:

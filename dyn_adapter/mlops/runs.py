@@ -16,7 +16,6 @@ and binary artifacts containing one are left out (see :func:`redact`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import fnmatch
 import json
 import logging
@@ -30,18 +29,27 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..artifacts import (
+    CHECKPOINTS_DIR,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    THRESHOLDS_FILE,
+    TRAIN_LOG,
+)
+from ..errors import ConfigError
+from .redaction import redact, redact_items, secret_values
+from .store import experiment_id, mlflow_client, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
+    from ..params import Params
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path("outputs/mlflow")
 DEFAULT_EXPERIMENT = "dyn-adapter"
-DB_FILE = "mlflow.db"
-ARTIFACTS_DIR = "artifacts"
 
 PIPELINE_RUN_TAG = "pipeline_run_id"
 STAGE_TAG = "pipeline_stage"
@@ -51,58 +59,18 @@ ROLE_TAG = "pipeline_role"
 PIPELINE_ROLE = "pipeline"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
-REDACTED = "***"
 
-# What each stage reads from params.yaml (dotted paths): its MLflow params, and the `params:` of
-# its dvc.yaml stage (a test keeps the two equal). A stage name is looked up whole, then by its
-# kind, the part before the first "-" ("search-probe" -> "search").
-# Sparsity candidates start from a trained model with their own epochs, lr, warm-up and
-# sparsity (sparsify.*); of train.* they read the rest of the recipe.
-SPARSIFY_TRAIN_KEYS = tuple(
-    f"train.{k}"
-    for k in (
-        "batch_size",
-        "head_lr_scale",
-        "min_lr",
-        "weight_decay",
-        "label_smoothing",
-        "augment",
-        "loss_weights",
-        "amp",
-        "device",
-        "eval_batch_size",
-        "seed",
-    )
-)
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("data", "model.backbone.name", "model.backbone.img_size"),
-    "train": ("model", "train"),
-    # the static baseline has one exit: a LayerNorm + Linear head on pooled tokens
-    "train-static": ("model.backbone", "model.petl", "model.exits.pool", "train"),
-    # the probe baseline: no PETL, a linear probe after each exit block
-    "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
-    "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
-    "search": ("search", "train.eval_batch_size", "train.device"),
-    "evaluate": ("evaluate", "train.device"),
-    "register": ("register",),
-    "ablate": ("model", "train"),
-    "vtab": (),  # the VTAB table reads only the tasks' evaluations
-    "track": ("register.experiment", "register.tracking_uri"),
-}
 
 # Stage outputs: these are logged as artifacts anywhere in the output directory ...
 ARTIFACT_SUFFIXES = (".json", ".md", ".png")
 # ... the model directory's weights and config (not the sparsity candidates' models) ...
-MODEL_DIR = "model"  # train.MODEL_DIR; not imported, to keep torch out of this module
 MODEL_SUFFIXES = (".safetensors", ".json")
 # ... and never these: resumable training state, half-written temporaries.
-EXCLUDED_DIRS = frozenset({"checkpoints"})
+EXCLUDED_DIRS = frozenset({CHECKPOINTS_DIR})
 TEXT_SUFFIXES = frozenset({".json", ".md", ".txt", ".yaml", ".yml", ".csv", ".html"})
 
-TRAIN_LOG = "train_log.json"
-MANIFEST_FILE = "manifest.json"
 # A stage's final numbers: the first of these it wrote (search writes no metrics.json).
-FINAL_METRICS_FILES = ("metrics.json", "thresholds.json")
+FINAL_METRICS_FILES = (METRICS_FILE, THRESHOLDS_FILE)
 
 # Per-epoch record keys of train_log.json -> metric names; lists get one metric per exit.
 EPOCH_METRIC_NAMES = {
@@ -114,162 +82,6 @@ EPOCH_METRIC_NAMES = {
     "val_accuracy": "val_acc",
     "seconds": "epoch_seconds",
 }
-
-# -- credentials ----------------------------------------------------------------------------
-
-CREDENTIAL_ENV_VARS = frozenset(
-    {
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SESSION_TOKEN",
-        "MLFLOW_TRACKING_TOKEN",
-        "MLFLOW_TRACKING_PASSWORD",
-    }
-)
-CREDENTIAL_NAME_PARTS = (
-    "SECRET",
-    "TOKEN",
-    "PASSWORD",
-    "PASSWD",
-    "KEY_ID",
-    "ACCESS_KEY",
-    "API_KEY",
-    "PRIVATE_KEY",
-    "CREDENTIAL",
-)
-# Shorter values are not treated as secrets: replacing "1" or "false" everywhere would mangle
-# every log (TOKENIZERS_PARALLELISM=false matches *TOKEN*), and real credentials are longer.
-MIN_SECRET_LENGTH = 6
-_NOT_SECRETS = frozenset({"enabled", "disabled"})
-# scheme://user:password@host -> scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
-# Config keys whose values are credentials, by word: "aws_secret_access_key", "api-token",
-# "password"; not "reg_tokens" or "backward_keeps".
-_CREDENTIAL_KEY_WORDS = frozenset(
-    {"secret", "secrets", "token", "password", "passwd", "credential", "credentials"}
-)
-_CREDENTIAL_KEY_PAIRS = frozenset({("key", "id"), ("access", "key"), ("api", "key")})
-
-
-def is_credential_name(name: str) -> bool:
-    """Whether an environment variable's name says it holds a credential."""
-    upper = name.upper()
-    return upper in CREDENTIAL_ENV_VARS or any(part in upper for part in CREDENTIAL_NAME_PARTS)
-
-
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the credential-like environment variables, longest first.
-
-    Args:
-        environ: The environment to read; ``os.environ`` by default.
-    """
-    env = os.environ if environ is None else environ
-    values = {
-        v
-        for k, v in env.items()
-        if is_credential_name(k) and len(v) >= MIN_SECRET_LENGTH and v.lower() not in _NOT_SECRETS
-    }
-    # Longest first, so a secret containing another one is replaced whole.
-    return sorted(values, key=len, reverse=True)
-
-
-def redact(value: object, secrets: Sequence[str] | None = None) -> str:
-    """``value`` as a string with every credential replaced by ``***``.
-
-    Replaced: the values of credential-like environment variables (names matching
-    ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``, ``*KEY_ID*`` and the like, see
-    :func:`is_credential_name`; values shorter than ``MIN_SECRET_LENGTH`` are not secrets) and
-    passwords in URLs (``scheme://user:password@host``).
-
-    Args:
-        value: Anything; it is converted with ``str``.
-        secrets: The secret values to replace; read from ``os.environ`` when None.
-    """
-    text = str(value)
-    for secret in secret_values() if secrets is None else secrets:
-        text = text.replace(secret, REDACTED)
-    return _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
-
-
-def is_credential_key(key: str) -> bool:
-    """Whether a config/tag key names a credential (its value is then never logged)."""
-    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
-    return any(w in _CREDENTIAL_KEY_WORDS for w in words) or any(
-        pair in _CREDENTIAL_KEY_PAIRS for pair in zip(words, words[1:], strict=False)
-    )
-
-
-def redact_items(
-    items: Mapping[str, object], secrets: Sequence[str] | None = None
-) -> dict[str, str]:
-    """Redact keys and values of params or tags; credential-named keys lose their whole value."""
-    secrets = secret_values() if secrets is None else secrets
-    return {
-        redact(k, secrets): REDACTED if is_credential_key(k) else redact(v, secrets)
-        for k, v in items.items()
-    }
-
-
-# -- where runs go --------------------------------------------------------------------------
-
-
-def embedded_tracking_uri(root: str | os.PathLike[str] = DEFAULT_ROOT) -> str:
-    """The embedded tracking store: ``sqlite:///<abs root>/mlflow.db`` (the directory is created).
-
-    Its artifacts go to ``<abs root>/artifacts`` (see :func:`default_artifact_location`), not to
-    MLflow's default ``./mlruns`` relative to whatever the working directory is.
-    """
-    path = Path(root).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path / DB_FILE}"
-
-
-def embedded_store(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, str]:
-    """The embedded store's tracking URI and artifact location (a ``file://`` URI)."""
-    uri = embedded_tracking_uri(root)
-    location = default_artifact_location(uri)
-    assert location is not None  # a sqlite URI always has one
-    return uri, location
-
-
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """Where new experiments keep artifacts: beside the database for a ``sqlite:///`` store.
-
-    None for anything else: a tracking server decides itself (``--artifacts-destination``).
-    """
-    db = sqlite_path(tracking_uri)
-    return None if db is None else (db.resolve().parent / ARTIFACTS_DIR).as_uri()
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI; None for other stores and ``:memory:``."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
-    return Path(db) if db and db != ":memory:" else None
-
-
-def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """The parts of a parsed ``params.yaml`` that ``stage`` reads (all of it for unknown stages).
-
-    Args:
-        params: ``params.yaml`` as a nested dict.
-        stage: A stage name such as ``train`` or ``train-probe`` (kind before the first ``-``).
-    """
-    sections = STAGE_SECTIONS.get(stage, STAGE_SECTIONS.get(stage.split("-", 1)[0]))
-    if sections is None:
-        return dict(params)
-    out: dict[str, Any] = {}
-    for dotted in sections:
-        *parents, last = dotted.split(".")
-        src: Any = params
-        dst = out
-        for part in parents:
-            src = src.get(part, {}) if isinstance(src, Mapping) else {}
-            dst = dst.setdefault(part, {})
-        if isinstance(src, Mapping) and last in src:
-            dst[last] = src[last]
-    return out
 
 
 # -- flattening -----------------------------------------------------------------------------
@@ -439,48 +251,6 @@ def _stage_artifacts(
 # -- MLflow ---------------------------------------------------------------------------------
 
 
-def _client(tracking_uri: str) -> MlflowClient:
-    return mlflow_client(tracking_uri)
-
-
-def mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
-    """An ``MlflowClient`` whose store is ready: tasks running side by side (a ``ParallelFor``)
-    may be the first to open a new SQLite store, and two processes creating its schema at once
-    fail, so one creates it under a file lock while the others wait."""
-    # Offline by design: no telemetry from the client.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from mlflow.tracking import MlflowClient
-
-    db = sqlite_path(tracking_uri)
-    if db is None:
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    db.parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create directories
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        # The client opens its tracking store here: every table, migrated (once per process).
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-
-
-def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """Get or create the experiment (another stage may be creating it at the same moment)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage != "active":
-        raise ConfigError(
-            f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
-            f"--experiment-id {exp.experiment_id}) or use another experiment name"
-        )
-    return str(exp.experiment_id)
-
-
 def _filter_value(value: str, what: str) -> str:
     if not value or "'" in value or "\\" in value:
         raise ConfigError(f"{what} {value!r}: must be non-empty, without quotes or backslashes")
@@ -575,19 +345,17 @@ def start_pipeline_run(
     tags: Mapping[str, object] | None = None,
     *,
     pipeline_run_id: str | None = None,
-    artifact_location: str | None = None,
 ) -> str:
     """The MLflow run of one pipeline run, created or found again by its ``pipeline_run_id`` tag.
 
     Args:
-        tracking_uri: ``sqlite:///...`` (see :func:`embedded_tracking_uri`) or a server URL;
-            the embedded store when None.
+        tracking_uri: ``sqlite:///...`` or a server URL; None: the rule of
+            :func:`~dyn_adapter.mlops.store.resolve_tracking_uri`.
         experiment: Experiment name; created when missing.
         run_name: Display name; defaults to the pipeline run id.
         tags: More tags (redacted).
         pipeline_run_id: The id that identifies the pipeline run (a KFP job id, a DVC
             experiment name); defaults to ``tags["pipeline_run_id"]``, then ``run_name``.
-        artifact_location: For a new experiment; defaults to beside a sqlite database.
 
     Returns:
         The MLflow run id.
@@ -596,10 +364,10 @@ def start_pipeline_run(
     run_id = pipeline_run_id or str(tags.pop(PIPELINE_RUN_TAG, "") or "") or run_name
     if not run_id:
         raise ConfigError("start_pipeline_run: pass pipeline_run_id (or a run_name)")
-    uri = tracking_uri or embedded_tracking_uri()
+    uri = resolve_tracking_uri(tracking_uri)
     secrets = secret_values()
-    client = _client(uri)
-    exp_id = _experiment_id(client, experiment, artifact_location or default_artifact_location(uri))
+    client = mlflow_client(uri)
+    exp_id = experiment_id(client, experiment, uri, where="register.experiment")
     clean = redact_items(tags, secrets)
     clean[RUN_NAME_TAG] = redact(run_name or run_id, secrets)
     match = {PIPELINE_RUN_TAG: run_id, ROLE_TAG: PIPELINE_ROLE}
@@ -612,7 +380,7 @@ def start_pipeline_run(
 
 def end_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark a pipeline's MLflow run ``FINISHED`` (or ``FAILED``, ``KILLED``)."""
-    _client(tracking_uri).set_terminated(run_id, status=status)
+    mlflow_client(tracking_uri).set_terminated(run_id, status=status)
 
 
 def log_stage(
@@ -639,7 +407,7 @@ def log_stage(
         out_dir: The directory the stage wrote.
         parent_run_id: From :func:`start_pipeline_run`.
         params: The params the stage read, nested (see :func:`stage_params`).
-        tracking_uri: As for :func:`start_pipeline_run`; the embedded store when None.
+        tracking_uri: As for :func:`start_pipeline_run`.
         tags: More tags for the child run (redacted).
         extra_artifacts: Globs of further files to log (``optuna.db``).
 
@@ -650,9 +418,9 @@ def log_stage(
     if not out.is_dir():
         raise ConfigError(f"log_stage {stage}: {out} is not a directory")
     _filter_value(stage, "stage name")
-    uri = tracking_uri or embedded_tracking_uri()
+    uri = resolve_tracking_uri(tracking_uri)
     secrets = secret_values()
-    client = _client(uri)
+    client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
 
     final, epochs = _stage_metrics(out)
@@ -698,3 +466,34 @@ def log_stage(
     client.set_terminated(child_id, status="FINISHED")
     logger.info("logged stage %s (%s) to MLflow run %s", stage, out, child_id)
     return child_id
+
+
+def track_stage(
+    stage: str,
+    out_dir: str | os.PathLike[str],
+    params: Params,
+    tracking_uri: str,
+    pipeline_run_id: str,
+    last: bool = False,
+) -> str | None:
+    """Log a finished stage's output directory to MLflow, nested under the pipeline's run
+    (one MLflow run per pipeline run, found again by its id); ``last`` ends that run.
+
+    Returns:
+        The pipeline's MLflow run id; ``None`` when ``tracking_uri`` is empty (nothing logged).
+    """
+    if not tracking_uri:
+        return None
+    from ..config import to_dict
+    from ..params import stage_params
+
+    parent = start_pipeline_run(
+        tracking_uri,
+        params.register.experiment,
+        run_name=f"pipeline {pipeline_run_id}",
+        pipeline_run_id=pipeline_run_id,
+    )
+    log_stage(stage, out_dir, parent, stage_params(to_dict(params), stage), tracking_uri)
+    if last:
+        end_pipeline_run(tracking_uri, parent)
+    return parent

@@ -38,20 +38,20 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
-from .data.prepared import PreparedData
-from .data.sources import _to_rgb8
-from .data.transforms import to_model_input
-from .engine import resolve_device
-from .io import atomic_path, write_json
-from .models.checkpoint import load_for_inference
+from ..artifacts import Thresholds
+from ..data.prepared import PreparedData
+from ..data.sources import to_rgb8
+from ..data.transforms import to_model_input
+from ..errors import ConfigError
+from ..files import atomic_path, write_json
+from ..models.checkpoint import load_for_inference
+from ..training.loop import resolve_device
 
 # Keys of the pyfunc model's artifacts (``context.artifacts``).
 MODEL_ARTIFACT = "model"
 THRESHOLDS_ARTIFACT = "thresholds"
 PREPROCESS_ARTIFACT = "preprocess"
-PREPROCESS_FILE = "preprocess.json"
 PREPROCESS_FORMAT = 1
-MODEL_CODE_FILE = "dyn_adapter_pyfunc.py"
 _MODEL_CODE = '''"""MLflow models-from-code entry point of a Dyn-Adapter model (from `dyn-adapter register`)."""
 
 import mlflow
@@ -194,7 +194,7 @@ def decode_image(value: Any, size: tuple[int, int], where: str = "image") -> np.
     try:
         with Image.open(io.BytesIO(raw)) as img:
             img.load()  # decodes every pixel: truncated files fail here, not later
-            rgb = _to_rgb8(img)
+            rgb = to_rgb8(img)
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise bad_request(
             f"{where}: not a decodable image file ({type(e).__name__}: {e}); send PNG or JPEG"
@@ -244,8 +244,10 @@ class DynAdapterPyfunc(PythonModel):
         """
         self.device = resolve_device(device)
         self.model = load_for_inference(model_dir, self.device)
-        search = json.loads(Path(thresholds_file).read_text())
-        self.policies = sorted(search.get("budgets") or [], key=lambda p: float(p["budget"]))
+        try:
+            self.policies = Thresholds(thresholds_file, self.model.num_exits).budgets
+        except ConfigError as e:
+            raise MlflowException(str(e)) from None
         pre = json.loads(Path(preprocess_file).read_text())
         self.data_config: dict[str, Any] = pre["data_config"]
         self.classes: list[str] = list(pre["classes"])
@@ -253,17 +255,9 @@ class DynAdapterPyfunc(PythonModel):
         self.image_size = (int(height), int(width))
         self.exit_blocks = list(self.model.exit_blocks)
         self.exit_gflops = [e.gflops_cumulative for e in self.model.exit_info]
-        self._check(thresholds_file, preprocess_file)
+        self._check(preprocess_file)
 
-    def _check(self, thresholds_file: str | Path, preprocess_file: str | Path) -> None:
-        if not self.policies:
-            raise MlflowException(f"{thresholds_file}: no searched budgets; run `search` again")
-        bad = [p["budget"] for p in self.policies if len(p["thresholds"]) != len(self.exit_blocks)]
-        if bad:
-            raise MlflowException(
-                f"{thresholds_file}: thresholds of budget {bad[0]} do not match the model's "
-                f"{len(self.exit_blocks)} exits; it was searched for another model"
-            )
+    def _check(self, preprocess_file: str | Path) -> None:
         if len(self.classes) != self.model.num_classes:
             raise MlflowException(
                 f"{preprocess_file}: {len(self.classes)} class names for a model with "
@@ -308,9 +302,7 @@ class DynAdapterPyfunc(PythonModel):
         for start in range(0, len(images), BATCH_SIZE):
             x8 = torch.from_numpy(np.stack(images[start : start + BATCH_SIZE])).to(self.device)
             out = self.model.forward_dynamic(
-                to_model_input(x8, self.data_config),
-                policy["thresholds"],
-                policy.get("temperatures"),
+                to_model_input(x8, self.data_config), policy["thresholds"]
             )
             preds.append(out.prediction.cpu().numpy())
             confs.append(out.confidence.float().cpu().numpy())

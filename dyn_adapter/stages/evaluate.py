@@ -10,51 +10,37 @@ a Markdown model card.
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .data.prepared import PreparedData
-from .data.transforms import to_model_input
-from .engine import batches, exit_logits, resolve_device
-from .errors import ConfigError
-from .io import atomic_path, write_json
-from .manifest import stage_manifest
-from .models import FLOPS_UNIT, DynAdapterViT
-from .models.checkpoint import load_for_inference
-from .models.dyn_vit import check_thresholds
-from .search import THRESHOLDS_FILE
-from .speed import machine_info, time_ratios
-from .thresholds import ExitScores, exit_indices, oracle, simulate
+from ..artifacts import (
+    CARD_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    PLOTS_DIR,
+    Thresholds,
+    TrainedModel,
+    write_task_label,
+)
+from ..data.prepared import PreparedData
+from ..data.transforms import to_model_input
+from ..errors import ConfigError
+from ..evaluation.card import model_card
+from ..evaluation.iso import iso_accuracy_point
+from ..evaluation.speed import machine_info, time_ratios
+from ..files import atomic_path, write_json
+from ..manifest import stage_manifest
+from ..models import FLOPS_UNIT, DynAdapterViT
+from ..models.checkpoint import load_for_inference
+from ..params import Params
+from ..policies.thresholds import ExitScores, exit_indices, oracle, simulate
+from ..training.loop import batches, exit_logits, resolve_device
 
 logger = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-CARD_FILE = "model_card.md"
-PLOTS_DIR = "plots"
-
-
-@dataclass
-class EvaluateConfig:
-    """Evaluation settings.
-
-    Attributes:
-        iso_tolerance: Accuracy (absolute) the dynamic model may lose against the static PETL
-            model at the iso-accuracy budget.
-        speed_images: Test images timed for the wall-clock ratios (accuracy always uses all).
-        speed_repeats: Timed repeats (medians are reported).
-        batch_size: Images per forward pass.
-    """
-
-    iso_tolerance: float = 0.005
-    speed_images: int = 256
-    speed_repeats: int = 5
-    batch_size: int = 256
 
 
 @torch.no_grad()
@@ -89,67 +75,8 @@ def _test_scores(
     )
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; run `dyn-adapter {what}` first")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); run `dyn-adapter {what}` again") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object; run `dyn-adapter {what}` again")
-    return data
-
-
-def read_search(search_dir: str | Path, num_exits: int) -> dict[str, Any]:
-    """A ``search`` output's ``thresholds.json``, every policy in it checked against the model.
-
-    A hand-edited or foreign file is refused naming the file, the budget and the value: NaN,
-    negative or missing thresholds, or another count than the model's exits.
-    """
-    path = Path(search_dir) / THRESHOLDS_FILE
-    search = _read_json(path, "search")
-    fix = "fix the file or run `dyn-adapter search` again"
-    rows = search.get("budgets")
-    if not isinstance(rows, list) or not rows:
-        raise ConfigError(f"{path}: 'budgets' must be a non-empty list; {fix}")
-
-    def check(value: Any, where: str) -> None:
-        numbers = isinstance(value, list) and all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) for t in value
-        )
-        if not numbers:
-            raise ConfigError(f"{path}: {where}: expected a list of numbers, got {value!r}; {fix}")
-        try:
-            check_thresholds(value, num_exits)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {where}: {e}; {fix}") from None
-
-    def thresholds_of(policy: Any) -> Any:
-        return policy.get("thresholds") if isinstance(policy, dict) else None
-
-    for i, row in enumerate(rows):
-        budget = row.get("budget") if isinstance(row, dict) else None
-        if not isinstance(budget, (int, float)) or isinstance(budget, bool):
-            raise ConfigError(f"{path}: budgets[{i}]: no numeric 'budget'; {fix}")
-        check(row.get("thresholds"), f"budget {budget:g} thresholds")
-        if row.get("geometric") is not None:
-            check(thresholds_of(row["geometric"]), f"budget {budget:g} geometric thresholds")
-        if row.get("temperatures"):
-            raise ConfigError(
-                f"{path}: budget {budget:g}: searched temperatures are not supported by the "
-                "evaluate stage yet; search with search.temperatures=false"
-            )
-    curve = search.get("geometric_curve")
-    if not isinstance(curve, list):
-        raise ConfigError(f"{path}: 'geometric_curve' must be a list; {fix}")
-    for i, policy in enumerate(curve):
-        check(thresholds_of(policy), f"geometric_curve[{i}] thresholds")
-    return search
-
-
 def run(
-    cfg: EvaluateConfig,
+    params: Params,
     model_dir: str | Path,
     search_dir: str | Path,
     data_dir: str | Path,
@@ -157,26 +84,27 @@ def run(
     static_dir: str | Path | None = None,
     probe_model_dir: str | Path | None = None,
     probe_search_dir: str | Path | None = None,
-    device: str = "auto",
+    task_name: str = "",
 ) -> dict[str, Any]:
     """Evaluate a searched Dyn-Adapter model on the test split; returns ``metrics.json``'s content.
 
     Args:
-        cfg: Settings.
+        params: ``evaluate.*`` and ``train.device`` are read.
         model_dir: The Dyn-Adapter model.
         search_dir: Its ``search`` output (thresholds chosen on validation only).
         data_dir: The prepared data.
         out_dir: Where metrics, plots and the model card go.
         static_dir: ``train --static`` output: the static PETL model's accuracy to keep.
         probe_model_dir, probe_search_dir: The frozen-probe early-exit baseline and its search.
-        device: ``auto``, ``cpu``, ``cuda``...
+        task_name: Labels the output (``task.txt``) for tables collected over several tasks.
     """
+    cfg = params.evaluate
     out = Path(out_dir)
-    dev = resolve_device(device)
+    dev = resolve_device(params.train.device)
     data = PreparedData(data_dir)
     model = load_for_inference(model_dir, dev)
     data.check_model_classes(model.num_classes, model_dir)
-    search = read_search(search_dir, model.num_exits)
+    search = Thresholds(search_dir, model.num_exits).data
     scores = _test_scores(model, data, cfg.batch_size, dev)
     images, labels = data.split("test")
     labels = np.asarray(labels)
@@ -186,7 +114,7 @@ def run(
     if probe_model_dir is not None and probe_search_dir is not None:
         probe = load_for_inference(probe_model_dir, dev)
         data.check_model_classes(probe.num_classes, probe_model_dir)
-        probe_search = read_search(probe_search_dir, probe.num_exits)
+        probe_search = Thresholds(probe_search_dir, probe.num_exits).data
         probe_scores = _test_scores(probe, data, cfg.batch_size, dev)
         probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
 
@@ -243,16 +171,15 @@ def run(
     ]
     static_acc = None
     if static_dir is not None:
-        static_metrics = _read_json(Path(static_dir) / "metrics.json", "train --static")
-        static_acc = static_metrics.get("test_accuracy", [None])[-1]
+        static_test = TrainedModel(static_dir, "train --static").test_accuracy
+        static_acc = static_test[-1] if static_test else None
         if static_acc is None:
             raise ConfigError(
                 f"{static_dir}/metrics.json has no test accuracy; train with "
                 "train.evaluate_test=true"
             )
     reference = static_acc if static_acc is not None else static_exits[-1]["accuracy"]
-    iso = [b for b in budgets if b["accuracy"] >= reference - cfg.iso_tolerance]
-    iso_best = min(iso, key=lambda b: b["gflops"]) if iso else None
+    iso_best = iso_accuracy_point(budgets, reference, cfg.iso_tolerance)
 
     # Timed at the iso-accuracy thresholds (the middle budget if none qualifies).
     timed = iso_best or budgets[len(budgets) // 2]
@@ -302,10 +229,12 @@ def run(
     curves = _curves(metrics, search, scores, probe_scores, probe_rows)
     _write_plots(out, metrics, curves, model, scores, labels, data.classes, iso_best)
     with atomic_path(out / CARD_FILE) as tmp:
-        tmp.write_text(model_card(metrics, model, data, search_dir))
+        tmp.write_text(model_card(metrics, model, data))
     write_json(out / METRICS_FILE, metrics)
+    if task_name:
+        write_task_label(out, task_name)
     write_json(
-        out / "manifest.json",
+        out / MANIFEST_FILE,
         stage_manifest(
             "evaluate",
             {"evaluate": cfg.__dict__},
@@ -360,7 +289,7 @@ def _write_plots(
     classes: list[str],
     iso_best: dict[str, Any] | None,
 ) -> None:
-    from . import plots
+    from ..evaluation import plots
 
     d = out / PLOTS_DIR
     d.mkdir(parents=True, exist_ok=True)
@@ -381,67 +310,3 @@ def _write_plots(
     rows = [{"curve": name, **p} for name, pts in curves.items() for p in pts]
     write_json(d / "accuracy_vs_gflops.json", rows)
     write_json(d / "confusion_matrix.json", {"classes": classes, "matrix": matrix.tolist()})
-
-
-def model_card(
-    metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData, search_dir: str | Path
-) -> str:
-    cfg = model.config
-    assert cfg is not None
-    iso = metrics["iso_accuracy"]
-    lines = [
-        "# Model card: Dyn-Adapter",
-        "",
-        "## Model",
-        f"- Backbone: `{cfg.backbone.name}` ({cfg.backbone.weights} weights), frozen, "
-        f"sha256 `{model.backbone_sha256}`, {cfg.backbone.img_size} px input.",
-        f"- PETL: {cfg.petl.method} (dim {cfg.petl.dim}); exits after blocks "
-        f"{model.exit_blocks}; head depths {model.head_depths}.",
-        f"- Exit rule: max softmax probability >= the exit's threshold; the last exit takes the "
-        f"rest. Thresholds from `{search_dir}` (chosen on validation only).",
-        "",
-        "## Data",
-        f"- Source: {data.manifest.get('source')} `{data.manifest.get('path')}`; "
-        f"{data.num_classes} classes; test images: {metrics['test_images']}.",
-        "",
-        "## Results (test split, final-epoch model)",
-        f"- Full model (last exit): accuracy {metrics['full']['accuracy']:.4f} at "
-        f"{metrics['full']['gflops']:.3f} GFLOPs ({metrics['flops_unit']}).",
-    ]
-    if metrics["static_petl"]["accuracy"] is not None:
-        lines.append(f"- Static PETL model: accuracy {metrics['static_petl']['accuracy']:.4f}.")
-    if iso["gflops_ratio"] is not None:
-        lines.append(
-            f"- Iso-accuracy: {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} x the full GFLOPs "
-            f"(budget {iso['budget']:g}; reference {iso['reference_accuracy']:.4f} - "
-            f"{iso['tolerance']:g})."
-        )
-    else:
-        lines.append("- No searched budget reaches the reference accuracy within the tolerance.")
-    lines += [
-        f"- Wall-clock, dynamic over full: {metrics['speed']['time_ratio_b64']:.3f} at batch 64, "
-        f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}).",
-        "",
-        "| budget | accuracy | GFLOPs | ratio | exit fractions | geometric | frozen probe |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for b in metrics["budgets"]:
-        fr = " / ".join(f"{f:.2f}" for f in b["exit_fractions"])
-        geo = f"{b['geometric_accuracy']:.4f}" if b["geometric_accuracy"] is not None else "n/a"
-        probe = (
-            f"{b['frozen_probe_accuracy']:.4f}" if b["frozen_probe_accuracy"] is not None else "n/a"
-        )
-        lines.append(
-            f"| {b['budget']:g} | {b['accuracy']:.4f} | {b['gflops']:.3f} | "
-            f"{b['gflops_ratio']:.3f} | {fr} | {geo} | {probe} |"
-        )
-    lines += [
-        "",
-        "## Limits",
-        "- Thresholds are calibrated on a small validation split; accuracy at a budget carries "
-        "its sampling noise.",
-        "- GFLOPs count matrix multiplications (attention included), not normalisation or "
-        "activation functions; wall-clock ratios depend on the device and batch size.",
-        "",
-    ]
-    return "\n".join(lines)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .models import DynAdapterViT
+from ..models import DynAdapterViT
 
 
 def _seconds(fn: Callable[[], object]) -> float:

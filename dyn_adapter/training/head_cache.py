@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.transforms import AugmentConfig, to_model_input
-from .engine import EpochStats, StepLoop, autocast, batches
-from .errors import ConfigError
-from .models import DynAdapterViT
-from .models.heads import ExitHead
+from ..data.transforms import AugmentConfig, to_model_input
+from ..errors import ConfigError
+from ..models import DynAdapterViT
+from ..models.heads import ExitHead
+from .loop import EpochStats, StepLoop, autocast, batches
 from .schedules import cosine_lr
 
 
@@ -98,11 +98,9 @@ def cache_head_inputs(
         for x8, _ in batches(images, labels, batch_size):
             x = to_model_input(x8.to(device), data_config, augment, generator)
             with autocast(device, amp):
-                h = model.embed(x)
-                for k, stage in enumerate(model.stages()):
-                    h = stage(h)
-                    tokens = model._exit_tokens(k, h)
-                    chunks[k].append(heads[k].features(tokens).half().cpu())
+                for step in model.forward_intermediates(x):
+                    features = heads[step.index].features(step.tokens)
+                    chunks[step.index].append(features.half().cpu())
             if progress is not None:
                 progress(len(x8))
     y = torch.from_numpy(np.tile(np.asarray(labels), views)).long()

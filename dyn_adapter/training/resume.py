@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .models import DynAdapterViT
-from .models.checkpoint import read_safetensors, trainable_state_dict
+from ..models import DynAdapterViT
+from ..models.checkpoint import read_safetensors, trainable_state_dict
 
 _PREFIX = "epoch-"
 

@@ -1,6 +1,6 @@
-"""The ``train`` stage: multi-exit training with adaptive prioritisation of the exits' losses.
+"""Multi-exit training with adaptive prioritisation of the exits' losses.
 
-``run`` is what the CLI, DVC and KFP call. Everything random in an epoch is seeded from
+:func:`train` is the train stage's work (:mod:`dyn_adapter.stages.train`). Everything random in an epoch is seeded from
 (seed, epoch), and a checkpoint is written after every epoch, so a run that is killed and
 started again on the same output directory ends with the same weights as an uninterrupted one.
 """
@@ -20,11 +20,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .config import to_dict
-from .data.prepared import PreparedData
-from .data.transforms import AugmentConfig
-from .engine import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
-from .errors import ConfigError, TrainingDiverged
+from ..artifacts import CHECKPOINTS_DIR, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, TRAIN_LOG
+from ..config import to_dict
+from ..data.prepared import PreparedData
+from ..data.transforms import AugmentConfig
+from ..errors import ConfigError, TrainingDiverged
+from ..files import write_json
+from ..manifest import config_hash, stage_manifest
+from ..models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
+from ..models.checkpoint import read_config
 from .head_cache import (
     HeadCache,
     HeadWarmupConfig,
@@ -34,21 +38,12 @@ from .head_cache import (
     cached_logits,
     warm_up_heads,
 )
-from .io import write_json
-from .manifest import config_hash, stage_manifest
-from .models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
-from .models.checkpoint import read_config
+from .loop import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
 from .resume import latest_training_state, load_training_state, save_training_state
 from .schedules import LossWeightsConfig, cosine_lr, loss_weights
 from .sparsity import GradientMasker, SparsityConfig, apply_forward_sparsity
 
 logger = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
-CHECKPOINTS_DIR = "checkpoints"
-LOG_FILE = "train_log.json"
-METRICS_FILE = "metrics.json"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
@@ -114,7 +109,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What ``run`` produced."""
+    """What :func:`train` produced."""
 
     out_dir: Path
     model_dir: Path
@@ -143,21 +138,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def frozen_probe(model: ModelConfig) -> ModelConfig:
-    """The baseline anyone could build: the frozen backbone with a linear probe at every exit."""
-    exits = dataclasses.replace(model.exits, head_depths=[0] * len(model.exits.head_depths))
-    return dataclasses.replace(
-        model, petl=dataclasses.replace(model.petl, method="none"), exits=exits
-    )
-
-
-def static_petl(model: ModelConfig) -> ModelConfig:
-    """The accuracy Dyn-Adapter must keep: the same PETL method with only the final exit."""
-    exits = dataclasses.replace(model.exits, blocks=[-1], head_depths=[0], head_widths=[0])
-    return dataclasses.replace(model, exits=exits)
-
-
-def run(
+def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     data_dir: str | Path,
@@ -309,7 +290,7 @@ def run(
         save_training_state(
             out / CHECKPOINTS_DIR, epoch + 1, model, optimizer, {"run_id": run_id, "log": log}
         )
-        write_json(out / LOG_FILE, {"epochs": log})
+        write_json(out / TRAIN_LOG, {"epochs": log})
 
     return _finish(model, data, train_cfg, config, log, out, device, init_from)
 
@@ -418,7 +399,7 @@ def evaluate_split(
     model_dir: str | Path, data_dir: str | Path, split: str, cfg: TrainConfig
 ) -> list[float]:
     """Accuracy of every exit of a saved model on one split of a prepared dataset."""
-    from .models import load_model
+    from ..models import load_model
 
     data = PreparedData(data_dir)
     device = resolve_device(cfg.device)

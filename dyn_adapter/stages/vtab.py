@@ -1,4 +1,4 @@
-"""The VTAB-1k table: per-task results, the three group means, the mean of tasks.
+"""The ``vtab`` stage: the VTAB-1k table of per-task results, the three group means, the mean of tasks.
 
 Two averages are in use in the literature and they differ (the mean of the 19 tasks is lower
 than the mean of the three group means): the table reports both, by name.
@@ -6,13 +6,13 @@ than the mean of the three group means): the table reports both, by name.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .io import write_json
+from ..artifacts import METRICS_FILE, VTAB_MARKDOWN, VTAB_TABLE, Evaluation
+from ..errors import ConfigError
+from ..files import write_json
 
 # Task directory names of the usual VTAB-1k layout.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -37,8 +37,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "smallnorb_ele",
     ),
 }
-TABLE_FILE = "vtab.json"
-TABLE_MARKDOWN = "vtab.md"
 
 
 def group_of(task: str) -> str:
@@ -52,31 +50,21 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def task_row(task: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    iso = metrics["iso_accuracy"]
+def task_row(evaluation: Evaluation) -> dict[str, Any]:
     return {
-        "task": task,
-        "group": group_of(task),
-        "accuracy": metrics["full"]["accuracy"],
-        "gflops": metrics["full"]["gflops"],
-        "dynamic_accuracy": iso["accuracy"],
-        "dynamic_gflops_ratio": iso["gflops_ratio"],
+        "task": evaluation.task,
+        "group": group_of(evaluation.task),
+        "accuracy": evaluation.full_accuracy,
+        "gflops": evaluation.full_gflops,
+        "dynamic_accuracy": evaluation.iso["accuracy"],
+        "dynamic_gflops_ratio": evaluation.iso["gflops_ratio"],
     }
 
 
-def collect(
-    tasks: Sequence[str], evaluation_dirs: Sequence[str], out: str | Path
-) -> dict[str, Any]:
-    """Read each task's ``evaluate`` output (labelled by its ``task.txt``) into the table."""
-    from .steps import TASK_FILE
-
-    rows = []
-    for d in evaluation_dirs:
-        label = Path(d) / TASK_FILE
-        if not label.is_file():
-            raise ConfigError(f"{d}: no {TASK_FILE}; evaluate each VTAB task with its task name")
-        task = label.read_text().strip()
-        rows.append(task_row(task, json.loads((Path(d) / "metrics.json").read_text())))
+def run(tasks: Sequence[str], evaluation_dirs: Sequence[str], out: str | Path) -> dict[str, Any]:
+    """Read each task's ``evaluate`` output (labelled by its ``task.txt``) into the table:
+    ``vtab.json``, ``vtab.md`` and the headline means in ``metrics.json``."""
+    rows = [task_row(Evaluation(d)) for d in evaluation_dirs]
     missing = sorted(set(tasks) - {r["task"] for r in rows})
     if missing:
         raise ConfigError(f"VTAB table: no evaluation for task(s) {', '.join(missing)}")
@@ -98,7 +86,9 @@ def collect(
         ),
     }
     Path(out).mkdir(parents=True, exist_ok=True)
-    write_json(Path(out) / TABLE_FILE, result)
+    write_json(Path(out) / VTAB_TABLE, result)
+    (Path(out) / VTAB_MARKDOWN).write_text(markdown(result))
+    write_json(Path(out) / METRICS_FILE, headline(result))
     return result
 
 

@@ -1,68 +1,52 @@
-"""The ``register`` stage: log the searched model as an MLflow pyfunc, register it, gate promotion.
+"""The model registry: versions, the promotion gate, the ``candidate`` and ``champion`` aliases.
 
 Every registration becomes a new model version with the alias ``candidate``. The alias
 ``champion`` (what serving loads, ``models:/<name>@champion``) moves to it only when the gate
 passes: its test accuracy is not below the current champion's by more than
 ``accuracy_tolerance``, and its iso-accuracy GFLOPs ratio is at most ``max_gflops_ratio``. The
-decision and its numbers go into the version's description and tags, and into
-``registration.json``. Re-running for the same pipeline run id finds that version by its tag
-instead of registering a duplicate.
+decision and its numbers go into the version's description and tags. Registering the same
+pipeline run id again finds that version by its tag instead of registering a duplicate.
 
 Champions are kept as a history (a JSON list of versions in the registered model's tag
 ``champion_history``), so :func:`rollback` can move ``champion`` back to the previous one.
-
-MLflow is imported inside the functions: the package imports without it. Credentials reach
-MLflow through its environment variables only (``MLFLOW_TRACKING_TOKEN``,
-``MLFLOW_TRACKING_USERNAME``/``PASSWORD``, ``AWS_*``); they are never written to params, tags,
-descriptions or outputs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from .config import to_dict
-from .errors import ConfigError
-from .io import sha256_file, write_json
-from .manifest import stage_manifest
-from .tracking import default_artifact_location, embedded_tracking_uri, mlflow_client, sqlite_path
+from ..artifacts import OperatingPoint
+from ..errors import ConfigError
+from .store import (
+    check_no_credentials,
+    experiment_id,
+    fluent_api,
+    mlflow_client,
+    resolve_tracking_uri,
+    server_errors,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 logger = logging.getLogger(__name__)
 
-REGISTRATION_FILE = "registration.json"
 CHAMPION = "champion"
 CANDIDATE = "candidate"
 HISTORY_TAG = "champion_history"
 RUN_ID_TAG = "pipeline_run_id"
 HISTORY_LIMIT = 100  # registered-model tag values are bounded (5000 characters)
-EMBEDDED_DIR = Path("outputs") / "mlflow"
 # Libraries the pyfunc model needs, pinned to what is installed: MLflow's own inference loads
 # the model once more in a subprocess (slow). dyn_adapter itself must be installed where the
 # model is served (the project image); it is not on a package index.
 _SERVING_LIBRARIES = ("mlflow", "torch", "timm", "safetensors", "numpy", "pandas", "pillow")
-# MLflow retries a failed request 7 times, 2 * 2**n s apart (~4 minutes), and waits 120 s for
-# each answer: a tracking server that is down would hang registration for minutes per request.
-# Unless set in the environment, these apply while registering: ~6-9 s of retries in all.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 
 
 @dataclass
@@ -107,127 +91,7 @@ class RegisterConfig:
             check_no_credentials(self.tracking_uri, "register.tracking_uri")
 
 
-# -- tracking URIs ------------------------------------------------------------------------
-
-
-def resolve_tracking_uri(configured: str | None = None, root: str | Path = ".") -> str:
-    """``configured``, else ``$MLFLOW_TRACKING_URI``, else the embedded store under ``root``."""
-    uri = (
-        configured
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or embedded_tracking_uri(Path(root) / EMBEDDED_DIR)
-    )
-    db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create directories
-    return uri
-
-
-def check_no_credentials(uri: str, where: str) -> None:
-    """Refuse a URI that carries a user name or password (it would end up in files and logs).
-
-    Raises:
-        ConfigError: ``user:password@`` in the URI.
-    """
-    if urlsplit(uri).username is not None or urlsplit(uri).password is not None:
-        raise ConfigError(
-            f"{where}: the URI carries credentials; remove them and set MLFLOW_TRACKING_USERNAME/"
-            "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment instead"
-        )
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without user info and query string: safe to write down."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not parts.query:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-@contextmanager
-def _using(tracking_uri: str) -> Iterator[MlflowClient]:
-    """Point MLflow's fluent API (runs, ``log_model``) at ``tracking_uri`` for a block.
-
-    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI``; the previous URIs and
-    environment are put back afterwards, so library callers see no lasting change.
-    """
-    import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    old_tracking = getattr(tracking_utils, "_tracking_uri", None)
-    old_registry = getattr(registry_utils, "_registry_uri", None)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        yield _client(tracking_uri)
-    finally:
-        # None (nothing set before) is what MLflow itself restores to; its stubs say str only.
-        mlflow.set_tracking_uri(old_tracking)  # type: ignore[arg-type]
-        registry_utils._registry_uri = old_registry
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
-def _tracking_server(tracking_uri: str) -> Iterator[None]:
-    """Bounded HTTP retries (:data:`HTTP_DEFAULTS` for variables the user has not set) for a
-    block, and a ConfigError naming the server when it cannot be reached at all."""
-    from mlflow.exceptions import MlflowException
-
-    added = [key for key in HTTP_DEFAULTS if key not in os.environ]
-    os.environ.update({key: HTTP_DEFAULTS[key] for key in added})
-    try:
-        yield
-    except MlflowException as e:
-        if not _unreachable(e):
-            raise
-        retries, timeout = (
-            os.environ.get(k)
-            for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
-        )
-        raise ConfigError(
-            f"cannot reach the MLflow tracking server at {redact_uri(tracking_uri)} "
-            f"({retries} retries, {timeout} s timeout each): {e.message}; start the server or fix "
-            "register.tracking_uri / --tracking-uri / $MLFLOW_TRACKING_URI "
-            "(MLFLOW_HTTP_REQUEST_MAX_RETRIES and MLFLOW_HTTP_REQUEST_TIMEOUT set how long to wait)"
-        ) from None
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
-def _unreachable(e: BaseException) -> bool:
-    """Whether an MLflow error is a connection failure or a timeout (after its retries)."""
-    import requests
-
-    cause = e.__cause__ or e.__context__
-    return isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout)
-
-
 # -- the gate -----------------------------------------------------------------------------
-
-
-@dataclass
-class Candidate:
-    """What the gate and the tags need from the evaluate and search outputs.
-
-    Attributes:
-        accuracy: Test accuracy at the iso-accuracy budget (at the largest budget if none).
-        budget: The budget that accuracy was measured at.
-        gflops_ratio: ``iso_accuracy.gflops_ratio``; ``None`` when no budget reaches it.
-        full_gflops: GFLOPs of the full model (last exit).
-    """
-
-    accuracy: float
-    budget: float
-    gflops_ratio: float | None
-    full_gflops: float
 
 
 @dataclass
@@ -238,32 +102,8 @@ class GateDecision:
     reason: str
 
 
-def candidate_from_metrics(metrics: dict[str, Any], where: str = "metrics.json") -> Candidate:
-    """The gate's view of the evaluate stage's ``metrics.json``.
-
-    Raises:
-        ConfigError: Keys the evaluate stage writes are missing.
-    """
-    try:
-        iso = metrics["iso_accuracy"]
-        full_gflops = float(metrics["full"]["gflops"])
-        if iso.get("gflops_ratio") is not None:
-            return Candidate(
-                float(iso["accuracy"]),
-                float(iso["budget"]),
-                float(iso["gflops_ratio"]),
-                full_gflops,
-            )
-        largest = max(metrics["budgets"], key=lambda b: b["budget"])
-        return Candidate(float(largest["accuracy"]), float(largest["budget"]), None, full_gflops)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(
-            f"{where}: not an evaluate stage output (missing {e}); run `dyn-adapter evaluate` again"
-        ) from None
-
-
 def gate(
-    candidate: Candidate,
+    candidate: OperatingPoint,
     champion: tuple[str, float | None] | None,
     cfg: RegisterConfig,
 ) -> GateDecision:
@@ -329,10 +169,6 @@ def _history(client: MlflowClient, name: str) -> list[str]:
 
 def _set_history(client: MlflowClient, name: str, history: list[str]) -> None:
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history[-HISTORY_LIMIT:]))
-
-
-def _client(tracking_uri: str) -> MlflowClient:
-    return mlflow_client(tracking_uri, registry_uri=tracking_uri)
 
 
 def _not_found(e: Exception) -> bool:
@@ -414,27 +250,6 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
             raise
 
 
-def _experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        try:
-            return client.create_experiment(
-                name, artifact_location=default_artifact_location(tracking_uri)
-            )
-        except MlflowException:
-            exp = client.get_experiment_by_name(name)  # created concurrently
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        raise ConfigError(
-            f"register.experiment: experiment {name!r} is deleted; restore it "
-            "(`mlflow experiments restore`) or choose another name"
-        )
-    return str(exp.experiment_id)
-
-
 def _pip_requirements() -> list[str]:
     reqs = []
     for lib in _SERVING_LIBRARIES:
@@ -470,11 +285,9 @@ def promote(name: str, version: str | int, tracking_uri: str | None = None) -> d
     Raises:
         ConfigError: No such registered model or version.
     """
-    if tracking_uri is not None:
-        check_no_credentials(tracking_uri, "--tracking-uri")
     uri = resolve_tracking_uri(tracking_uri)
-    with _tracking_server(uri):
-        client = _client(uri)
+    with server_errors(uri):
+        client = mlflow_client(uri, registry_uri=uri)
         _model_version(client, name, str(version))
         return _promote(client, name, str(version))
 
@@ -492,11 +305,9 @@ def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: No champion, or no earlier champion to go back to.
     """
-    if tracking_uri is not None:
-        check_no_credentials(tracking_uri, "--tracking-uri")
     uri = resolve_tracking_uri(tracking_uri)
-    with _tracking_server(uri):
-        return _rollback(_client(uri), name)
+    with server_errors(uri):
+        return _rollback(mlflow_client(uri, registry_uri=uri), name)
 
 
 def _rollback(client: MlflowClient, name: str) -> dict[str, Any]:
@@ -537,49 +348,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# -- the stage ----------------------------------------------------------------------------
-
-
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing; run `dyn-adapter {stage}` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            f"{path}: not valid JSON ({e}); run `dyn-adapter {stage}` again"
-        ) from None
-
-
-def default_pipeline_run_id(
-    model_dir: str | Path, search_dir: str | Path, evaluate_dir: str | Path
-) -> str:
-    """A run id that names these inputs: a hash of the weights, thresholds and test metrics.
-
-    The same inputs give the same id, so registering them twice reuses the version.
-    """
-    from .evaluate import METRICS_FILE
-    from .models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-    from .search import THRESHOLDS_FILE
-
-    h = hashlib.sha256()
-    for path in (
-        Path(model_dir) / WEIGHTS_FILE,
-        Path(model_dir) / CONFIG_FILE,
-        Path(search_dir) / THRESHOLDS_FILE,
-        Path(evaluate_dir) / METRICS_FILE,
-    ):
-        if not path.is_file():
-            raise ConfigError(f"{path}: missing; run the stage that writes it first")
-        h.update(sha256_file(path).encode())
-    return f"local-{h.hexdigest()[:16]}"
+# -- registering a version ---------------------------------------------------------------
 
 
 def _input_example(data: Any, count: int = 2) -> Any:
     import numpy as np
     import pandas as pd
 
-    from .serving import IMAGE_COLUMN, encode_image
+    from .pyfunc import IMAGE_COLUMN, encode_image
 
     images, _ = data.split("test")
     return pd.DataFrame({IMAGE_COLUMN: [encode_image(np.asarray(im)) for im in images[:count]]})
@@ -597,16 +373,11 @@ def _log_and_register(
     """Log the pyfunc model in a new run and register it; returns the version and the run id."""
     import mlflow
 
-    from .serving import (
-        MODEL_ARTIFACT,
-        PREPROCESS_ARTIFACT,
-        THRESHOLDS_ARTIFACT,
-        model_signature,
-    )
+    from .pyfunc import MODEL_ARTIFACT, PREPROCESS_ARTIFACT, THRESHOLDS_ARTIFACT, model_signature
 
-    experiment_id = _experiment_id(client, cfg.experiment, tracking_uri)
+    experiment = experiment_id(client, cfg.experiment, tracking_uri, where="register.experiment")
     with mlflow.start_run(
-        experiment_id=experiment_id,
+        experiment_id=experiment,
         run_name=f"register-{tags[RUN_ID_TAG]}",
         tags={RUN_ID_TAG: tags[RUN_ID_TAG]},
         nested=mlflow.active_run() is not None,
@@ -648,7 +419,10 @@ def _log_and_register(
 
 
 def _version_tags(
-    candidate: Candidate, decision: GateDecision, pipeline_run_id: str, model_meta: dict[str, Any]
+    candidate: OperatingPoint,
+    decision: GateDecision,
+    pipeline_run_id: str,
+    model_meta: dict[str, Any],
 ) -> dict[str, str]:
     """Tags of a new model version: what produced it, its numbers and the gate's verdict."""
     ratio = candidate.gflops_ratio
@@ -689,77 +463,35 @@ def _apply_aliases(
     return False
 
 
-def run(
+def register_version(
     cfg: RegisterConfig,
-    model_dir: str | Path,
-    search_dir: str | Path,
-    evaluate_dir: str | Path,
-    data_dir: str | Path,
-    out_dir: str | Path,
+    paths: dict[str, Path],
+    data: Any,
+    point: OperatingPoint,
+    model_meta: dict[str, Any],
     pipeline_run_id: str,
-    tracking_uri: str | None = None,
+    uri: str,
 ) -> dict[str, Any]:
-    """Register the searched model, gate its promotion, and write ``registration.json``.
+    """Log the pyfunc model, register it as a version (or find this pipeline run's version
+    again), gate the champion alias; returns what ``registration.json`` records.
 
     Args:
         cfg: Registry, experiment and gate settings.
-        model_dir: The model directory (``adapter_model.safetensors``, ``model_config.json``).
-        search_dir: The search output (``thresholds.json``).
-        evaluate_dir: The evaluate output (``metrics.json``; ``model_card.md`` is logged too).
-        data_dir: The prepared data (preprocessing, class names, the input example's images).
-        out_dir: Where ``registration.json``, ``preprocess.json`` and ``manifest.json`` go.
+        paths: ``model`` (directory), ``thresholds``, ``preprocess``, ``code`` (the pyfunc's
+            files), ``metrics`` and ``card`` (logged beside it).
+        data: The prepared data (the input example's images).
+        point: The evaluated operating point the gate reads.
+        model_meta: The model directory's config (its backbone hash becomes a tag).
         pipeline_run_id: Identifies the pipeline run; registering it again reuses its version.
-        tracking_uri: Overrides ``cfg.tracking_uri`` (see :func:`resolve_tracking_uri`).
-
-    Returns:
-        ``registration.json``'s content: ``name``, ``version``, ``aliases``, ``gate``
-        (``pass``/``fail``), ``promoted``, ``reason``, ``model_uri``, ``reused``, ...
-
-    Raises:
-        ConfigError: Missing or inconsistent inputs, a deleted experiment.
+        uri: The tracking store (:func:`~dyn_adapter.mlops.store.resolve_tracking_uri`).
     """
-    from .data.prepared import PreparedData
-    from .evaluate import CARD_FILE, METRICS_FILE
-    from .models.checkpoint import read_config
-    from .search import THRESHOLDS_FILE
-    from .serving import MODEL_CODE_FILE, write_model_code, write_preprocess
-
-    if not pipeline_run_id.strip():
-        raise ConfigError("register: pipeline_run_id must not be empty")
-    if tracking_uri is not None:
-        check_no_credentials(tracking_uri, "--tracking-uri")
-    out = Path(out_dir)
-    paths = {
-        "model": Path(model_dir),
-        "thresholds": Path(search_dir) / THRESHOLDS_FILE,
-        "metrics": Path(evaluate_dir) / METRICS_FILE,
-        "card": Path(evaluate_dir) / CARD_FILE,
-        "preprocess": out / "preprocess.json",
-        "code": out / MODEL_CODE_FILE,
-    }
-    model_cfg, model_meta = read_config(model_dir)
-    if not _read_json(paths["thresholds"], "search").get("budgets"):
-        raise ConfigError(f"{paths['thresholds']}: no searched budgets; run `dyn-adapter search`")
-    candidate = candidate_from_metrics(
-        _read_json(paths["metrics"], "evaluate"), str(paths["metrics"])
-    )
-    data = PreparedData(data_dir)
-    if data.num_classes != model_cfg.num_classes:
-        raise ConfigError(
-            f"{data_dir}: {data.num_classes} classes, the model {model_dir} has "
-            f"{model_cfg.num_classes}; pass the prepared data the model was trained on"
-        )
-    write_preprocess(data, paths["preprocess"])
-    write_model_code(paths["code"])
-    uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
     name = cfg.model_name
-
-    with _tracking_server(uri), _using(uri) as client:
+    with server_errors(uri), fluent_api(uri) as client:
         _ensure_registered_model(client, name)
         existing = _find_version(client, name, pipeline_run_id)
         if existing is None:
-            decision = gate(candidate, _champion(client, name), cfg)
-            tags = _version_tags(candidate, decision, pipeline_run_id, model_meta)
+            decision = gate(point, _champion(client, name), cfg)
+            tags = _version_tags(point, decision, pipeline_run_id, model_meta)
             version, run_id = _log_and_register(client, cfg, paths, data, uri, tags, decision)
             reused = False
         else:  # the same pipeline run again: its recorded decision and numbers stand
@@ -774,8 +506,7 @@ def run(
         v = str(version.version)
         aliases = sorted(client.get_model_version(name, v).aliases or [])
         recorded = dict(version.tags or {})
-
-    result = {
+    return {
         "name": name,
         "version": v,
         "aliases": aliases,
@@ -789,19 +520,4 @@ def run(
         "reused": reused,
         "accuracy": _float_tag(recorded.get("accuracy")),
         "gflops_ratio": _float_tag(recorded.get("gflops_ratio")),
-        "tracking_uri": redact_uri(uri),
     }
-    write_json(out / REGISTRATION_FILE, result)
-    write_json(
-        out / "manifest.json",
-        stage_manifest(
-            "register",
-            {"register": to_dict(cfg)},
-            model=str(model_dir),
-            search=str(search_dir),
-            evaluate=str(evaluate_dir),
-            data=str(data_dir),
-            pipeline_run_id=pipeline_run_id,
-        ),
-    )
-    return result

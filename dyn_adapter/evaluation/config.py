@@ -1,0 +1,23 @@
+"""Settings of the evaluate stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation settings.
+
+    Attributes:
+        iso_tolerance: Accuracy (absolute) the dynamic model may lose against the static PETL
+            model at the iso-accuracy budget.
+        speed_images: Test images timed for the wall-clock ratios (accuracy always uses all).
+        speed_repeats: Timed repeats (medians are reported).
+        batch_size: Images per forward pass.
+    """
+
+    iso_tolerance: float = 0.005
+    speed_images: int = 256
+    speed_repeats: int = 5
+    batch_size: int = 256

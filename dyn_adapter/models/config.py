@@ -1,0 +1,92 @@
+"""The typed configuration of a Dyn-Adapter model: backbone, PETL method, exits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .backbone import BackboneConfig
+from .heads import HeadType, PoolType
+from .petl import PetlConfig
+
+
+@dataclass
+class ExitsConfig:
+    """Where the exits sit and how strong their heads are.
+
+    Attributes:
+        blocks: 1-based block indices after which an exit sits; the last must be the final
+            block (the model's normal head); negative values count from the end (-1: the final
+            block). ``None``: every 3rd block, i.e. 3, 6, 9, 12 on a 12-block ViT.
+        head_depths: Blocks per exit head (decreasing with depth: balanced heads); 0 is a
+            LayerNorm + Linear probe.
+        head_widths: Width of those blocks per exit (see :class:`ExitHead`).
+        head_type: ``conv`` (blocks on the patch grid) or ``mlp`` (blocks on pooled tokens).
+        pool: Token pooling of ``mlp`` heads and probes. ``avg`` (mean of patch tokens) by
+            default: shallow CLS tokens carry little class information yet, the patch tokens do.
+    """
+
+    blocks: Sequence[int] | None = None
+    head_depths: Sequence[int] = (2, 1, 1, 0)
+    head_widths: Sequence[int] = (96, 96, 48, 0)
+    head_type: HeadType = "conv"
+    pool: PoolType = "avg"
+
+    def resolve(self, depth: int) -> tuple[list[int], list[int], list[int]]:
+        """Exit blocks, head depths and widths for a backbone with ``depth`` blocks."""
+        if self.blocks is None:
+            blocks = list(range(3, depth + 1, 3))
+            if not blocks or blocks[-1] != depth:
+                blocks.append(depth)
+        else:  # negative indices count from the end, as in Python: -1 is the final block
+            blocks = [int(b) + depth + 1 if int(b) < 0 else int(b) for b in self.blocks]
+        bad = [b for b in blocks if not 1 <= b <= depth]
+        if bad:
+            raise ConfigError(
+                f"exits.blocks: block {bad[0]} is out of range; this backbone has blocks 1..{depth}"
+            )
+        if sorted(set(blocks)) != blocks:
+            raise ConfigError(f"exits.blocks: must be strictly increasing, got {blocks}")
+        if blocks[-1] != depth:
+            raise ConfigError(
+                f"exits.blocks: the last exit must be the final block {depth} (the model's own "
+                f"head), got {blocks}; append {depth}"
+            )
+        n = len(blocks)
+        return (
+            blocks,
+            _fit(self.head_depths, n, "exits.head_depths"),
+            _fit(self.head_widths, n, "exits.head_widths"),
+        )
+
+
+def _fit(values: Sequence[int], n: int, key: str) -> list[int]:
+    """Per-exit values: a list of exactly ``n``, or a longer default list cut to its ends.
+
+    A default written for 4 exits serves other counts by keeping the first ``n - 1`` entries for
+    the early exits and the last entry for the final exit.
+    """
+    values = list(values)
+    if len(values) == n:
+        return values
+    if len(values) > n >= 1:
+        return values[: n - 1] + values[-1:]
+    raise ConfigError(f"{key}: {len(values)} values for {n} exits; give one per exit")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a Dyn-Adapter model's architecture.
+
+    Attributes:
+        backbone: The frozen pre-trained ViT.
+        petl: The PETL method injected into every block.
+        exits: Exit positions and balanced head sizes.
+        num_classes: Classes of every exit head.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    petl: PetlConfig = field(default_factory=PetlConfig)
+    exits: ExitsConfig = field(default_factory=ExitsConfig)
+    num_classes: int = 10

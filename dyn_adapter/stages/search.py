@@ -1,0 +1,109 @@
+"""The ``search`` stage: per-exit thresholds for a list of FLOPs budgets, on cached logits.
+
+The model runs once over the validation split; its per-exit logits are cached and every
+candidate policy after that is a few numpy operations (:mod:`dyn_adapter.policies.search`).
+Writes ``thresholds.json`` (the policy per budget, the geometric curve, the oracle), the Pareto
+table and the Optuna studies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import PARETO_FILE, STUDY_FILE, THRESHOLDS_FILE
+from ..data.prepared import PreparedData
+from ..files import write_json
+from ..params import Params
+from ..policies.search import make_storage, quiet_optuna, save_studies, search_budgets
+from ..policies.thresholds import ExitScores, oracle
+
+
+@dataclass
+class SearchResult:
+    """What ``run`` wrote: ``thresholds.json``'s content."""
+
+    out_dir: Path
+    thresholds: dict[str, Any]
+
+    def metrics(self) -> dict[str, float]:
+        out = {
+            "search_seconds": self.thresholds["search_seconds"],
+            "oracle_accuracy": self.thresholds["oracle"]["accuracy"],
+        }
+        for row in self.thresholds["budgets"]:
+            out[f"val_accuracy_budget_{row['budget']:g}"] = row["accuracy"]
+        return out
+
+
+def run(
+    params: Params, model_dir: str | Path, data_dir: str | Path, out_dir: str | Path
+) -> SearchResult:
+    """Cache validation logits, then search every budget (``params.search``); write the
+    thresholds and the Pareto table."""
+    import optuna
+
+    from ..models import load_model
+    from ..training.loop import exit_logits, resolve_device
+
+    cfg = params.search
+    quiet_optuna(logging.getLogger().isEnabledFor(logging.DEBUG))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = PreparedData(data_dir)
+    images, labels = data.split("val")
+    model = load_model(model_dir)
+    data.check_model_classes(model.num_classes, model_dir)
+    gflops = [e.gflops_cumulative for e in model.exit_info]
+    dev = resolve_device(params.train.device)
+    logits = exit_logits(
+        model.to(dev),
+        images,
+        labels,
+        data_config=data.data_config,
+        batch_size=params.train.eval_batch_size,
+        device=dev,
+    )
+    labels = np.asarray(labels)
+    tic = time.perf_counter()  # from here on, cached logits only
+    scores = ExitScores.from_logits(logits, labels, gflops)
+    storage = make_storage(cfg.storage) or optuna.storages.InMemoryStorage()
+    rows, curve = search_budgets(scores, cfg, storage)
+    search_seconds = time.perf_counter() - tic
+    if cfg.storage is None:
+        save_studies(storage, out / STUDY_FILE)
+    result = {
+        "search_seconds": search_seconds,
+        "full_gflops": scores.full_gflops,
+        "exit_gflops": gflops,
+        "budgets": rows,
+        "oracle": asdict(oracle(scores)),
+        "geometric_curve": [asdict(r) for r in curve],
+        "static_exits": [
+            {"gflops": g, "accuracy": float((scores.prediction[k] == labels).mean())}
+            for k, g in enumerate(gflops)
+        ],
+    }
+    write_json(out / THRESHOLDS_FILE, result)
+    (out / PARETO_FILE).write_text(pareto_markdown(rows, scores.full_gflops))
+    return SearchResult(out, result)
+
+
+def pareto_markdown(rows: list[dict[str, Any]], full: float) -> str:
+    lines = [
+        "| budget | val accuracy | GFLOPs | ratio | geometric accuracy | policy | thresholds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        geo = f"{r['geometric']['accuracy']:.4f}" if r["geometric"] else "n/a"
+        thr = ", ".join(f"{t:.3f}" for t in r["thresholds"][:-1])
+        lines.append(
+            f"| {r['budget']:g} | {r['accuracy']:.4f} | {r['gflops']:.3f} | "
+            f"{r['gflops'] / full:.3f} | {geo} | {r['source']} | {thr} |"
+        )
+    return "\n".join(lines) + "\n"

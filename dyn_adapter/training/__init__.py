@@ -1,0 +1,1 @@
+"""Training: the epoch loops, the head cache, loss-weight schedules, sparsity and resume."""
