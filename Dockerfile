@@ -64,7 +64,7 @@ COPY pipeline/ pipeline/
 RUN --mount=type=bind,source=build/image/wheels,target=/tmp/build/wheels \
     pip install --no-index --find-links /tmp/build/wheels --no-deps . \
  && rm -rf build ./*.egg-info \
- && python -c "import dyn_adapter.steps, dyn_adapter.tracking, mlflow, kfp, optuna"
+ && python -c "import dyn_adapter.stages.train, dyn_adapter.mlops.runs, components.shim, mlflow, kfp, optuna"
 
 # Convert the packaged weights now, so containers start offline and without the conversion;
 # the converted file is read-only to the user the containers run as.

@@ -59,4 +59,4 @@ def evaluate_model(
             f.write(shim.plot_html(result.accuracy_plot))
         shutil.copyfile(result.card_path, model_card.path)
         stage = f"evaluate{task_name and '-' + task_name}"
-        shim.track(stage, evaluation.path, p, tracking_uri, pipeline_run_id)
+        shim.track(stage, evaluation.path, p, tracking_uri, pipeline_run_id, data.path)

@@ -19,4 +19,4 @@ def prepare_data(
         p = shim.load(params, overrides)
         for name, value in prepare.metrics(prepare.run(p, data.path)).items():
             metrics.log_metric(name, value)
-        shim.track("prepare", data.path, p, tracking_uri, pipeline_run_id)
+        shim.track("prepare", data.path, p, tracking_uri, pipeline_run_id, data.path)

@@ -32,6 +32,8 @@ def register_model(
             pipeline_run_id=pipeline_run_id,
             tracking_uri=tracking_uri or None,
         )
-        shim.track("register", registration.path, p, tracking_uri, pipeline_run_id, last=True)
+        shim.track(
+            "register", registration.path, p, tracking_uri, pipeline_run_id, data.path, last=True
+        )
         registration.metadata.update({k: v for k, v in result.items() if isinstance(v, (str, int))})
         return result["model_uri"]

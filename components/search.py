@@ -24,4 +24,4 @@ def search_thresholds(
         result = search.run(p, f"{model.path}/{MODEL_DIR}", data.path, thresholds.path)
         for name, value in result.metrics().items():
             metrics.log_metric(name, value)
-        shim.track(stage_name, thresholds.path, p, tracking_uri, pipeline_run_id)
+        shim.track(stage_name, thresholds.path, p, tracking_uri, pipeline_run_id, data.path)

@@ -83,14 +83,16 @@ def track(
     params: Params,
     tracking_uri: str,
     pipeline_run_id: str,
+    data: str | None = None,
     last: bool = False,
 ) -> None:
     """Log a finished stage's output to the pipeline's MLflow run (``tracking_uri`` empty: not
-    logged); ``last`` ends the run."""
+    logged), with ``data``, the prepared data it read, as its dataset input; ``last`` ends the
+    run."""
     if tracking_uri:
         from dyn_adapter.mlops.runs import track_stage
 
-        track_stage(stage, out, params, tracking_uri, pipeline_run_id, last=last)
+        track_stage(stage, out, params, tracking_uri, pipeline_run_id, last=last, data_dir=data)
 
 
 def plot_html(png: str | Path, title: str = "Accuracy vs GFLOPs") -> str:

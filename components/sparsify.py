@@ -73,4 +73,4 @@ def sparsify_select(
         for name, value in result.metrics().items():
             metrics.log_metric(name, value)
         shutil.copyfile(f"{model.path}/{CANDIDATES_MARKDOWN}", table.path)
-        shim.track("sparsify", model.path, p, tracking_uri, pipeline_run_id)
+        shim.track("sparsify", model.path, p, tracking_uri, pipeline_run_id, data.path)

@@ -24,4 +24,4 @@ def train_model(
         for name, value in train.metrics(result).items():
             metrics.log_metric(name, value)
         model.metadata["variant"] = variant
-        shim.track(f"train-{variant}", model.path, p, tracking_uri, pipeline_run_id)
+        shim.track(f"train-{variant}", model.path, p, tracking_uri, pipeline_run_id, data.path)

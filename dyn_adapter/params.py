@@ -19,11 +19,11 @@ from .config import from_dict
 from .data.prepare import DataConfig
 from .errors import ConfigError
 from .evaluation.config import EvaluateConfig
-from .mlops.registry import RegisterConfig
+from .mlops.gate import RegisterConfig
 from .models import ModelConfig
 from .policies.search import SearchConfig
+from .training.config import TrainConfig
 from .training.sparsity import SparsifyConfig
-from .training.trainer import TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 

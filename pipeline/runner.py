@@ -14,8 +14,10 @@ from typing import Any, Literal
 from components import DEFAULT_IMAGE
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.params import params_from_dict, read_params_file
+from dyn_adapter.stages import sparsify
 
 from . import demo, vtab
+from .progress import executor_tasks, run_view, task_labels
 
 PipelineKind = Literal["demo", "vtab"]
 Runner = Literal["subprocess", "docker"]
@@ -35,6 +37,7 @@ FORWARDED_ENV = (
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
     "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
 )
 COMPILED = {
     "demo": Path("pipeline/dyn_adapter_pipeline.yaml"),
@@ -139,6 +142,10 @@ def run_local(
         # On a few cores, candidates training side by side only slow each other down.
         parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
         pipeline = demo.build_pipeline(defaults, image, candidate_parallelism=parallelism)
+        log = root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
+        total = executor_tasks(pipeline, len(sparsify.grid(params)))
+        stack.enter_context(quiet_task_environment())
+        view = stack.enter_context(run_view(log, task_labels(pipeline), total))
         tic = time.perf_counter()
         try:
             task = pipeline(params=defaults, overrides=list(overrides), tracking_uri=uri)
@@ -146,11 +153,28 @@ def run_local(
             if "finished with status" not in str(e):
                 raise
             message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # KFP colours task names
-            raise ConfigError(f"{message} Its log above says why.") from None
+            said = f" It said: {view.user_errors[-1]}" if view.user_errors else ""
+            raise ConfigError(f"{message}{said} Its whole log: {log}") from None
         seconds = time.perf_counter() - tic
-    return summarize(
+    summary = summarize(
         Path(task.outputs["evaluation"].path), Path(task.outputs["registration"].path), seconds, uri
     )
+    return summary | {"log": str(log), "steps": view.finished}
+
+
+@contextmanager
+def quiet_task_environment() -> Iterator[None]:
+    """No MLflow download bars in the tasks' logs (they are files now, not a terminal)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 @contextmanager
@@ -283,6 +307,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{r['reason']}"
     )
     lines.append(f"MLflow: {s['tracking_uri']}")
+    if s.get("log"):
+        lines.append(f"full task logs: {s['log']}")
     return "\n".join(lines)
 
 

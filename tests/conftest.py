@@ -68,7 +68,14 @@ TINY_PARAMS = {
         "petl": {"method": "adapter", "dim": 4},
         "exits": {"blocks": [2, 4, 6], "head_depths": [2, 1, 0], "head_widths": [16, 8, 0]},
     },
-    "train": {"epochs": 2, "batch_size": 32, "warmup_epochs": 1, "eval_batch_size": 128},
+    # Unit tests run on the CPU wherever they run: numbers are then the same on every machine.
+    "train": {
+        "epochs": 2,
+        "batch_size": 32,
+        "warmup_epochs": 1,
+        "eval_batch_size": 128,
+        "device": "cpu",
+    },
 }
 
 
@@ -147,10 +154,11 @@ def tiny_params_file(tmp_path):
     return path
 
 
-def tiny_evaluated(root, sizes=None, speed_images: int = 16):
+def tiny_evaluated(root, sizes=None, speed_images: int = 16, overrides=()):
     """Train (1 epoch), search and evaluate a tiny model under ``root``: what registration and
     serving tests start from. Returns ``(model_dir, data_dir)``; ``root/search`` and
-    ``root/evaluate`` hold the other two stage outputs."""
+    ``root/evaluate`` hold the other two stage outputs; ``root/params.yaml`` with ``overrides``
+    are the params used."""
     from pathlib import Path
 
     import yaml
@@ -171,6 +179,7 @@ def tiny_evaluated(root, sizes=None, speed_images: int = 16):
             f"evaluate.speed_images={speed_images}",
             "evaluate.speed_repeats=1",
             "evaluate.batch_size=64",
+            *overrides,
         ],
     )
     train.run(p, "dyn", data, root / "train")

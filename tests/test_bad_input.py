@@ -76,7 +76,7 @@ def trained(tmp_path_factory):
     params.write_text(yaml.safe_dump(TINY_PARAMS))
     data = write_prepared(root / "data")
     p = load_params(params, ["train.epochs=1", "train.evaluate_test=false"])
-    train.run(p.model, p.train, data, root / "train")
+    train.train(p.model, p.train, data, root / "train")
     return SimpleNamespace(
         root=root, params=params, data=data, out=root / "train", model=root / "train" / "model"
     )
@@ -271,9 +271,9 @@ def test_exponent_notation_is_a_number(tmp_path, text, value):
 @pytest.mark.parametrize(
     ("thresholds", "message"),
     [
-        ([0.5, math.nan, 0.0], r"budget 0\.5 thresholds: thresholds\[1\] = nan: thresholds must "),
-        ([0.5, -0.1, 0.0], r"budget 0\.5 thresholds: thresholds\[1\] = -0\.1: .* >= 0"),
-        ([0.5, 0.5], r"budget 0\.5 thresholds: thresholds: need one per exit \(3\), got 2"),
+        ([0.5, math.nan, 0.0], r"budget 0\.5 thresholds: threshold nan: thresholds must "),
+        ([0.5, -0.1, 0.0], r"budget 0\.5 thresholds: threshold -0\.1: .* >= 0"),
+        ([0.5, 0.5], r"budget 0\.5 thresholds: 2 thresholds for a model with 3 exits"),
         ([0.5, "high", 0.0], r"budget 0\.5 thresholds: expected a list of numbers"),
         (None, r"budget 0\.5 thresholds: expected a list of numbers, got None"),
     ],
@@ -281,7 +281,7 @@ def test_exponent_notation_is_a_number(tmp_path, text, value):
 def test_evaluate_refuses_bad_thresholds_file(tmp_path, capsys, trained, thresholds, message):
     search = tmp_path / "search"
     search.mkdir()
-    row = {"budget": 0.5, "thresholds": thresholds, "geometric": None, "temperatures": None}
+    row = {"budget": 0.5, "thresholds": thresholds, "geometric": None}
     (search / "thresholds.json").write_text(
         json.dumps({"budgets": [row], "geometric_curve": []})  # NaN is written as NaN
     )

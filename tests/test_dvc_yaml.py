@@ -8,23 +8,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dyn_adapter.mlops.runs import STAGE_SECTIONS, stage_params
+from dyn_adapter.params import STAGE_SECTIONS, stage_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 # The module each stage's command runs (the CLI only parses arguments and calls it).
 ENTRY = {
-    "prepare": ["dyn_adapter.data.prepare"],
-    "train": ["dyn_adapter.train"],
-    "train_static": ["dyn_adapter.train"],
-    "train_probe": ["dyn_adapter.train"],
-    "sparsify": ["dyn_adapter.sparsify"],
-    "search": ["dyn_adapter.search"],
-    "search_probe": ["dyn_adapter.search"],
-    "evaluate": ["dyn_adapter.evaluate"],
-    "register": ["dyn_adapter.register"],
-    "track": ["dyn_adapter.tracking"],
+    "prepare": ["dyn_adapter.stages.prepare"],
+    "train": ["dyn_adapter.stages.train"],
+    "train_static": ["dyn_adapter.stages.train"],
+    "train_probe": ["dyn_adapter.stages.train"],
+    "sparsify": ["dyn_adapter.stages.sparsify"],
+    "search": ["dyn_adapter.stages.search"],
+    "search_probe": ["dyn_adapter.stages.search"],
+    "evaluate": ["dyn_adapter.stages.evaluate"],
+    "register": ["dyn_adapter.stages.register"],
+    "track": ["dyn_adapter.stages.track"],
 }
 
 
@@ -72,8 +72,8 @@ def import_closure(modules: list[str]) -> set[str]:
 
 
 def test_import_closure_follows_relative_and_lazy_imports():
-    files = import_closure(["dyn_adapter.evaluate"])
-    assert "dyn_adapter/speed.py" in files  # imported inside a function
+    files = import_closure(["dyn_adapter.stages.evaluate"])
+    assert "dyn_adapter/evaluation/plots.py" in files  # imported inside a function
     assert "dyn_adapter/models/heads.py" in files  # through the models package
     assert "dyn_adapter/cli.py" not in files
 

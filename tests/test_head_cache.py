@@ -14,7 +14,8 @@ from dyn_adapter.data.transforms import AugmentConfig
 from dyn_adapter.models.dyn_vit import DynAdapterViT
 from dyn_adapter.models.heads import ExitHead
 from dyn_adapter.models.petl import petl_parameters
-from dyn_adapter.training import trainer as train
+from dyn_adapter.stages import train
+from dyn_adapter.training import trainer
 from dyn_adapter.training.head_cache import (
     HeadWarmupConfig,
     backbone_is_frozen,
@@ -136,16 +137,15 @@ def test_frozen_backbone_trains_on_the_cache_alone(tmp_path, prepared, monkeypat
     counts = {}
     for epochs in (1, 3):
         p = params(tmp_path, "train.evaluate_test=false", f"train.epochs={epochs}")
-        probe = train.frozen_probe(p.model)
         calls["n"] = 0
-        train.run(probe, p.train, prepared, tmp_path / f"probe{epochs}")
+        train.run(p, "probe", prepared, tmp_path / f"probe{epochs}")
         counts[epochs] = calls["n"]
     assert counts[1] == counts[3] > 0
     log = json.loads((tmp_path / "probe3" / "train_log.json").read_text())["epochs"]
     assert len(log) == 3 and log[-1]["val_accuracy"][-1] > 0.5  # 4 classes: chance is 0.25
     # What the cache said about validation is what the saved model does on the images.
     monkeypatch.setattr(DynAdapterViT, "embed", embed)
-    val = train.evaluate_split(tmp_path / "probe3" / "model", prepared, "val", p.train)
+    val = trainer.evaluate_split(tmp_path / "probe3" / "model", prepared, "val", p.train)
     n_val = len(PreparedData(prepared).split("val")[1])
     for cached, real in zip(log[-1]["val_accuracy"], val, strict=True):
         assert abs(cached - real) <= 1.0 / n_val + 1e-9  # float16 cache: at most one image

@@ -92,7 +92,7 @@ def test_inside_the_image_offline(engine, image):
     """uid 1000, the converted weights present and read-only, the package importing with no
     network at all, and the CLI working."""
     probe = (
-        "import json, os, dyn_adapter.steps, kfp, mlflow, optuna, torch; "
+        "import json, os, dyn_adapter.stages.train, components.shim, kfp, mlflow, optuna, torch; "
         f"w = {WEIGHTS!r}; "
         "print(json.dumps({'uid': os.getuid(), 'weights': os.path.isfile(w), "
         "'weights_writable': os.access(w, os.W_OK), 'cache_writable': os.access(os.path.dirname(w), os.W_OK), "

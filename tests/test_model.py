@@ -86,11 +86,63 @@ def test_dynamic_uses_every_exit_for_median_thresholds(model, images):
     assert (out.exit_index == 0).sum() >= len(images) // 2
 
 
-def test_dynamic_temperature_changes_confidence(model, images):
-    hot = model.forward_dynamic(images, [1.01] * 3, temperatures=[1, 1, 10.0])
-    cold = model.forward_dynamic(images, [1.01] * 3)
-    assert (hot.confidence < cold.confidence).all()
-    torch.testing.assert_close(hot.prediction, cold.prediction)
+def _median_thresholds(model, images):
+    """Thresholds that send about half the batch out at each early exit."""
+    with torch.no_grad():
+        conf = torch.stack([t.softmax(-1).max(-1).values for t in model.forward_exits(images)])
+    return [float(conf[0].median()), float(conf[1].median()), 0.0]
+
+
+def test_compaction_runs_later_blocks_only_on_samples_still_in_flight(model, images):
+    """Every block sees exactly the samples that have not exited before it: counted with hooks
+    on the backbone's blocks, not read from the model's own bookkeeping."""
+    thresholds = _median_thresholds(model, images)
+    rows = [0] * len(model.backbone.blocks)
+
+    def counter(i):
+        def hook(module, args):
+            rows[i] += args[0].shape[0]
+
+        return hook
+
+    hooks = [b.register_forward_pre_hook(counter(i)) for i, b in enumerate(model.backbone.blocks)]
+    try:
+        out = model.forward_dynamic(images, thresholds)
+    finally:
+        for h in hooks:
+            h.remove()
+    exits = out.exit_index.tolist()
+    bounds = [0, *model.exit_blocks]
+    expected = []
+    for k in range(model.num_exits):  # stage k: blocks after exit k-1, up to exit k
+        in_flight = sum(e >= k for e in exits)
+        expected += [in_flight] * (bounds[k + 1] - bounds[k])
+    assert rows == expected
+    assert expected[-1] < len(images)  # samples left early, so the last blocks ran on fewer
+
+
+def test_measured_dynamic_gflops_equal_a_count_of_what_ran(model, images):
+    """The FLOPs ``forward_dynamic`` executes on a batch (torch's counter, whole batch) equal the
+    sum over samples of the cumulative GFLOPs of the exit each took: the number ``evaluate``
+    reports as measured GFLOPs."""
+    from dyn_adapter.models.flops import count_gflops, unfused_attention
+
+    thresholds = _median_thresholds(model, images)
+    model.eval()
+    with unfused_attention(model):
+        counted, out = count_gflops(lambda: model.forward_dynamic(images, thresholds))
+    cumulative = [e.gflops_cumulative for e in model.exit_info]
+    taken = sum(cumulative[k] for k in out.exit_index.tolist())
+    assert counted == pytest.approx(taken, rel=1e-9)
+    assert counted < 0.9 * len(images) * cumulative[-1]
+
+
+def test_forward_intermediates_stops_when_no_sample_is_kept(model, images):
+    steps = []
+    for step in model.forward_intermediates(images):
+        steps.append(step.index)
+        step.keep = torch.zeros(len(step.rows), dtype=torch.bool)
+    assert steps == [0]
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_vtab_pipeline_runs_locally(tmp_path):
     from kfp import local
     from mlflow.tracking import MlflowClient
 
-    from dyn_adapter.mlops import runs as tracking
+    from dyn_adapter.mlops.store import embedded_tracking_uri
     from pipeline.runner import build, load_defaults
 
     root = tmp_path / "vtab"
@@ -74,7 +74,7 @@ def test_vtab_pipeline_runs_locally(tmp_path):
         write_vtab_task(root / task, seed=k)
     params = load_defaults(tiny_pipeline_params(tmp_path, "vtab", root / "eurosat"))
     params["data"]["test_size"] = 6  # a demo-style subset: VTAB tasks must ignore it
-    uri = tracking.embedded_tracking_uri(tmp_path / "mlflow")
+    uri = embedded_tracking_uri(tmp_path / "mlflow")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     pipe = build("vtab", params)
     task = pipe(tasks=["eurosat", "dtd"], data_root=str(root), params=params, tracking_uri=uri)
@@ -296,6 +296,28 @@ def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
     assert table.count("\n") >= 2 + 3
 
 
+def test_local_run_shows_steps_and_keeps_the_whole_log(subprocess_dag):
+    """The run's view is one line per step; the executor logs went to the file it names."""
+    from pipeline.runner import format_summary
+
+    summary = subprocess_dag.summary
+    log = Path(summary["log"])
+    assert log.parent == subprocess_dag.root / "logs" and "full task logs" in format_summary(
+        summary
+    )
+    text = log.read_text()
+    assert "Executing task" in text and "Got executor_input" in text
+    steps = summary["steps"]
+    assert all(s["status"] == "SUCCESS" for s in steps)
+    names = [s["task"] for s in steps]
+    assert names[0] == "resolve-params" and names[-1] == "register-model"
+    # 11 tasks of the DAG's own, the loop's body once per sparsity candidate (2)
+    assert len(names) == 13 and names.count("sparsify-candidate") == 2
+    assert len(set(names)) == 12
+    evaluate = next(s for s in steps if s["task"] == "evaluate-model")
+    assert "full_accuracy" in evaluate["metrics"]
+
+
 def test_run_form_is_typed_with_defaults_and_descriptions():
     """What the KFP UI's run form shows: the compiled YAML's inputDefinitions, read as the UI
     reads them."""
@@ -342,33 +364,33 @@ def test_run_form_is_typed_with_defaults_and_descriptions():
 
 
 def test_run_form_applies_over_params_and_under_overrides(tmp_path):
-    from components import shim as steps
+    from components import shim
     from dyn_adapter.errors import ConfigError
     from dyn_adapter.params import params_from_dict
 
     params = json.loads(json.dumps(TINY_PARAMS))
     form = {"epochs": 7.0, "budgets": [0.5, 1.0], "petl_method": "lora", "data_path": "/d"}
-    merged = steps.run_form_overrides(params, ["train.epochs=3"], form)
+    merged = shim.run_form_overrides(params, ["train.epochs=3"], form)
     p = params_from_dict(params, merged)
     assert p.train.epochs == 3  # overrides apply last
     assert p.model.petl.method == "lora" and p.data.path == "/d"
     assert p.search.budgets == [0.5, 1.0]
     with pytest.raises(ConfigError, match="method"):
-        steps.run_form_overrides(params, [], {"petl_method": "loraa"})
+        shim.run_form_overrides(params, [], {"petl_method": "loraa"})
     with pytest.raises(ConfigError, match="unknown field"):
-        steps.run_form_overrides(params, [], {"lr": 0.1})
+        shim.run_form_overrides(params, [], {"lr": 0.1})
 
 
 def test_a_user_error_in_a_component_is_one_line_and_exit_2(capsys):
-    from components import shim as steps
+    from components import shim
     from dyn_adapter.errors import ConfigError
 
-    with pytest.raises(SystemExit) as exit_info, steps.user_errors("prepare"):
+    with pytest.raises(SystemExit) as exit_info, shim.user_errors("prepare"):
         raise ConfigError("data.path /nowhere: no such directory")
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err == "dyn-adapter prepare: error: data.path /nowhere: no such directory\n"
-    with pytest.raises(KeyError), steps.user_errors("prepare"):  # bugs keep their traceback
+    with pytest.raises(KeyError), shim.user_errors("prepare"):  # bugs keep their traceback
         raise KeyError("x")
 
 

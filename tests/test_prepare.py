@@ -13,7 +13,8 @@ from PIL import Image
 
 from dyn_adapter.config import from_dict
 from dyn_adapter.data import sources
-from dyn_adapter.data.prepare import DataConfig, balanced_quota, run
+from dyn_adapter.data.prepare import DataConfig, balanced_quota
+from dyn_adapter.data.prepare import prepare as prepare_data
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.models import BackboneConfig
@@ -89,7 +90,7 @@ def make_fashion_mnist(root: Path, per_class: int = 6, test_per_class: int = 2) 
 
 
 def prepare(tmp_path: Path, name: str = "out", **data) -> tuple[PreparedData, dict]:
-    result = run(DataConfig(**data), TINY, tmp_path / name)
+    result = prepare_data(DataConfig(**data), TINY, tmp_path / name)
     prepared = PreparedData(result.out_dir)
     assert result.counts == {k: v["count"] for k, v in prepared.manifest["splits"].items()}
     return prepared, prepared.manifest
@@ -468,7 +469,7 @@ def test_refuses_to_replace_an_unrelated_directory(tmp_path):
 
 def test_prepared_data_round_trip(tmp_path):
     root = make_imagefolder(tmp_path / "folder", per_class=4)
-    result = run(
+    result = prepare_data(
         DataConfig(source="imagefolder", path=str(root), train_size=3, val_size=3),
         TINY,
         tmp_path / "o",

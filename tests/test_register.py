@@ -33,21 +33,29 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
+from dyn_adapter.artifacts import Evaluation, OperatingPoint
 from dyn_adapter.cli import main
 from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops import pyfunc as serving
-from dyn_adapter.mlops import registry as register
-from dyn_adapter.mlops import runs as tracking
-from dyn_adapter.mlops.registry import Candidate, RegisterConfig, gate
+from dyn_adapter.mlops import registry
+from dyn_adapter.mlops.registry import RegisterConfig, gate
+from dyn_adapter.mlops.store import (
+    default_artifact_location,
+    embedded_tracking_uri,
+    redact_uri,
+    resolve_tracking_uri,
+)
 from dyn_adapter.models import save_trainable
 from dyn_adapter.models.checkpoint import load_for_inference
+from dyn_adapter.params import Params
+from dyn_adapter.stages import register
 
 # Thresholds for the tiny 3-exit model: budget 0.5 sends (almost) everything to the first exit,
 # budget 1.0 (almost) everything to the last.
 POLICIES = [
-    {"budget": 0.5, "thresholds": [0.0, 0.0, 0.0], "temperatures": None},
-    {"budget": 1.0, "thresholds": [1.01, 1.01, 0.0], "temperatures": None},
+    {"budget": 0.5, "thresholds": [0.0, 0.0, 0.0]},
+    {"budget": 1.0, "thresholds": [1.01, 1.01, 0.0]},
 ]
 
 
@@ -80,7 +88,7 @@ def outputs(tmp_path_factory) -> Path:
 def store(tmp_path_factory) -> str:
     """One embedded SQLite store per module (creating its tables takes seconds); tests use
     their own registered model names."""
-    return tracking.embedded_tracking_uri(tmp_path_factory.mktemp("store"))
+    return embedded_tracking_uri(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture
@@ -89,7 +97,8 @@ def name(request) -> str:
 
 
 def write_metrics(root: Path, accuracy: float, ratio: float | None) -> Path:
-    """An evaluate output with the numbers the gate reads."""
+    """An evaluate output with the numbers the gate reads (and the sections every evaluate
+    output has, which its reader requires)."""
     root.mkdir(parents=True, exist_ok=True)
     metrics = {
         "full": {"accuracy": accuracy, "gflops": 0.0055},
@@ -99,6 +108,8 @@ def write_metrics(root: Path, accuracy: float, ratio: float | None) -> Path:
             "budget": None if ratio is None else 0.5,
             "gflops_ratio": ratio,
         },
+        "static_petl": {"accuracy": None},
+        "speed": {},
     }
     (root / "metrics.json").write_text(json.dumps(metrics))
     (root / "model_card.md").write_text("# Model card\n")
@@ -116,7 +127,7 @@ def register_run(
 ) -> dict:
     evaluate_dir = write_metrics(outputs / "evaluate" / name / run_id, accuracy, ratio)
     return register.run(
-        RegisterConfig(model_name=name, **cfg),
+        Params(register=RegisterConfig(model_name=name, **cfg)),
         outputs / "model",
         outputs / "search",
         evaluate_dir,
@@ -150,7 +161,7 @@ CFG = RegisterConfig(accuracy_tolerance=0.01, max_gflops_ratio=0.6)
     ],
 )
 def test_gate_decisions_say_why(accuracy, ratio, champ, passed, says):
-    decision = gate(Candidate(accuracy, 0.5, ratio, 1.0), champ, CFG)
+    decision = gate(OperatingPoint(accuracy, 0.5, ratio, 1.0), champ, CFG)
     assert decision.passed is passed
     assert decision.reason.startswith("gate pass" if passed else "gate fail")
     assert says in decision.reason
@@ -158,16 +169,20 @@ def test_gate_decisions_say_why(accuracy, ratio, champ, passed, says):
 
 def test_gate_without_gflops_limit():
     cfg = RegisterConfig(max_gflops_ratio=None)
-    assert gate(Candidate(0.5, 1.0, None, 1.0), None, cfg).passed
+    assert gate(OperatingPoint(0.5, 1.0, None, 1.0), None, cfg).passed
 
 
 def test_candidate_falls_back_to_the_largest_budget(tmp_path):
-    metrics = json.loads((write_metrics(tmp_path, 0.7, None) / "metrics.json").read_text())
+    path = write_metrics(tmp_path, 0.7, None) / "metrics.json"
+    metrics = json.loads(path.read_text())
     metrics["budgets"][1]["accuracy"] = 0.75
-    c = register.candidate_from_metrics(metrics)
+    path.write_text(json.dumps(metrics))
+    c = Evaluation(tmp_path).operating_point()
     assert (c.accuracy, c.budget, c.gflops_ratio) == (0.75, 1.0, None)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.json").write_text(json.dumps({"full": {}}))
     with pytest.raises(ConfigError, match="not an evaluate stage output"):
-        register.candidate_from_metrics({"full": {}})
+        Evaluation(tmp_path / "bad").operating_point()
 
 
 @pytest.mark.parametrize(
@@ -193,14 +208,14 @@ def test_params_yaml_has_a_register_section():
 
 def test_embedded_store_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = register.resolve_tracking_uri(None, tmp_path)
+    uri = resolve_tracking_uri(None, tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/outputs/mlflow/mlflow.db"
     assert (
-        tracking.default_artifact_location(uri)
+        default_artifact_location(uri)
         == (tmp_path.resolve() / "outputs" / "mlflow" / "artifacts").as_uri()
     )
-    assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
-    assert register.redact_uri("https://u:p@host:1/x?token=t") == "https://host:1/x"
+    assert default_artifact_location("http://127.0.0.1:5000") is None
+    assert redact_uri("https://u:p@host:1/x?token=t") == "https://host:1/x"
 
 
 # -- registration on the embedded store ---------------------------------------------------
@@ -225,7 +240,7 @@ def test_first_registration_becomes_champion(outputs, store, name):
     assert json.loads(c.get_registered_model(name).tags["champion_history"]) == ["1"]
     # Artifacts sit beside the database, not in ./mlruns of whatever the working directory was.
     exp = c.get_experiment_by_name("dyn-adapter")
-    assert exp.artifact_location == tracking.default_artifact_location(store)
+    assert exp.artifact_location == default_artifact_location(store)
 
 
 def test_worse_or_costlier_candidate_gets_only_the_candidate_alias(outputs, store, name):
@@ -261,7 +276,7 @@ def test_promote_and_rollback_move_the_champion(outputs, store, name):
     c = MlflowClient(store)
     assert alias(c, name) == "1"
 
-    promoted = register.promote(name, 2, tracking_uri=store)
+    promoted = registry.promote(name, 2, tracking_uri=store)
     assert (promoted["version"], promoted["previous"], promoted["history"]) == (
         "2",
         "1",
@@ -269,22 +284,22 @@ def test_promote_and_rollback_move_the_champion(outputs, store, name):
     )
     assert alias(c, name) == "2"
 
-    back = register.rollback(name, tracking_uri=store)
+    back = registry.rollback(name, tracking_uri=store)
     assert (back["version"], back["previous"], back["history"]) == ("1", "2", ["1"])
     assert alias(c, name) == "1"
     with pytest.raises(ConfigError, match="no champion before v1"):
-        register.rollback(name, tracking_uri=store)
+        registry.rollback(name, tracking_uri=store)
 
     # A passing version, rolled back, is not promoted again by re-running its pipeline run.
     assert register_run(outputs, store, name, "run-3", accuracy=0.95)["promoted"]
-    assert register.rollback(name, tracking_uri=store)["version"] == "1"
+    assert registry.rollback(name, tracking_uri=store)["version"] == "1"
     rerun = register_run(outputs, store, name, "run-3", accuracy=0.95)
     assert rerun["reused"] and not rerun["promoted"] and alias(c, name) == "1"
 
     with pytest.raises(ConfigError, match="has no version '9'"):
-        register.promote(name, 9, tracking_uri=store)
+        registry.promote(name, 9, tracking_uri=store)
     with pytest.raises(ConfigError, match="no registered model 'nope'"):
-        register.rollback("nope", tracking_uri=store)
+        registry.rollback("nope", tracking_uri=store)
 
 
 def test_no_credentials_are_written(outputs, store, name, monkeypatch):
@@ -316,7 +331,7 @@ def test_no_credentials_are_written(outputs, store, name, monkeypatch):
         assert value not in written
     with pytest.raises(ConfigError, match="carries credentials"):
         register.run(
-            RegisterConfig(),
+            Params(),
             outputs / "model",
             outputs / "search",
             out,
@@ -566,7 +581,7 @@ def pipeline(tmp_path_factory, tracking_server) -> dict:
     model_dir, data = tiny_evaluated(root)
     url = tracking_server.ready()
     result = register.run(
-        RegisterConfig(model_name="tiny", max_gflops_ratio=None),
+        Params(register=RegisterConfig(model_name="tiny", max_gflops_ratio=None)),
         model_dir,
         root / "search",
         root / "evaluate",
@@ -582,7 +597,7 @@ FRESH_PROCESS = textwrap.dedent(
     """
     import json, sys
     import mlflow, numpy as np, pandas as pd
-    from dyn_adapter.serving import encode_image
+    from dyn_adapter.mlops.pyfunc import encode_image
 
     images = np.load(sys.argv[1])
     model = mlflow.pyfunc.load_model("models:/tiny@champion")

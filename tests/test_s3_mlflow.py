@@ -22,9 +22,10 @@ from conftest import TINY_PARAMS
 from servers import MlflowServer, mlflow_server, seaweedfs
 from test_register import _env, predict_like_forward_dynamic
 
-from dyn_adapter.mlops import registry as register
 from dyn_adapter.mlops import runs as tracking
 from dyn_adapter.mlops.registry import RegisterConfig
+from dyn_adapter.params import Params, stage_params
+from dyn_adapter.stages import register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -129,10 +130,10 @@ def registered(stack) -> dict:
             url = stack.server.ready()
             parent = tracking.start_pipeline_run(url, pipeline_run_id=PIPELINE_RUN_ID)
             stage = tracking.log_stage(
-                "train", root / "train", parent, tracking.stage_params(TINY_PARAMS, "train"), url
+                "train", root / "train", parent, stage_params(TINY_PARAMS, "train"), url
             )
             result = register.run(
-                RegisterConfig(model_name=MODEL_NAME, max_gflops_ratio=None),
+                Params(register=RegisterConfig(model_name=MODEL_NAME, max_gflops_ratio=None)),
                 model_dir,
                 root / "search",
                 root / "evaluate",

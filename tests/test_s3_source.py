@@ -14,7 +14,7 @@ from servers import s3_client, seaweedfs
 from test_prepare import TINY, make_imagefolder, make_vtab, save_image
 
 from dyn_adapter.data import s3
-from dyn_adapter.data.prepare import DataConfig, run
+from dyn_adapter.data.prepare import DataConfig, prepare
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
 
@@ -78,10 +78,10 @@ def credentials(monkeypatch, tmp_path):
 
 def prepare_both(tmp_path: Path, endpoint: str, local: Path, **data) -> tuple[dict, dict]:
     """Prepare the S3 copy and the local copy; return both manifests after comparing arrays."""
-    remote = run(
+    remote = prepare(
         DataConfig(path=data.pop("url"), s3_endpoint_url=endpoint, **data), TINY, tmp_path / "s3"
     )
-    here = run(DataConfig(path=str(local), **data), TINY, tmp_path / "local")
+    here = prepare(DataConfig(path=str(local), **data), TINY, tmp_path / "local")
     a, b = PreparedData(remote.out_dir), PreparedData(here.out_dir)
     for split in ("train", "val", "test"):
         for x, y in zip(a.split(split), b.split(split), strict=True):
@@ -122,8 +122,8 @@ def test_endpoint_from_the_environment(tmp_path, endpoint, bucket, monkeypatch):
     """With no data.s3_endpoint_url, the SDK's $AWS_ENDPOINT_URL_S3 is used, and not recorded."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
     url = f"s3://{BUCKET}/vtab"
-    remote = run(DataConfig(path=url, source="vtab"), TINY, tmp_path / "s3")
-    here = run(DataConfig(path=str(bucket / "vtab"), source="vtab"), TINY, tmp_path / "local")
+    remote = prepare(DataConfig(path=url, source="vtab"), TINY, tmp_path / "s3")
+    here = prepare(DataConfig(path=str(bucket / "vtab"), source="vtab"), TINY, tmp_path / "local")
     a, b = PreparedData(remote.out_dir), PreparedData(here.out_dir)
     assert np.array_equal(a.split("train")[0], b.split("train")[0])
     assert a.manifest["config"]["s3_endpoint_url"] is None
@@ -138,7 +138,7 @@ def test_cache_follows_the_bucket(tmp_path, endpoint):
     local = make_imagefolder(tmp_path / "sync", per_class=4, varied=False)
     upload(endpoint, local, "sync")
     cfg = dict(source="imagefolder", train_size=3, val_size=3, s3_endpoint_url=endpoint)
-    run(DataConfig(path=f"s3://{BUCKET}/sync", **cfg), TINY, tmp_path / "first")
+    prepare(DataConfig(path=f"s3://{BUCKET}/sync", **cfg), TINY, tmp_path / "first")
     cache = s3.default_cache_dir(s3.parse_url(f"s3://{BUCKET}/sync"), endpoint)
     assert (cache / "cat" / "0.png").is_file()
     kept_inode = (cache / "dog" / "0.png").stat().st_ino
@@ -149,8 +149,8 @@ def test_cache_follows_the_bucket(tmp_path, endpoint):
     save_image(local / "dog" / "1.png", seed=999)
     s3c.upload_file(str(local / "dog" / "1.png"), BUCKET, "sync/dog/1.png")
 
-    second = run(DataConfig(path=f"s3://{BUCKET}/sync", **cfg), TINY, tmp_path / "second")
-    here = run(DataConfig(path=str(local), **cfg), TINY, tmp_path / "here")
+    second = prepare(DataConfig(path=f"s3://{BUCKET}/sync", **cfg), TINY, tmp_path / "second")
+    here = prepare(DataConfig(path=str(local), **cfg), TINY, tmp_path / "here")
     assert (
         PreparedData(second.out_dir).manifest["splits"]
         == PreparedData(here.out_dir).manifest["splits"]
@@ -166,7 +166,7 @@ def test_bad_image_is_named_by_its_url(tmp_path, endpoint, bucket):
         s3c.upload_file(str(bucket / "folder" / name / "1.png"), BUCKET, f"bad/{name}/1.png")
     s3c.put_object(Bucket=BUCKET, Key="bad/dog/2.png", Body=b"not a png")
     with pytest.raises(ConfigError, match=rf"s3://{BUCKET}/bad/dog/2\.png: not a readable image"):
-        run(
+        prepare(
             DataConfig(
                 source="imagefolder",
                 path=f"s3://{BUCKET}/bad",
@@ -182,19 +182,19 @@ def test_bad_image_is_named_by_its_url(tmp_path, endpoint, bucket):
 def test_missing_prefix(tmp_path, endpoint, bucket):
     url = f"s3://{BUCKET}/nothing-here"
     with pytest.raises(ConfigError, match=f"{url}: no objects under this prefix"):
-        run(DataConfig(path=url, s3_endpoint_url=endpoint), TINY, tmp_path / "out")
+        prepare(DataConfig(path=url, s3_endpoint_url=endpoint), TINY, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
 def test_prefix_is_a_folder_not_a_string_prefix(tmp_path, endpoint, bucket):
     url = f"s3://{BUCKET}/fold"  # "folder/..." must not match
     with pytest.raises(ConfigError, match="no objects under this prefix"):
-        run(DataConfig(path=url, s3_endpoint_url=endpoint), TINY, tmp_path / "out")
+        prepare(DataConfig(path=url, s3_endpoint_url=endpoint), TINY, tmp_path / "out")
 
 
 def test_missing_bucket(tmp_path, endpoint):
     with pytest.raises(ConfigError, match="bucket 'no-such-bucket' does not exist"):
-        run(
+        prepare(
             DataConfig(path="s3://no-such-bucket/x", s3_endpoint_url=endpoint), TINY, tmp_path / "o"
         )
 
@@ -205,7 +205,7 @@ def test_wrong_credentials(tmp_path, endpoint, bucket, monkeypatch, key_id, secr
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     cfg = DataConfig(source="vtab", path=f"s3://{BUCKET}/vtab", s3_endpoint_url=endpoint)
     with pytest.raises(ConfigError, match="refused the credentials") as info:
-        run(cfg, TINY, tmp_path / "out")
+        prepare(cfg, TINY, tmp_path / "out")
     assert secret not in str(info.value)
 
 
@@ -214,7 +214,7 @@ def test_no_credentials(tmp_path, endpoint, monkeypatch):
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     cfg = DataConfig(source="vtab", path=f"s3://{BUCKET}/vtab", s3_endpoint_url=endpoint)
     with pytest.raises(ConfigError, match="no S3 credentials found: set AWS_ACCESS_KEY_ID"):
-        run(cfg, TINY, tmp_path / "out")
+        prepare(cfg, TINY, tmp_path / "out")
 
 
 # --- pieces that need no server --------------------------------------------------------------

@@ -7,8 +7,7 @@ import json
 import pytest
 from test_train import params
 
-from dyn_adapter.stages import search
-from dyn_adapter.training import trainer as train
+from dyn_adapter.stages import search, train
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +18,14 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
     data = write_prepared(root / "prepared")
     p = params(root, "train.epochs=1", "train.evaluate_test=false")
-    train.run(p.model, p.train, data, root / "train")
+    train.run(p, "dyn", data, root / "train")
     return root / "train" / "model", data
 
 
 def run_search(tmp_path, trained, *overrides):
     model_dir, data = trained
     p = params(tmp_path, *overrides)
-    return search.run(p.search, model_dir, data, tmp_path / "search")
+    return search.run(p, model_dir, data, tmp_path / "search").thresholds
 
 
 def test_search_stage_writes_thresholds_for_every_budget(tmp_path, trained):

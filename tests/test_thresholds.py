@@ -81,27 +81,15 @@ def test_oracle_bounds_every_policy(cached):
 
 
 def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
-    from dyn_adapter.stages.search import SearchConfig, best_geometric, search_budget
+    from dyn_adapter.policies.search import SearchConfig, best_geometric, search_budget
 
     model, images, scores = cached
-    with torch.no_grad():
-        logits = model.forward_exits(images)
     cfg = SearchConfig(trials=40)
     curve = geometric_curve(scores, cfg.geometric_qs)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     for budget in (0.5, 0.8):
         geo = best_geometric(curve, budget * scores.full_gflops)
-        policy, temps = search_budget(
-            logits,
-            scores.labels,
-            scores.gflops,
-            budget,
-            cfg,
-            storage,
-            f"b{budget}",
-            [geo] if geo else [],
-        )
-        assert temps is None
+        policy = search_budget(scores, budget, cfg, storage, f"b{budget}", [geo] if geo else [])
         assert policy.gflops <= budget * scores.full_gflops + 1e-12
         assert geo is None or policy.accuracy >= geo.accuracy
         assert simulate(scores, policy.thresholds).accuracy == pytest.approx(policy.accuracy)
@@ -109,17 +97,13 @@ def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
 
 def test_search_rejects_budget_below_first_exit(cached, tmp_path):
     from dyn_adapter.errors import ConfigError
-    from dyn_adapter.stages.search import SearchConfig, search_budget
+    from dyn_adapter.policies.search import SearchConfig, search_budget
 
     model, images, scores = cached
-    with torch.no_grad():
-        logits = model.forward_exits(images)
     tiny_budget = 0.5 * scores.gflops[0] / scores.full_gflops
     with pytest.raises(ConfigError, match="raise the budget"):
         search_budget(
-            logits,
-            scores.labels,
-            scores.gflops,
+            scores,
             tiny_budget,
             SearchConfig(trials=5),
             f"sqlite:///{tmp_path / 's.db'}",

@@ -16,9 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY_PARAMS, write_prepared
+from conftest import TINY_PARAMS, tiny_params, write_prepared
 
 from dyn_adapter.mlops import runs as tracking
+from dyn_adapter.mlops.redaction import is_credential_key, redact
+from dyn_adapter.mlops.store import default_artifact_location, embedded_store, embedded_tracking_uri
+from dyn_adapter.params import stage_params
 
 FAKE_SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey-wJalrXUtnFEMI-K7MDENG",
@@ -34,15 +37,13 @@ URL_PASSWORD = "pw-in-url-s3cr3t"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
     """A tiny 2-epoch train stage output directory and the params it read."""
-    from test_train import params
-
-    from dyn_adapter.training import trainer as train
+    from dyn_adapter.training.trainer import train
 
     root = tmp_path_factory.mktemp("tracking")
     data = write_prepared(root / "prepared", sizes={"train": 64, "val": 32})
-    p = params(root, "train.epochs=2", "train.evaluate_test=false")
-    train.run(p.model, p.train, data, root / "train")
-    return root / "train", tracking.stage_params(TINY_PARAMS, "train")
+    p = tiny_params(root, "train.epochs=2", "train.evaluate_test=false")
+    train(p.model, p.train, data, root / "train")
+    return root / "train", stage_params(TINY_PARAMS, "train")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def store(tmp_path_factory) -> tuple[str, Path]:
     """One embedded store for the module (creating its tables takes seconds); tests use their
     own pipeline run ids."""
     root = tmp_path_factory.mktemp("store") / "mlflow"
-    return tracking.embedded_tracking_uri(root), root
+    return embedded_tracking_uri(root), root
 
 
 def client(uri: str):
@@ -75,10 +76,10 @@ def child_runs(c, parent_id: str):
 
 
 def test_embedded_store_keeps_artifacts_beside_the_database(tmp_path):
-    uri, location = tracking.embedded_store(tmp_path / "m")
+    uri, location = embedded_store(tmp_path / "m")
     assert uri == f"sqlite:///{tmp_path.resolve()}/m/mlflow.db"
     assert location == (tmp_path.resolve() / "m" / "artifacts").as_uri()
-    assert tracking.default_artifact_location("http://127.0.0.1:5000") is None
+    assert default_artifact_location("http://127.0.0.1:5000") is None
 
 
 def test_flatten_skips_what_is_not_a_finite_number():
@@ -95,11 +96,11 @@ def test_flatten_skips_what_is_not_a_finite_number():
 
 def test_stage_params_pick_the_sections_a_stage_reads():
     raw = {"data": {"seed": 1}, "model": {"backbone": {"img_size": 28}, "petl": {}}, "train": {}}
-    assert tracking.stage_params(raw, "prepare") == {
+    assert stage_params(raw, "prepare") == {
         "data": {"seed": 1},
         "model": {"backbone": {"img_size": 28}},
     }
-    assert tracking.stage_params({"train": {"device": "cpu", "lr": 1}}, "search-probe") == {
+    assert stage_params({"train": {"device": "cpu", "lr": 1}}, "search-probe") == {
         "train": {"device": "cpu"}
     }
 
@@ -137,11 +138,11 @@ def test_artifact_files_leave_out_checkpoints_and_the_study(tmp_path):
 def test_redact_replaces_env_secrets_and_url_passwords(monkeypatch):
     monkeypatch.setenv("SOME_API_TOKEN", "tok-123456789")
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # matches *TOKEN*, not a secret
-    assert tracking.redact("a tok-123456789 b") == "a *** b"
-    assert tracking.redact("postgresql://u:pa55word@db/x") == "postgresql://u:***@db/x"
-    assert tracking.redact("evaluate_test: false") == "evaluate_test: false"
-    assert tracking.is_credential_key("data.aws_secret_access_key")
-    assert not tracking.is_credential_key("model.backbone.model_kwargs.reg_tokens")
+    assert redact("a tok-123456789 b") == "a *** b"
+    assert redact("postgresql://u:pa55word@db/x") == "postgresql://u:***@db/x"
+    assert redact("evaluate_test: false") == "evaluate_test: false"
+    assert is_credential_key("data.aws_secret_access_key")
+    assert not is_credential_key("model.backbone.model_kwargs.reg_tokens")
 
 
 # -- the embedded store -----------------------------------------------------------------------

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.models.petl import petl_layers
 from dyn_adapter.params import load_params
-from dyn_adapter.stages import sparsify
-from dyn_adapter.training import trainer as train
+from dyn_adapter.stages import sparsify, train
+from dyn_adapter.training import trainer
 from dyn_adapter.training.schedules import LossWeightsConfig, cosine_lr, loss_weights
 from dyn_adapter.training.sparsity import (
     GradientMasker,
@@ -98,7 +98,7 @@ def test_gradient_masks_keep_the_expected_update():
 
 def test_train_writes_outputs_and_learns(tmp_path, prepared):
     p = params(tmp_path, "train.epochs=4")
-    result = train.run(p.model, p.train, prepared, tmp_path / "out")
+    result = trainer.train(p.model, p.train, prepared, tmp_path / "out")
     out = tmp_path / "out"
     assert (out / "model" / "adapter_model.safetensors").is_file()
     log = json.loads((out / "train_log.json").read_text())["epochs"]
@@ -116,8 +116,8 @@ def test_train_writes_outputs_and_learns(tmp_path, prepared):
 
 def test_train_is_deterministic(tmp_path, prepared):
     p = params(tmp_path, "train.sparsity.mode=both", "train.evaluate_test=false")
-    train.run(p.model, p.train, prepared, tmp_path / "a")
-    train.run(p.model, p.train, prepared, tmp_path / "b")
+    train.run(p, "dyn", prepared, tmp_path / "a")
+    train.run(p, "dyn", prepared, tmp_path / "b")
     a = load_file(tmp_path / "a" / "model" / "adapter_model.safetensors")
     b = load_file(tmp_path / "b" / "model" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -125,30 +125,66 @@ def test_train_is_deterministic(tmp_path, prepared):
 
 def test_rerun_on_a_finished_run_is_a_resume(tmp_path, prepared):
     p = params(tmp_path, "train.evaluate_test=false")
-    first = train.run(p.model, p.train, prepared, tmp_path / "out")
-    again = train.run(p.model, p.train, prepared, tmp_path / "out")
+    first = train.run(p, "dyn", prepared, tmp_path / "out")
+    again = train.run(p, "dyn", prepared, tmp_path / "out")
     assert again.val_accuracy == first.val_accuracy
 
 
 def test_changed_config_does_not_resume_silently(tmp_path, prepared):
     p = params(tmp_path, "train.evaluate_test=false")
-    train.run(p.model, p.train, prepared, tmp_path / "out")
+    train.run(p, "dyn", prepared, tmp_path / "out")
     p2 = params(tmp_path, "train.evaluate_test=false", "train.lr=0.01")
     with pytest.raises(ConfigError, match="another config"):
-        train.run(p2.model, p2.train, prepared, tmp_path / "out")
+        train.run(p2, "dyn", prepared, tmp_path / "out")
 
 
 def test_frozen_probe_trains_linear_heads_only(tmp_path, prepared):
     p = params(tmp_path, "train.evaluate_test=false", "train.epochs=1")
     probe = train.frozen_probe(p.model)
     assert probe.petl.method == "none" and list(probe.exits.head_depths) == [0, 0, 0]
-    train.run(probe, p.train, prepared, tmp_path / "probe")
+    train.run(p, "probe", prepared, tmp_path / "probe")
     weights = load_file(tmp_path / "probe" / "model" / "adapter_model.safetensors")
     assert all(k.startswith("heads.") for k in weights)
 
 
+def test_resume_trains_only_the_remaining_epochs(tmp_path, prepared, monkeypatch):
+    """Killed after epoch 1 of 3, a run started again on the same directory trains epochs 2
+    and 3 only (counted where the epochs run) and ends with the uninterrupted run's weights."""
+    p = params(tmp_path, "train.epochs=3", "train.sparsity.mode=both", "train.evaluate_test=false")
+    train.run(p, "dyn", prepared, tmp_path / "full")
+
+    real_save = trainer.save_training_state
+
+    def killed_after_first_epoch(root, epoch, *args, **kwargs):
+        real_save(root, epoch, *args, **kwargs)
+        raise KeyboardInterrupt  # the process dies right after writing checkpoint 1
+
+    monkeypatch.setattr(trainer, "save_training_state", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(p, "dyn", prepared, tmp_path / "killed")
+    assert not (tmp_path / "killed" / "model").exists()
+    monkeypatch.setattr(trainer, "save_training_state", real_save)
+
+    epochs_run = []
+    real_epoch = trainer.train_epoch
+
+    def counting_epoch(*args, first_step, **kwargs):
+        epochs_run.append(first_step)
+        return real_epoch(*args, first_step=first_step, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_epoch", counting_epoch)
+    result = train.run(p, "dyn", prepared, tmp_path / "killed")
+    steps_per_epoch = -(-128 // p.train.batch_size)
+    assert epochs_run == [1 * steps_per_epoch, 2 * steps_per_epoch]  # epochs 2 and 3, not 1
+    assert result.epochs_run == 3
+    a = load_file(tmp_path / "full" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.integration
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, tiny_params_file):
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_params_file):
+    """A real SIGKILL, at whatever point training has reached once its first checkpoint exists."""
     from conftest import write_prepared
 
     data = write_prepared(tmp_path / "data", sizes={"train": 1536, "val": 64})
@@ -169,9 +205,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, tiny_para
         "train.evaluate_test=false",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(
-        [*args, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True
-    )
+    run = {"check": True, "env": env, "capture_output": True, "timeout": 600}
+    subprocess.run([*args, "--out", str(tmp_path / "full")], **run)
 
     proc = subprocess.Popen(
         [*args, "--out", str(tmp_path / "killed")],
@@ -179,20 +214,21 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, tiny_para
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while not list(ckpts.glob("epoch-0001")) and time.monotonic() < deadline:
-        assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.02)
-    time.sleep(0.3)  # into the second epoch
-    assert proc.poll() is None, "training finished before the kill: make the epochs longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        ckpts = tmp_path / "killed" / "checkpoints"
+        deadline = time.monotonic() + 300
+        while not list(ckpts.glob("epoch-0001")) and time.monotonic() < deadline:
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.01)  # polling for the checkpoint, not waiting for the process
+        assert proc.poll() is None, "training finished before the kill: make the epochs longer"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
     assert not (tmp_path / "killed" / "model").exists()
 
-    subprocess.run(
-        [*args, "--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True
-    )
+    resumed = subprocess.run([*args, "--out", str(tmp_path / "killed")], **run)
+    assert "resuming" in resumed.stderr.decode()
     a = load_file(tmp_path / "full" / "model" / "adapter_model.safetensors")
     b = load_file(tmp_path / "killed" / "model" / "adapter_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -207,10 +243,8 @@ def test_sparsify_tunes_and_keeps_the_best(tmp_path, prepared):
         "sparsify.forward_rates=[0.1, 0.3]",
         "sparsify.backward_keeps=[0.6]",
     )
-    train.run(p.model, p.train, prepared, tmp_path / "train")
-    best = sparsify.run(
-        p.model, p.train, p.sparsify, prepared, tmp_path / "train" / "model", tmp_path / "sp"
-    )
+    train.run(p, "dyn", prepared, tmp_path / "train")
+    best = sparsify.run(p, prepared, tmp_path / "train" / "model", tmp_path / "sp").best
     table = json.loads((tmp_path / "sp" / "candidates.json").read_text())
     names = [c["name"] for c in table["candidates"]]
     assert names == ["input (no sparsity tuning)", "f0.1-b0.6", "f0.3-b0.6"]

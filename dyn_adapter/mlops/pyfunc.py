@@ -56,7 +56,7 @@ _MODEL_CODE = '''"""MLflow models-from-code entry point of a Dyn-Adapter model (
 
 import mlflow
 
-from dyn_adapter.serving import DynAdapterPyfunc
+from dyn_adapter.mlops.pyfunc import DynAdapterPyfunc
 
 mlflow.models.set_model(DynAdapterPyfunc())
 '''

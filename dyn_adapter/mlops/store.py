@@ -1,6 +1,6 @@
 """Where MLflow runs and models go: the tracking store, decided in one place.
 
-:func:`tracking_uri` is the rule every command follows: the URI given (``--tracking-uri``, then
+:func:`resolve_tracking_uri` is the rule every command follows: the URI given (``--tracking-uri``, then
 ``register.tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store
 ``outputs/mlflow/mlflow.db`` with its artifacts beside it in ``outputs/mlflow/artifacts``
 (no server to set up). Credentials reach MLflow only through its environment variables
@@ -172,7 +172,7 @@ def fluent_api(tracking_uri: str) -> Iterator[MlflowClient]:
 @contextmanager
 def server_errors(tracking_uri: str) -> Iterator[None]:
     """Bounded HTTP retries (:data:`HTTP_DEFAULTS` for variables the user has not set) for a
-    block, and a ConfigError naming the server when it cannot be reached at all."""
+    block, and a ServiceUnavailable naming the server when it cannot be reached at all."""
     from mlflow.exceptions import MlflowException
 
     added = [key for key in HTTP_DEFAULTS if key not in os.environ]

@@ -13,14 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
-
-if TYPE_CHECKING:
-    from .dyn_vit import DynAdapterViT
 
 FLOPS_UNIT = "GFLOPs (1 multiply-add = 1 FLOP, fvcore convention)"
 _TORCH_FLOPS_PER_MAC = 2
@@ -48,7 +45,7 @@ class ExitInfo:
 
 
 @contextmanager
-def unfused_attention(module: nn.Module) -> Iterator[None]:
+def unfused_attention(module: nn.Module | ExitModel) -> Iterator[None]:
     """Temporarily route timm attention through explicit matmuls, which the counter sees."""
     saved = [(m, m.fused_attn) for m in module.modules() if hasattr(m, "fused_attn")]
     try:
@@ -67,10 +64,29 @@ def count_gflops(fn: Callable[[], T]) -> tuple[float, T]:
     return counter.get_total_flops() / _TORCH_FLOPS_PER_MAC / 1e9, out
 
 
+class ExitModel(Protocol):
+    """What the counter needs of a model with exits (``DynAdapterViT``)."""
+
+    backbone: Any
+    heads: Any
+    exit_blocks: list[int]
+    training: bool
+
+    def forward_intermediates(self, x: torch.Tensor) -> Iterator[Any]: ...
+
+    def head_param_counts(self) -> list[int]: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def modules(self) -> Iterator[nn.Module]: ...
+
+
 @torch.no_grad()
-def measure_exit_info(
-    model: DynAdapterViT, img_size: tuple[int, int] | None = None
-) -> list[ExitInfo]:
+def measure_exit_info(model: ExitModel, img_size: tuple[int, int] | None = None) -> list[ExitInfo]:
     """Per-exit cumulative GFLOPs for one image, counted along the model's exit traversal:
     the stem and each stage as the traversal runs them, then each head on its input."""
     size = img_size or tuple(model.backbone.patch_embed.img_size)

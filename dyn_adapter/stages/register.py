@@ -82,11 +82,13 @@ def run(
     """
     from ..mlops.pyfunc import write_model_code, write_preprocess
     from ..mlops.registry import register_version
-    from ..mlops.store import redact_uri, resolve_tracking_uri
+    from ..mlops.store import check_no_credentials, redact_uri, resolve_tracking_uri
 
     cfg = params.register
     if not pipeline_run_id.strip():
         raise ConfigError("register: pipeline_run_id must not be empty")
+    if tracking_uri:
+        check_no_credentials(tracking_uri, "--tracking-uri")
     out = Path(out_dir)
     model_cfg, model_meta = read_config(model_dir)
     thresholds = Thresholds(search_dir)

@@ -30,8 +30,9 @@ from ..artifacts import (
 )
 from ..files import write_json
 from ..params import Params
+from ..training.config import TrainConfig
 from ..training.sparsity import SparsifyConfig, SparsityConfig
-from ..training.trainer import TrainConfig, evaluate_split, train
+from ..training.trainer import evaluate_split, train
 
 logger = logging.getLogger(__name__)
 

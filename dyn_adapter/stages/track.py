@@ -30,10 +30,15 @@ DVC_OUTPUTS = {
 
 
 def track_outputs(
-    params: Params, stages: dict[str, str], tracking_uri: str | None, pipeline_run_id: str
+    params: Params,
+    stages: dict[str, str],
+    tracking_uri: str | None,
+    pipeline_run_id: str,
+    data_dir: str | None = None,
 ) -> str:
     """Log finished stages' output directories (``{stage: dir}``, in order) as one pipeline
-    run with a child run per stage, then end it. Returns the pipeline's MLflow run id."""
+    run with a child run per stage (``data_dir``, the prepared data they read, as their dataset
+    input), then end it. Returns the pipeline's MLflow run id."""
     from ..mlops.runs import track_stage
     from ..mlops.store import resolve_tracking_uri
 
@@ -47,7 +52,8 @@ def track_outputs(
     uri = resolve_tracking_uri(tracking_uri)
     parent = None
     for i, (stage, out) in enumerate(stages.items()):
-        parent = track_stage(stage, out, params, uri, pipeline_run_id, last=i == len(stages) - 1)
+        last = i == len(stages) - 1
+        parent = track_stage(stage, out, params, uri, pipeline_run_id, last, data_dir=data_dir)
     assert parent is not None
     return parent
 
@@ -67,7 +73,7 @@ def run(
             raise ConfigError(f"{registration}: missing; run `dyn-adapter register` first")
         run_id = read_json(registration, "register")["pipeline_run_id"]
     uri = resolve_tracking_uri(tracking_uri or params.register.tracking_uri)
-    mlflow_run = track_outputs(params, DVC_OUTPUTS, uri, run_id)
+    mlflow_run = track_outputs(params, DVC_OUTPUTS, uri, run_id, DVC_OUTPUTS["prepare"])
     record = {
         "mlflow_run_id": mlflow_run,
         "pipeline_run_id": run_id,

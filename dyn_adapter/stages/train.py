@@ -16,7 +16,8 @@ from ..artifacts import accuracy_metrics
 from ..errors import ConfigError
 from ..models import ModelConfig
 from ..params import Params
-from ..training.trainer import TrainResult, train
+from ..training.config import TrainResult
+from ..training.trainer import train
 
 Variant = Literal["dyn", "probe", "static"]
 VARIANTS: tuple[str, ...] = get_args(Variant)

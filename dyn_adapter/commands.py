@@ -1,0 +1,179 @@
+"""What each ``dyn-adapter`` command does: parse nothing, call one stage or registry function,
+print what it produced. The parsers are :mod:`dyn_adapter.cli`'s."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def model_config(args: argparse.Namespace):  # -> ModelConfig
+    from .models import BackboneConfig, ExitsConfig, ModelConfig, PetlConfig
+
+    return ModelConfig(
+        backbone=BackboneConfig(name=args.backbone, weights=args.weights, img_size=args.img_size),
+        petl=PetlConfig(method=args.petl, dim=args.petl_dim),
+        exits=ExitsConfig(blocks=args.exits),
+        num_classes=args.num_classes,
+    )
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from .models.info import describe, format_table
+
+    report = describe(model_config(args))
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    from .files import sha256_file
+    from .models import dinov2_onnx
+
+    path = dinov2_onnx.packaged_weights()
+    print(f"packaged DINOv2 ViT-S/14 weights: {path} (sha256 {sha256_file(path)[:16]}…)")
+    return 0
+
+
+def params(args: argparse.Namespace):  # -> Params
+    from .params import load_params
+
+    return load_params(args.params, args.overrides)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from .stages import prepare
+
+    result = prepare.run(params(args), args.out)
+    print(
+        f"prepared {result.counts} ({result.num_classes} classes, {result.skipped} skipped) "
+        f"-> {result.out_dir}"
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .stages import train
+
+    variant = "probe" if args.probe else "static" if args.static else "dyn"
+    result = train.run(params(args), variant, args.data, args.out, init_from=args.init_from)
+    acc = result.test_accuracy or result.val_accuracy
+    split = "test" if result.test_accuracy else "val"
+    print(
+        f"final-epoch {split} accuracy per exit: {' '.join(f'{a:.4f}' for a in acc)} "
+        f"-> {result.model_dir}"
+    )
+    return 0
+
+
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    from .stages import sparsify
+
+    best = sparsify.run(params(args), args.data, args.model, args.out).best
+    print(
+        f"best candidate {best['name']}: val accuracy per exit "
+        f"{' '.join(f'{a:.4f}' for a in best['val_accuracy'])} -> {args.out}"
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .artifacts import PARETO_FILE
+    from .stages import search
+
+    result = search.run(params(args), args.model, args.data, args.out).thresholds
+    print((Path(args.out) / PARETO_FILE).read_text())
+    print(
+        f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .artifacts import CARD_FILE
+    from .stages import evaluate
+
+    metrics = evaluate.run(
+        params(args),
+        args.model,
+        args.search,
+        args.data,
+        args.out,
+        static_dir=args.static,
+        probe_model_dir=args.probe_model,
+        probe_search_dir=args.probe_search,
+    )
+    iso = metrics["iso_accuracy"]
+    print((Path(args.out) / CARD_FILE).read_text())
+    print(
+        f"iso-accuracy GFLOPs ratio: {iso['gflops_ratio']}  speed b64 ratio: "
+        f"{metrics['speed']['time_ratio_b64']:.3f}"
+    )
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from .artifacts import ABLATION_MARKDOWN
+    from .stages import ablate
+
+    ablate.run(params(args), args.data, args.out)
+    print((Path(args.out) / ABLATION_MARKDOWN).read_text())
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .artifacts import REGISTRATION_FILE
+    from .stages import register
+
+    run_id = args.pipeline_run_id or register.default_pipeline_run_id(
+        args.model, args.search, args.evaluate
+    )
+    result = register.run(
+        params(args),
+        args.model,
+        args.search,
+        args.evaluate,
+        args.data,
+        args.out,
+        pipeline_run_id=run_id,
+        tracking_uri=args.tracking_uri,
+    )
+    print(
+        f"registered {result['name']} v{result['version']} (aliases: "
+        f"{', '.join(result['aliases']) or 'none'}; {result['reason']}) -> "
+        f"{Path(args.out) / REGISTRATION_FILE}"
+    )
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .stages import track
+
+    record = track.run(params(args), args.out, args.pipeline_run_id, args.tracking_uri)
+    print(
+        f"logged {len(record['stages'])} stages as MLflow run {record['mlflow_run_id']} "
+        f"({record['tracking_uri']})"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from .mlops import registry as register
+
+    p = params(args)
+    name = args.name or p.register.model_name
+    result = register.promote(name, args.version, args.tracking_uri or p.register.tracking_uri)
+    was = f"v{result['previous']}" if result["previous"] else "none"
+    print(f"{name}: champion is v{result['version']} (was {was})")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .mlops import registry as register
+
+    p = params(args)
+    name = args.name or p.register.model_name
+    result = register.rollback(name, args.tracking_uri or p.register.tracking_uri)
+    print(f"{name}: champion rolled back from v{result['previous']} to v{result['version']}")
+    return 0

@@ -1,0 +1,115 @@
+"""The promotion gate: whether a registered version becomes the champion, and why.
+
+A candidate becomes champion when its test accuracy is not below the current champion's by
+more than ``accuracy_tolerance`` and its iso-accuracy GFLOPs ratio is at most
+``max_gflops_ratio``; the decision carries its numbers in words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..artifacts import OperatingPoint
+from ..errors import ConfigError
+from .store import check_no_credentials
+
+
+@dataclass
+class RegisterConfig:
+    """Model registration and the promotion gate.
+
+    Attributes:
+        model_name: Registered model name in the MLflow registry.
+        tracking_uri: MLflow tracking (and registry) URI. ``None``: ``$MLFLOW_TRACKING_URI``
+            if set, else an embedded SQLite store ``outputs/mlflow/mlflow.db`` with artifacts
+            under ``outputs/mlflow/artifacts`` (:func:`~dyn_adapter.mlops.store.resolve_tracking_uri`). Never put
+            credentials here: MLflow reads them from its environment variables.
+        experiment: Experiment the registration runs are logged to.
+        accuracy_tolerance: A candidate may not be below the current champion's test accuracy
+            by more than this (absolute) to become champion. The accuracy compared is the test
+            accuracy at the iso-accuracy budget, or at the largest budget when none reaches it.
+        max_gflops_ratio: The candidate's ``iso_accuracy.gflops_ratio`` (GFLOPs over the full
+            model's at iso accuracy) must be at most this to become champion; ``None`` disables
+            the condition.
+    """
+
+    model_name: str = "dyn-adapter"
+    tracking_uri: str | None = None
+    experiment: str = "dyn-adapter"
+    accuracy_tolerance: float = 0.005
+    max_gflops_ratio: float | None = 0.6
+
+    def __post_init__(self) -> None:
+        if not self.model_name.strip():
+            raise ConfigError("register.model_name: must not be empty")
+        if not self.experiment.strip():
+            raise ConfigError("register.experiment: must not be empty")
+        if not (math.isfinite(self.accuracy_tolerance) and self.accuracy_tolerance >= 0):
+            raise ConfigError(
+                f"register.accuracy_tolerance: must be a number >= 0, got {self.accuracy_tolerance}"
+            )
+        if self.max_gflops_ratio is not None and not 0 < self.max_gflops_ratio <= 1:
+            raise ConfigError(
+                f"register.max_gflops_ratio: must be in (0, 1] or null, got {self.max_gflops_ratio}"
+            )
+        if self.tracking_uri is not None:
+            check_no_credentials(self.tracking_uri, "register.tracking_uri")
+
+
+@dataclass
+class GateDecision:
+    """Whether a candidate becomes champion, and why (with the numbers)."""
+
+    passed: bool
+    reason: str
+
+
+def gate(
+    candidate: OperatingPoint,
+    champion: tuple[str, float | None] | None,
+    cfg: RegisterConfig,
+) -> GateDecision:
+    """Decide whether ``candidate`` replaces the champion.
+
+    Args:
+        candidate: The new version's numbers.
+        champion: ``(version, test accuracy)`` of the current champion (accuracy ``None`` if
+            it has no ``accuracy`` tag), or ``None`` when there is none yet.
+        cfg: Tolerance and GFLOPs limit.
+    """
+    checks: list[tuple[bool, str]] = []
+    acc = f"test accuracy {candidate.accuracy:.4f} (budget {candidate.budget:g})"
+    if champion is None:
+        checks.append((True, f"{acc}; no champion yet"))
+    elif champion[1] is None:
+        checks.append(
+            (False, f"{acc}; champion v{champion[0]} has no accuracy tag: promote by hand")
+        )
+    else:
+        floor = champion[1] - cfg.accuracy_tolerance
+        ok = candidate.accuracy >= floor - 1e-12
+        checks.append(
+            (
+                ok,
+                f"{acc} {'>=' if ok else '<'} champion v{champion[0]}'s {champion[1]:.4f} - "
+                f"tolerance {cfg.accuracy_tolerance:g}",
+            )
+        )
+    limit = cfg.max_gflops_ratio
+    ratio = candidate.gflops_ratio
+    if limit is None:
+        checks.append((True, "GFLOPs ratio not gated"))
+    elif ratio is None:
+        checks.append(
+            (False, f"no budget reaches iso accuracy, so no GFLOPs ratio to check (max {limit:g})")
+        )
+    else:
+        ok = ratio <= limit + 1e-12
+        checks.append(
+            (ok, f"iso-accuracy GFLOPs ratio {ratio:.3f} {'<=' if ok else '>'} {limit:g}")
+        )
+    passed = all(ok for ok, _ in checks)
+    return GateDecision(
+        passed, f"gate {'pass' if passed else 'fail'}: " + "; ".join(t for _, t in checks)
+    )

@@ -1,0 +1,181 @@
+"""A concise view of a local pipeline run, the full task logs kept in a file.
+
+The KFP local runner prints everything to ``sys.stdout``: each task's executor JSON, its logs,
+its outputs. While a run is in flight :class:`RunView` stands in for ``sys.stdout``: every line
+goes to the log file, and the terminal gets one line per finished step (its time and headline
+metric) and, on a terminal, a live line for the step in flight (its epoch and time left).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_START = re.compile(r"Executing task '(?P<task>[^']+)'")
+_FINISH = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
+_METADATA = re.compile(r"metadata=(?P<meta>\{.*\})")
+_EPOCH = re.compile(r"\bepoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+loss .*val acc \[(?P<acc>[^\]]*)\]")
+_ITERATION = re.compile(r"-iteration-\d+$")
+_USER_ERROR = re.compile(r"dyn-adapter [\w-]+: error: .*")
+# The one number worth a glance per kind of step (the first of these its Metrics carry).
+HEADLINES = (
+    "iso_gflops_ratio",
+    "test_accuracy_exit0",
+    "score",
+    "oracle_accuracy",
+    "train_images",
+)
+
+
+def task_labels(pipeline: Any) -> dict[str, str]:
+    """``{task name: display name}`` of every task in a compiled pipeline (loops included)."""
+    spec = pipeline.pipeline_spec
+    labels = {k: t.task_info.name for k, t in spec.root.dag.tasks.items()}
+    for comp in spec.components.values():
+        if comp.HasField("dag"):
+            labels |= {k: t.task_info.name for k, t in comp.dag.tasks.items()}
+    return labels
+
+
+def executor_tasks(pipeline: Any, loop_iterations: int) -> int:
+    """How many tasks the local runner executes: the DAG's own, a loop's once per item."""
+    spec = pipeline.pipeline_spec
+    loops = {
+        name: len(comp.dag.tasks) for name, comp in spec.components.items() if comp.HasField("dag")
+    }
+    total = 0
+    for task in spec.root.dag.tasks.values():
+        body = loops.get(task.component_ref.name)
+        total += 1 if body is None else body * loop_iterations
+    return total
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+class RunView(io.TextIOBase):
+    """``sys.stdout`` for the length of a run: lines to ``log``, a summary of them to ``out``.
+
+    Args:
+        log: The file every line is written to.
+        labels: Display names of the tasks (:func:`task_labels`).
+        total: Tasks the run executes (:func:`executor_tasks`).
+        out: Where the concise view goes (the real standard output).
+    """
+
+    def __init__(self, log: TextIO, labels: dict[str, str], total: int, out: TextIO) -> None:
+        super().__init__()
+        self.log, self.labels, self.total, self.out = log, labels, total, out
+        self.live = out.isatty()
+        self._partial = ""
+        self.step = 0
+        self.current: str | None = None
+        self.started = 0.0
+        self.epochs: list[float] = []
+        self.metrics: dict[str, float] = {}
+        self.finished: list[dict[str, Any]] = []
+        self._pending: dict[str, Any] | None = None  # a finished step whose outputs follow
+        self.user_errors: list[str] = []  # the one-line errors the tasks ended with
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.out.flush()
+
+    def label(self, task: str) -> str:
+        name = _ITERATION.sub("", task)
+        return self.labels.get(name, name)
+
+    def _line(self, line: str) -> None:
+        if m := _USER_ERROR.search(line):
+            self.user_errors.append(m.group(0))
+        if m := _START.search(line):
+            self._close_pending()
+            self.step += 1
+            self.current, self.started, self.epochs = m["task"], time.monotonic(), []
+            self._show(f"step {self.step} of {max(self.total, self.step)}: {self.label(m['task'])}")
+        elif m := _FINISH.search(line):
+            self._close_pending()
+            seconds = time.monotonic() - self.started
+            self._pending = {"task": m["task"], "status": m["status"], "seconds": seconds}
+        elif self._pending is not None and (m := _METADATA.search(line)):
+            try:
+                meta = ast.literal_eval(m["meta"])
+            except (ValueError, SyntaxError):
+                meta = {}
+            if isinstance(meta, dict):
+                self._pending.setdefault("metrics", {}).update(meta)
+        elif (m := _EPOCH.search(line)) and self.current is not None:
+            self.epochs.append(time.monotonic())
+            epoch, epochs = int(m["epoch"]), int(m["epochs"])
+            per_epoch = (self.epochs[-1] - self.started) / len(self.epochs)
+            left = per_epoch * (epochs - epoch)
+            acc = m["acc"].split()[-1] if m["acc"].split() else "?"
+            self._show(
+                f"step {self.step} of {max(self.total, self.step)}: {self.label(self.current)}, "
+                f"epoch {epoch}/{epochs} (val acc last exit {acc}), {_minutes(left)} left"
+            )
+        elif line.startswith("-" * 40):
+            self._close_pending()
+
+    def _close_pending(self) -> None:
+        if self._pending is None:
+            return
+        done, self._pending = self._pending, None
+        self.finished.append(done)
+        headline = next((k for k in HEADLINES if k in done.get("metrics", {})), None)
+        extra = f", {headline} {done['metrics'][headline]:.4g}" if headline else ""
+        status = "" if done["status"] == "SUCCESS" else f" {done['status']}"
+        self._show(
+            f"  done{status}: {self.label(done['task'])} ({_minutes(done['seconds'])}{extra})",
+            final=True,
+        )
+
+    def _show(self, text: str, final: bool = False) -> None:
+        if self.live:
+            self.out.write("\r\x1b[2K" + text + ("\n" if final else ""))
+        elif final or (text.startswith("step ") and "epoch" not in text):
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def close_view(self) -> None:
+        self._close_pending()
+        if self._partial:
+            self._line(_ANSI.sub("", self._partial))
+        if self.live:
+            self.out.write("\r\x1b[2K")
+        self.flush()
+
+
+@contextmanager
+def run_view(log_path: Path, labels: dict[str, str], total: int) -> Iterator[RunView]:
+    """Route ``sys.stdout`` through a :class:`RunView` writing ``log_path``; restored after."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    real = sys.stdout
+    with open(log_path, "w", buffering=1) as log:
+        view = RunView(log, labels, total, real)
+        sys.stdout = view
+        try:
+            yield view
+        finally:
+            sys.stdout = real
+            view.close_view()

@@ -1,0 +1,69 @@
+"""The concise view of a local run: one line per step, the whole log in a file."""
+
+from __future__ import annotations
+
+import io
+
+from pipeline.progress import RunView
+
+# What the KFP local runner prints for two tasks (colours included), abridged.
+KFP_OUTPUT = """\
+14:28:00.038 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
+14:28:00.039 - INFO - Streamed logs:
+    [KFP Executor 2026-12-01 14:28:00,153 INFO]: Got executor_input:
+    {
+        "inputs": {}
+    }
+14:28:16.651 - INFO - Task \x1b[96m'prepare-data'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m
+14:28:16.652 - INFO - Task \x1b[96m'prepare-data'\x1b[0m outputs:
+    metrics: Metrics( name='metrics',
+                      uri='/x/prepare-data/metrics',
+                      metadata={'test_images': 5000.0, 'train_images': 800.0} )
+--------------------------------------------------------------------------------
+14:28:16.656 - INFO - Executing task \x1b[96m'train-model-2'\x1b[0m
+    [KFP Executor 2026-12-01 14:32:29,044 INFO]: epoch 1/16  loss [0.310]  val acc [0.685]
+    [KFP Executor 2026-12-01 14:33:44,059 INFO]: epoch 2/16  loss [0.640]  val acc [0.695]
+    dyn-adapter train: error: /data: no such directory
+14:40:00.000 - INFO - Task \x1b[96m'train-model-2'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
+"""
+
+
+class Terminal(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def view(tty: bool) -> tuple[RunView, io.StringIO, Terminal]:
+    log, out = io.StringIO(), Terminal(tty)
+    labels = {"prepare-data": "prepare data", "train-model-2": "baseline: static PETL"}
+    return RunView(log, labels, total=11, out=out), log, out
+
+
+def test_everything_goes_to_the_log_and_steps_to_the_terminal():
+    v, log, out = view(tty=False)
+    for chunk in (KFP_OUTPUT[:100], KFP_OUTPUT[100:]):  # lines split across writes
+        v.write(chunk)
+    v.close_view()
+    assert log.getvalue() == KFP_OUTPUT
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "step 1 of 11: prepare data",
+        "  done: prepare data (0 s, train_images 800)",
+        "step 2 of 11: baseline: static PETL",
+        "  done FAILURE: baseline: static PETL (0 s)",
+    ]
+    assert v.user_errors == ["dyn-adapter train: error: /data: no such directory"]
+    assert [s["task"] for s in v.finished] == ["prepare-data", "train-model-2"]
+
+
+def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left():
+    v, _, out = view(tty=True)
+    v.write(KFP_OUTPUT)
+    v.close_view()
+    assert "baseline: static PETL, epoch 2/16 (val acc last exit 0.695)" in out.getvalue()
+    assert "left" in out.getvalue()
+    assert "Got executor_input" not in out.getvalue()
