@@ -115,12 +115,12 @@ class Thresholds:
             self._refuse(f"{where}: expected a list of numbers, got {value!r}")
         if len(value) != self.num_exits:
             self._refuse(
-                f"{where}: {len(value)} thresholds for a model with {self.num_exits} exits "
+                f"{where}: thresholds: need one per exit ({self.num_exits}), got {len(value)} "
                 "(searched for another model?)"
             )
-        bad = [t for t in value if math.isnan(t) or t < 0]
-        if bad:
-            self._refuse(f"{where}: threshold {bad[0]}: thresholds must be numbers >= 0")
+        for k, t in enumerate(value):
+            if math.isnan(t) or t < 0:
+                self._refuse(f"{where}: thresholds[{k}] = {t}: thresholds must be numbers >= 0")
 
     @property
     def oracle(self) -> dict[str, Any] | None:

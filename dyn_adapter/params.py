@@ -22,8 +22,7 @@ from .evaluation.config import EvaluateConfig
 from .mlops.gate import RegisterConfig
 from .models import ModelConfig
 from .policies.search import SearchConfig
-from .training.config import TrainConfig
-from .training.sparsity import SparsifyConfig
+from .training.config import SparsifyConfig, TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 

@@ -271,9 +271,9 @@ def test_exponent_notation_is_a_number(tmp_path, text, value):
 @pytest.mark.parametrize(
     ("thresholds", "message"),
     [
-        ([0.5, math.nan, 0.0], r"budget 0\.5 thresholds: threshold nan: thresholds must "),
-        ([0.5, -0.1, 0.0], r"budget 0\.5 thresholds: threshold -0\.1: .* >= 0"),
-        ([0.5, 0.5], r"budget 0\.5 thresholds: 2 thresholds for a model with 3 exits"),
+        ([0.5, math.nan, 0.0], r"budget 0\.5 thresholds: thresholds\[1\] = nan: thresholds must "),
+        ([0.5, -0.1, 0.0], r"budget 0\.5 thresholds: thresholds\[1\] = -0\.1: .* >= 0"),
+        ([0.5, 0.5], r"budget 0\.5 thresholds: thresholds: need one per exit \(3\), got 2"),
         ([0.5, "high", 0.0], r"budget 0\.5 thresholds: expected a list of numbers"),
         (None, r"budget 0\.5 thresholds: expected a list of numbers, got None"),
     ],

@@ -48,6 +48,7 @@ def test_bad_exit_is_a_clear_error():
         [sys.executable, "-m", "dyn_adapter.cli", "model-info", *TINY, "--exits", "3,13"],
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert "exits.blocks: block 13 is out of range" in proc.stderr
@@ -56,6 +57,9 @@ def test_bad_exit_is_a_clear_error():
 
 def test_help_lists_model_info():
     proc = subprocess.run(
-        [sys.executable, "-m", "dyn_adapter.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "dyn_adapter.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0 and "model-info" in proc.stdout

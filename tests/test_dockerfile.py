@@ -225,6 +225,7 @@ def test_dependency_step_checks_the_variant(instructions, tmp_path, variant):
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "TORCH_VARIANT": variant},
         capture_output=True,
         text=True,
+        timeout=120,
     )
     calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
     if variant == "rocm":

@@ -466,7 +466,7 @@ def dvc_project(tmp_path) -> Path:
     params["train"].update(tiny["train"], epochs=20, device="cpu", evaluate_test=False)
     params["data"].update(path="data/fashion-mnist", train_size=20, val_size=10, test_size=None)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True, timeout=60)
     dvc(root, "init", "-q")
     dvc(root, "add", "-q", "data")
     return root

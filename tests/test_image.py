@@ -69,7 +69,11 @@ def image(engine):
 
 def docker_run(engine, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [engine.cli, "run", "--rm", *args], env=engine.env(), capture_output=True, text=True
+        [engine.cli, "run", "--rm", *args],
+        env=engine.env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
@@ -281,7 +285,10 @@ def test_the_registered_model_is_served_from_inside_the_image(
         assert {"label", "exit_index", "exit_block", "gflops"} <= set(row)
     finally:
         subprocess.run(
-            [engine.cli, "stop", "--time", "5", name], env=engine.env(), capture_output=True
+            [engine.cli, "stop", "--time", "5", name],
+            env=engine.env(),
+            capture_output=True,
+            timeout=120,
         )
         stop_group(proc)
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import TINY_PARAMS, tiny_params, write_prepared
 
 from dyn_adapter.mlops import runs as tracking
+from dyn_adapter.mlops import stage_outputs
 from dyn_adapter.mlops.redaction import is_credential_key, redact
 from dyn_adapter.mlops.store import default_artifact_location, embedded_store, embedded_tracking_uri
 from dyn_adapter.params import stage_params
@@ -83,11 +84,11 @@ def test_embedded_store_keeps_artifacts_beside_the_database(tmp_path):
 
 
 def test_flatten_skips_what_is_not_a_finite_number():
-    flat = tracking.flatten_metrics(
+    flat = stage_outputs.flatten_metrics(
         {"full": {"accuracy": 0.5, "name": "x"}, "b": [1, None, float("nan"), True, 2.5]}
     )
     assert flat == {"full.accuracy": 0.5, "b.0": 1.0, "b.4": 2.5}
-    assert tracking.flatten_params({"a": {"b": [1, 2], "c": None, "d": "s"}}) == {
+    assert stage_outputs.flatten_params({"a": {"b": [1, 2], "c": None, "d": "s"}}) == {
         "a.b": "[1, 2]",
         "a.c": "null",
         "a.d": "s",
@@ -123,7 +124,7 @@ def test_artifact_files_leave_out_checkpoints_and_the_study(tmp_path):
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("{}")
-    picked = {p.as_posix() for p in tracking.artifact_files(tmp_path)}
+    picked = {p.as_posix() for p in stage_outputs.artifact_files(tmp_path)}
     assert picked == {
         "metrics.json",
         "pareto.md",
@@ -132,7 +133,7 @@ def test_artifact_files_leave_out_checkpoints_and_the_study(tmp_path):
         "model/model_config.json",
         "candidates/f0.1/train_log.json",
     }
-    assert "optuna.db" in {p.as_posix() for p in tracking.artifact_files(tmp_path, ["*.db"])}
+    assert "optuna.db" in {p.as_posix() for p in stage_outputs.artifact_files(tmp_path, ["*.db"])}
 
 
 def test_redact_replaces_env_secrets_and_url_passwords(monkeypatch):

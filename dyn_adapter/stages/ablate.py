@@ -15,9 +15,8 @@ from typing import Any
 from ..artifacts import ABLATION_MARKDOWN, ABLATION_TABLE
 from ..files import write_json
 from ..params import Params
-from ..training.config import TrainConfig
+from ..training.config import SparsityMode, TrainConfig
 from ..training.schedules import WeightShape
-from ..training.sparsity import SparsityMode
 from ..training.trainer import train
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,7 @@ from ..artifacts import (
 )
 from ..files import write_json
 from ..params import Params
-from ..training.config import TrainConfig
-from ..training.sparsity import SparsifyConfig, SparsityConfig
+from ..training.config import SparsifyConfig, SparsityConfig, TrainConfig
 from ..training.trainer import evaluate_split, train
 
 logger = logging.getLogger(__name__)

@@ -1,17 +1,106 @@
-"""The training recipe, and what a training run produced."""
+"""The training recipe, and what a training run produced.
+
+Settings only: ``params.py`` reads them, so a stage that needs a setting does not import the
+training loops."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError
-from .head_cache import HeadWarmupConfig
 from .schedules import LossWeightsConfig
-from .sparsity import SparsityConfig
+
+
+@dataclass
+class HeadWarmupConfig:
+    """Head training on cached tokens before PETL training starts.
+
+    Attributes:
+        epochs: Passes over all cached views (0: no warm-up). With a frozen backbone there is
+            no warm-up: the whole training runs on the cache, for ``train.epochs`` passes.
+        lr: Peak learning rate of the warm-up (cosine decay to ``train.min_lr``).
+        views: Augmented views of the training split whose tokens are cached. Memory: views x
+            images x exits x the heads' inputs in float16 (patch tokens for ``conv`` heads,
+            one vector for the others).
+    """
+
+    epochs: int = 20
+    lr: float = 3e-3
+    views: int = 4
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"train.head_warmup.epochs: must be >= 0, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.head_warmup.lr: must be > 0, got {self.lr}")
+        if self.views < 1:
+            raise ConfigError(f"train.head_warmup.views: must be >= 1, got {self.views}")
+
+
+SparsityMode = Literal["none", "forward", "backward", "both"]
+
+
+@dataclass
+class SparsityConfig:
+    """Which halves of bidirectional sparsity are on, and how strong at the shallowest stage.
+
+    Attributes:
+        mode: ``none``, ``forward``, ``backward`` or ``both`` (for ablations).
+        forward_rate: Dropout rate at the first stage (0 at the last).
+        backward_keep: Gradient keep ratio at the first stage (1 at the last).
+    """
+
+    mode: SparsityMode = "both"
+    forward_rate: float = 0.2
+    backward_keep: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.forward_rate < 1:
+            raise ConfigError(f"forward_rate: must be in [0, 1), got {self.forward_rate}")
+        if not 0 < self.backward_keep <= 1:
+            raise ConfigError(f"backward_keep: must be in (0, 1], got {self.backward_keep}")
+
+    @property
+    def forward(self) -> bool:
+        return self.mode in ("forward", "both")
+
+    @property
+    def backward(self) -> bool:
+        return self.mode in ("backward", "both")
+
+
+@dataclass
+class SparsifyConfig:
+    """Bidirectional sparsity tuning: a seeded grid of short fine-tuning runs from ``train``'s model.
+
+    Attributes:
+        mode: Which halves of sparsity the candidates use (``none`` fine-tunes without).
+        forward_rates: Dropout rates at the first stage to try.
+        backward_keeps: Gradient keep ratios at the first stage to try.
+        epochs: Fine-tuning epochs per candidate.
+        lr: Peak learning rate of the fine-tuning.
+        warmup_epochs: Warm-up of the fine-tuning.
+    """
+
+    mode: SparsityMode = "both"
+    forward_rates: Sequence[float] = (0.1, 0.3)
+    backward_keeps: Sequence[float] = (0.5, 0.8)
+    epochs: int = 5
+    lr: float = 3e-4
+    warmup_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.forward_rates or not self.backward_keeps:
+            raise ConfigError(
+                "sparsify.forward_rates and sparsify.backward_keeps must be non-empty"
+            )
+        if self.epochs < 1:
+            raise ConfigError(f"sparsify.epochs: must be >= 1, got {self.epochs}")
 
 
 @dataclass

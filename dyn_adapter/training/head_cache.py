@@ -22,37 +22,11 @@ import numpy as np
 import torch
 
 from ..data.transforms import AugmentConfig, to_model_input
-from ..errors import ConfigError
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
+from .config import HeadWarmupConfig
 from .loop import EpochStats, StepLoop, autocast, batches
 from .schedules import cosine_lr
-
-
-@dataclass
-class HeadWarmupConfig:
-    """Head training on cached tokens before PETL training starts.
-
-    Attributes:
-        epochs: Passes over all cached views (0: no warm-up). With a frozen backbone there is
-            no warm-up: the whole training runs on the cache, for ``train.epochs`` passes.
-        lr: Peak learning rate of the warm-up (cosine decay to ``train.min_lr``).
-        views: Augmented views of the training split whose tokens are cached. Memory: views x
-            images x exits x the heads' inputs in float16 (patch tokens for ``conv`` heads,
-            one vector for the others).
-    """
-
-    epochs: int = 20
-    lr: float = 3e-3
-    views: int = 4
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise ConfigError(f"train.head_warmup.epochs: must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"train.head_warmup.lr: must be > 0, got {self.lr}")
-        if self.views < 1:
-            raise ConfigError(f"train.head_warmup.views: must be >= 1, got {self.views}")
 
 
 @dataclass

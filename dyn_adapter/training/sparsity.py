@@ -9,47 +9,14 @@ and rescaled by 1/keep (the expected update is unchanged); keep rises linearly f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 
-from ..errors import ConfigError
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
 from ..models.petl import petl_parameters, set_petl_dropout
+from .config import SparsifyConfig, SparsityConfig, SparsityMode
 
-SparsityMode = Literal["none", "forward", "backward", "both"]
-
-
-@dataclass
-class SparsityConfig:
-    """Which halves of bidirectional sparsity are on, and how strong at the shallowest stage.
-
-    Attributes:
-        mode: ``none``, ``forward``, ``backward`` or ``both`` (for ablations).
-        forward_rate: Dropout rate at the first stage (0 at the last).
-        backward_keep: Gradient keep ratio at the first stage (1 at the last).
-    """
-
-    mode: SparsityMode = "both"
-    forward_rate: float = 0.2
-    backward_keep: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.forward_rate < 1:
-            raise ConfigError(f"forward_rate: must be in [0, 1), got {self.forward_rate}")
-        if not 0 < self.backward_keep <= 1:
-            raise ConfigError(f"backward_keep: must be in (0, 1], got {self.backward_keep}")
-
-    @property
-    def forward(self) -> bool:
-        return self.mode in ("forward", "both")
-
-    @property
-    def backward(self) -> bool:
-        return self.mode in ("backward", "both")
+__all__ = ["SparsifyConfig", "SparsityConfig", "SparsityMode"]  # their home is .config
 
 
 def _stage_ramp(start: float, end: float, num_stages: int) -> list[float]:
@@ -100,32 +67,3 @@ class GradientMasker:
                 if p.grad is not None:
                     mask = torch.empty_like(p.grad).bernoulli_(keep)
                     p.grad.mul_(mask).div_(keep)
-
-
-@dataclass
-class SparsifyConfig:
-    """Bidirectional sparsity tuning: a seeded grid of short fine-tuning runs from ``train``'s model.
-
-    Attributes:
-        mode: Which halves of sparsity the candidates use (``none`` fine-tunes without).
-        forward_rates: Dropout rates at the first stage to try.
-        backward_keeps: Gradient keep ratios at the first stage to try.
-        epochs: Fine-tuning epochs per candidate.
-        lr: Peak learning rate of the fine-tuning.
-        warmup_epochs: Warm-up of the fine-tuning.
-    """
-
-    mode: SparsityMode = "both"
-    forward_rates: Sequence[float] = (0.1, 0.3)
-    backward_keeps: Sequence[float] = (0.5, 0.8)
-    epochs: int = 5
-    lr: float = 3e-4
-    warmup_epochs: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.forward_rates or not self.backward_keeps:
-            raise ConfigError(
-                "sparsify.forward_rates and sparsify.backward_keeps must be non-empty"
-            )
-        if self.epochs < 1:
-            raise ConfigError(f"sparsify.epochs: must be >= 1, got {self.epochs}")
