@@ -25,11 +25,13 @@ _METADATA = re.compile(r"metadata=(?P<meta>\{.*\})")
 _EPOCH = re.compile(r"\bepoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+loss .*val acc \[(?P<acc>[^\]]*)\]")
 _ITERATION = re.compile(r"-iteration-\d+$")
 _USER_ERROR = re.compile(r"dyn-adapter [\w-]+: error: .*")
-# The one number worth a glance per kind of step (the first of these its Metrics carry).
+# The one number worth a glance per kind of step: the first of these its Metrics carry (a
+# per-exit accuracy: the last exit's).
 HEADLINES = (
     "iso_gflops_ratio",
-    "test_accuracy_exit0",
+    "test_accuracy_exit",
     "score",
+    "val_accuracy_exit",
     "oracle_accuracy",
     "train_images",
 )
@@ -56,6 +58,16 @@ def executor_tasks(pipeline: Any, loop_iterations: int) -> int:
         body = loops.get(task.component_ref.name)
         total += 1 if body is None else body * loop_iterations
     return total
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    for key in HEADLINES:
+        if key.endswith("_exit"):
+            exits = sorted(int(k[len(key) :]) for k in metrics if re.fullmatch(rf"{key}\d+", k))
+            key = f"{key}{exits[-1]}" if exits else key
+        if isinstance(metrics.get(key), int | float):
+            return f", {key} {metrics[key]:.4g}"
+    return ""
 
 
 def _minutes(seconds: float) -> str:
@@ -142,8 +154,7 @@ class RunView(io.TextIOBase):
             return
         done, self._pending = self._pending, None
         self.finished.append(done)
-        headline = next((k for k in HEADLINES if k in done.get("metrics", {})), None)
-        extra = f", {headline} {done['metrics'][headline]:.4g}" if headline else ""
+        extra = _headline(done.get("metrics", {}))
         status = "" if done["status"] == "SUCCESS" else f" {done['status']}"
         self._show(
             f"  done{status}: {self.label(done['task'])} ({_minutes(done['seconds'])}{extra})",

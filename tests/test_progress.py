@@ -60,6 +60,15 @@ def test_everything_goes_to_the_log_and_steps_to_the_terminal():
     assert [s["task"] for s in v.finished] == ["prepare-data", "train-model-2"]
 
 
+def test_a_per_exit_headline_is_the_last_exits():
+    from pipeline.progress import _headline
+
+    metrics = {f"val_accuracy_exit{k}": a for k, a in enumerate([0.5, 0.6, 0.8])}
+    assert _headline(metrics) == ", val_accuracy_exit2 0.8"
+    assert _headline({**metrics, "test_accuracy_exit0": 0.7}) == ", test_accuracy_exit0 0.7"
+    assert _headline({}) == ""
+
+
 def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left():
     v, _, out = view(tty=True)
     v.write(KFP_OUTPUT)
