@@ -93,7 +93,6 @@ class RunView(io.TextIOBase):
         self.current: str | None = None
         self.started = 0.0
         self.epochs: list[float] = []
-        self.metrics: dict[str, float] = {}
         self.finished: list[dict[str, Any]] = []
         self._pending: dict[str, Any] | None = None  # a finished step whose outputs follow
         self.user_errors: list[str] = []  # the one-line errors the tasks ended with

@@ -151,8 +151,9 @@ def run(
 ) -> SparsifyResult:
     """Run every candidate in turn, then select (the input model included)."""
     out = Path(out_dir)
-    dirs = [out / CANDIDATES_DIR / c.name for c in grid(params)]
-    for cand, d in zip(grid(params), dirs, strict=True):
+    candidates = grid(params)
+    dirs = [out / CANDIDATES_DIR / c.name for c in candidates]
+    for cand, d in zip(candidates, dirs, strict=True):
         run_candidate(params, cand, data_dir, init_model, d)
     return select(params, data_dir, init_model, dirs, out)
 
