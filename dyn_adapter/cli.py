@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from . import commands
+from .console import configure_logging, finished
 from .errors import USER_ERRORS
 
 
@@ -306,18 +308,17 @@ def _add_plugin_parsers(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    started = time.monotonic()
+    log = configure_logging(args.verbose)
     # botocore's DEBUG lines carry the access key id.
     logging.getLogger("botocore").setLevel(logging.INFO)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except USER_ERRORS as e:
         print(f"dyn-adapter {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finished(started, log)
+    return code
 
 
 if __name__ == "__main__":

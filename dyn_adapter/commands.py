@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .console import show_report
+
 
 def model_config(args: argparse.Namespace):  # -> ModelConfig
     from .models import BackboneConfig, ExitsConfig, ModelConfig, PetlConfig
@@ -83,7 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .stages import search
 
     result = search.run(params(args), args.model, args.data, args.out).thresholds
-    print((Path(args.out) / PARETO_FILE).read_text())
+    show_report(Path(args.out) / PARETO_FILE, "thresholds per budget")
     print(
         f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
     )
@@ -105,10 +107,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         probe_search_dir=args.probe_search,
     )
     iso = metrics["iso_accuracy"]
-    print((Path(args.out) / CARD_FILE).read_text())
+    show_report(Path(args.out) / CARD_FILE, "model card")
+    at = (
+        f"iso-accuracy {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the GFLOPs"
+        if iso["gflops_ratio"] is not None
+        else "no budget reached iso-accuracy"
+    )
     print(
-        f"iso-accuracy GFLOPs ratio: {iso['gflops_ratio']}  speed b64 ratio: "
-        f"{metrics['speed']['time_ratio_b64']:.3f}"
+        f"test accuracy {metrics['full']['accuracy']:.4f} (last exit); {at}; "
+        f"dynamic/full time at batch 64: {metrics['speed']['time_ratio_b64']:.3f}"
     )
     return 0
 
@@ -118,7 +125,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .stages import ablate
 
     ablate.run(params(args), args.data, args.out)
-    print((Path(args.out) / ABLATION_MARKDOWN).read_text())
+    show_report(Path(args.out) / ABLATION_MARKDOWN, "ablation table")
     return 0
 
 

@@ -31,7 +31,7 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from .runner import format_summary, run_local
+    from .runner import SUMMARY_FILES, format_summary, run_local
 
     summary = run_local(
         args.params,
@@ -40,8 +40,10 @@ def cmd_pipeline_run(args: argparse.Namespace) -> int:
         args.tracking_uri,
         runner=args.runner,
         image=args.image,
+        kind=args.kind,
+        arguments=_pipeline_arguments(args.arguments),
     )
-    write_json(Path(args.pipeline_root) / "summary.json", summary)
+    write_json(Path(args.pipeline_root) / SUMMARY_FILES[args.kind], summary)
     print(format_summary(summary))
     return 0
 
@@ -131,13 +133,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r = psub.add_parser(
         "run",
         help="run the whole DAG here with the KFP local runner (embedded MLflow)",
-        description="Run the demo pipeline with the KFP local runner: every task in this "
-        "Python environment (--runner subprocess), or each in its own container of the project "
-        "image as on Kubeflow (--runner docker: uid 1000, host network, the Docker engine "
-        "started if none runs). Artifacts go under --pipeline-root, MLflow to a local SQLite "
-        "store unless --tracking-uri says otherwise. Ends with a summary.",
+        description="Run the demo (or the VTAB) pipeline with the KFP local runner: every task "
+        "in this Python environment (--runner subprocess), or each in its own container of the "
+        "project image as on Kubeflow (--runner docker: uid 1000, host network, the Docker "
+        "engine started if none runs). Artifacts go under --pipeline-root, MLflow to a local "
+        "SQLite store unless --tracking-uri says otherwise. The terminal shows one line per "
+        "step; every task's log goes to <pipeline-root>/logs/. Ends with a summary (also "
+        "written to <pipeline-root>/summary.json, or vtab-summary.json).",
     )
     add_params_args(r)
+    r.add_argument(
+        "--kind",
+        choices=["demo", "vtab"],
+        default="demo",
+        help="which pipeline (default: %(default)s); vtab needs --arg tasks=[...] and "
+        "--arg data_root=DIR",
+    )
+    r.add_argument(
+        "--arg",
+        dest="arguments",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a pipeline argument, the value as YAML (repeatable): for --kind vtab, "
+        "tasks=[fashion_mnist, digits] and data_root=DIR",
+    )
     r.add_argument(
         "--runner",
         choices=["subprocess", "docker"],

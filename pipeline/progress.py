@@ -23,7 +23,9 @@ _START = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISH = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
 _METADATA = re.compile(r"metadata=(?P<meta>\{.*\})")
 _EPOCH = re.compile(r"\bepoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+loss .*val acc \[(?P<acc>[^\]]*)\]")
-_ITERATION = re.compile(r"-iteration-\d+$")
+_ITERATION = re.compile(r"-iteration-(?P<k>\d+)$")
+# A loop body of several tasks keeps their names; the iteration shows in their output paths.
+_LOOP_PATH = re.compile(r"-iteration-(?P<k>\d+)/(?P<task>[\w-]+)/")
 _USER_ERROR = re.compile(r"dyn-adapter [\w-]+: error: .*")
 # The one number worth a glance per kind of step: the first of these its Metrics carry (a
 # per-exit accuracy: the last exit's).
@@ -33,6 +35,7 @@ HEADLINES = (
     "score",
     "val_accuracy_exit",
     "oracle_accuracy",
+    "mean_of_tasks",
     "train_images",
 )
 
@@ -82,15 +85,26 @@ class RunView(io.TextIOBase):
         labels: Display names of the tasks (:func:`task_labels`).
         total: Tasks the run executes (:func:`executor_tasks`).
         out: Where the concise view goes (the real standard output).
+        items: What the run's loop iterates over, named: a task of iteration k is shown with
+            ``items[k]`` (the VTAB task, the sparsity candidate).
     """
 
-    def __init__(self, log: TextIO, labels: dict[str, str], total: int, out: TextIO) -> None:
+    def __init__(
+        self,
+        log: TextIO,
+        labels: dict[str, str],
+        total: int,
+        out: TextIO,
+        items: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.log, self.labels, self.total, self.out = log, labels, total, out
+        self.items = items or []
         self.live = out.isatty()
         self._partial = ""
         self.step = 0
         self.current: str | None = None
+        self.iteration: int | None = None  # of the step in flight, when in a loop
         self.started = 0.0
         self.epochs: list[float] = []
         self.finished: list[dict[str, Any]] = []
@@ -112,9 +126,14 @@ class RunView(io.TextIOBase):
         self.log.flush()
         self.out.flush()
 
-    def label(self, task: str) -> str:
+    def label(self, task: str, iteration: int | None = None) -> str:
         name = _ITERATION.sub("", task)
-        return self.labels.get(name, name)
+        label = self.labels.get(name, name)
+        if m := _ITERATION.search(task):
+            iteration = int(m["k"])
+        if iteration is not None and iteration < len(self.items):
+            label += f" [{self.items[iteration]}]"
+        return label
 
     def _line(self, line: str) -> None:
         if m := _USER_ERROR.search(line):
@@ -123,11 +142,14 @@ class RunView(io.TextIOBase):
             self._close_pending()
             self.step += 1
             self.current, self.started, self.epochs = m["task"], time.monotonic(), []
+            self.iteration = None
             self._show(f"step {self.step} of {max(self.total, self.step)}: {self.label(m['task'])}")
         elif m := _FINISH.search(line):
             self._close_pending()
             seconds = time.monotonic() - self.started
             self._pending = {"task": m["task"], "status": m["status"], "seconds": seconds}
+            if self.iteration is not None:
+                self._pending["iteration"] = self.iteration
         elif self._pending is not None and (m := _METADATA.search(line)):
             try:
                 meta = ast.literal_eval(m["meta"])
@@ -142,11 +164,16 @@ class RunView(io.TextIOBase):
             left = per_epoch * (epochs - epoch)
             acc = m["acc"].split()[-1] if m["acc"].split() else "?"
             self._show(
-                f"step {self.step} of {max(self.total, self.step)}: {self.label(self.current)}, "
+                f"step {self.step} of {max(self.total, self.step)}: "
+                f"{self.label(self.current, self.iteration)}, "
                 f"epoch {epoch}/{epochs} (val acc last exit {acc}), {_minutes(left)} left"
             )
         elif line.startswith("-" * 40):
             self._close_pending()
+        elif (
+            self.iteration is None and (m := _LOOP_PATH.search(line)) and m["task"] == self.current
+        ):
+            self.iteration = int(m["k"])
 
     def _close_pending(self) -> None:
         if self._pending is None:
@@ -156,7 +183,8 @@ class RunView(io.TextIOBase):
         extra = _headline(done.get("metrics", {}))
         status = "" if done["status"] == "SUCCESS" else f" {done['status']}"
         self._show(
-            f"  done{status}: {self.label(done['task'])} ({_minutes(done['seconds'])}{extra})",
+            f"  done{status}: {self.label(done['task'], done.get('iteration'))} "
+            f"({_minutes(done['seconds'])}{extra})",
             final=True,
         )
 
@@ -177,12 +205,14 @@ class RunView(io.TextIOBase):
 
 
 @contextmanager
-def run_view(log_path: Path, labels: dict[str, str], total: int) -> Iterator[RunView]:
+def run_view(
+    log_path: Path, labels: dict[str, str], total: int, items: list[str] | None = None
+) -> Iterator[RunView]:
     """Route ``sys.stdout`` through a :class:`RunView` writing ``log_path``; restored after."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     real = sys.stdout
     with open(log_path, "w", buffering=1) as log:
-        view = RunView(log, labels, total, real)
+        view = RunView(log, labels, total, real, items)
         sys.stdout = view
         try:
             yield view

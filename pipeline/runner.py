@@ -39,6 +39,8 @@ FORWARDED_ENV = (
     "MLFLOW_TRACKING_TOKEN",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
 )
+# Where `pipeline run` writes each pipeline's summary, under the pipeline root.
+SUMMARY_FILES = {"demo": "summary.json", "vtab": "vtab-summary.json"}
 COMPILED = {
     "demo": Path("pipeline/dyn_adapter_pipeline.yaml"),
     "vtab": Path("pipeline/vtab_pipeline.yaml"),
@@ -107,14 +109,17 @@ def run_local(
     tracking_uri: str | None = None,
     runner: Runner = "subprocess",
     image: str = DEFAULT_IMAGE,
+    kind: PipelineKind = "demo",
+    arguments: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole demo DAG with the KFP local runner; returns the run's summary.
+    """Run a whole DAG with the KFP local runner; returns the run's summary.
 
-    ``subprocess``: tasks run as subprocesses of this Python (the project's venv, which holds
-    what the image holds). ``docker``: every task runs in ``image`` as on Kubeflow (see
-    :func:`docker_runner`). Artifacts land under ``pipeline_root``. MLflow: ``tracking_uri``,
-    else ``register.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else the embedded SQLite
-    store in ``outputs/mlflow``.
+    ``kind``: the demo pipeline, or the VTAB pipeline over ``arguments["tasks"]`` under
+    ``arguments["data_root"]``. ``subprocess``: tasks run as subprocesses of this Python (the
+    project's venv, which holds what the image holds). ``docker``: every task runs in
+    ``image`` as on Kubeflow (see :func:`docker_runner`). Artifacts land under
+    ``pipeline_root``. MLflow: ``tracking_uri``, else ``register.tracking_uri``, else
+    ``$MLFLOW_TRACKING_URI``, else the embedded SQLite store in ``outputs/mlflow``.
     """
     from kfp import local
 
@@ -125,12 +130,22 @@ def run_local(
     check_image_reference(image)
     defaults = load_defaults(params_path)
     params = params_from_dict(defaults, overrides)  # fail before any task starts
+    arguments = pipeline_arguments(kind, arguments or {})
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     uri = resolve_tracking_uri(tracking_uri or params.register.tracking_uri)
+    # On a few cores, branches running side by side only slow each other down.
+    parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
+    if kind == "demo":
+        pipeline = demo.build_pipeline(defaults, image, candidate_parallelism=parallelism)
+        items = [c.name for c in sparsify.grid(params)]
+        data_path = params.data.path
+    else:
+        pipeline = vtab.build_pipeline(defaults, image, task_parallelism=parallelism)
+        items, data_path = arguments["tasks"], arguments["data_root"]
     with ExitStack() as stack:
         if runner == "docker":
-            kfp_runner = stack.enter_context(docker_runner(image, root, uri, params.data.path))
+            kfp_runner = stack.enter_context(docker_runner(image, root, uri, data_path))
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
             # Tasks run in this venv, which holds what the image holds: say so once, not per task.
@@ -139,16 +154,15 @@ def run_local(
             "ignore", ".*have no effect in the current local runner", UserWarning
         )
         local.init(runner=kfp_runner, pipeline_root=str(root))
-        # On a few cores, candidates training side by side only slow each other down.
-        parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
-        pipeline = demo.build_pipeline(defaults, image, candidate_parallelism=parallelism)
         log = root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
-        total = executor_tasks(pipeline, len(sparsify.grid(params)))
+        total = executor_tasks(pipeline, len(items))
         stack.enter_context(quiet_task_environment())
-        view = stack.enter_context(run_view(log, task_labels(pipeline), total))
+        view = stack.enter_context(run_view(log, task_labels(pipeline), total, items))
         tic = time.perf_counter()
         try:
-            task = pipeline(params=defaults, overrides=list(overrides), tracking_uri=uri)
+            task = pipeline(
+                params=defaults, overrides=list(overrides), tracking_uri=uri, **arguments
+            )
         except RuntimeError as e:
             if "finished with status" not in str(e):
                 raise
@@ -156,10 +170,52 @@ def run_local(
             said = f" It said: {view.user_errors[-1]}" if view.user_errors else ""
             raise ConfigError(f"{message}{said} Its whole log: {log}") from None
         seconds = time.perf_counter() - tic
-    summary = summarize(
-        Path(task.outputs["evaluation"].path), Path(task.outputs["registration"].path), seconds, uri
-    )
+    if kind == "demo":
+        summary = summarize(
+            Path(task.outputs["evaluation"].path),
+            Path(task.outputs["registration"].path),
+            seconds,
+            uri,
+        )
+    else:
+        summary = summarize_vtab(Path(task.output.path), seconds, uri)
     return summary | {"log": str(log), "steps": view.finished}
+
+
+def pipeline_arguments(kind: PipelineKind, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments ``kind`` takes besides params, overrides and tracking_uri, checked."""
+    if kind == "demo":
+        if arguments:
+            raise ConfigError(
+                f"--arg {', '.join(arguments)}: the demo pipeline takes none (use --set)"
+            )
+        return {}
+    if kind != "vtab":
+        raise ConfigError(f"pipeline {kind!r}: expected demo or vtab")
+    unknown = set(arguments) - {"tasks", "data_root"}
+    if unknown:
+        raise ConfigError(
+            f"--arg {', '.join(sorted(unknown))}: the VTAB pipeline takes tasks and data_root"
+        )
+    tasks, data_root = arguments.get("tasks"), arguments.get("data_root")
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+        raise ConfigError(
+            f"--arg tasks={tasks!r}: the VTAB pipeline needs a list of task directories, "
+            "e.g. --arg 'tasks=[fashion_mnist, digits]'"
+        )
+    if not isinstance(data_root, str) or not data_root:
+        raise ConfigError(
+            "--arg data_root=...: the VTAB pipeline needs the directory (or "
+            "s3:// prefix) that holds the task directories"
+        )
+    if not data_root.startswith("s3://"):
+        missing = [t for t in tasks if not (Path(data_root) / t).is_dir()]
+        if missing:
+            raise ConfigError(
+                f"--arg data_root={data_root}: no task directory {', '.join(missing)} there "
+                "(a VTAB-1k task: images/, train800.txt, val200.txt, test.txt)"
+            )
+    return {"tasks": tasks, "data_root": data_root}
 
 
 @contextmanager
@@ -265,6 +321,7 @@ def summarize(
     reg = read_json(registration_dir / REGISTRATION_FILE, "register")
     evaluation = Evaluation(evaluation_dir)
     return {
+        "kind": "demo",
         "evaluation_dir": str(evaluation_dir),
         "registration_dir": str(registration_dir),
         "seconds": round(seconds, 1),
@@ -278,7 +335,31 @@ def summarize(
     }
 
 
+def summarize_vtab(table_dir: Path, seconds: float, tracking_uri: str) -> dict[str, Any]:
+    """Headline numbers of a finished VTAB run, from its table."""
+    from dyn_adapter.artifacts import VTAB_MARKDOWN, VTAB_TABLE, read_json
+
+    return {
+        "kind": "vtab",
+        "table_dir": str(table_dir),
+        "seconds": round(seconds, 1),
+        **read_json(table_dir / VTAB_TABLE, "vtab"),
+        "markdown": (table_dir / VTAB_MARKDOWN).read_text(),
+        "tracking_uri": tracking_uri,
+    }
+
+
 def format_summary(s: dict[str, Any]) -> str:
+    if s.get("kind") == "vtab":
+        return "\n".join(
+            [
+                f"VTAB pipeline finished in {s['seconds'] / 60:.1f} min "
+                f"({len(s['tasks'])} tasks; table in {s['table_dir']})",
+                s["markdown"].rstrip(),
+                f"MLflow: {s['tracking_uri']}",
+                f"full task logs: {s['log']}",
+            ]
+        )
     iso = s["iso_accuracy"]
     lines = [
         f"pipeline finished in {s['seconds'] / 60:.1f} min",

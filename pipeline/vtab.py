@@ -11,8 +11,13 @@ NAME = "dyn-adapter-vtab"
 ACCELERATOR = "nvidia.com/gpu"  # the Kubernetes resource each training task requests one of
 
 
-def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
-    """The VTAB pipeline; each training task requests one GPU."""
+def build_pipeline(
+    defaults: dict[str, Any], image: str = DEFAULT_IMAGE, task_parallelism: int = 0
+) -> Any:
+    """The VTAB pipeline; each training task requests one GPU.
+
+    ``task_parallelism`` caps how many tasks' branches run at once (0: no cap).
+    """
     c = build(image)
 
     @dsl.pipeline(
@@ -28,16 +33,18 @@ def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
         tracking_uri: str = "",
     ) -> dsl.Artifact:
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-        with dsl.ParallelFor(tasks, name="vtab-tasks") as task:
+        with dsl.ParallelFor(tasks, name="vtab-tasks", parallelism=task_parallelism) as task:
             task_overrides = c.task_overrides(overrides=overrides, data_root=data_root, task=task)
+            task_overrides.set_display_name("task parameters")
             common = dict(params=params, overrides=task_overrides.output)
             # Only the evaluations are tracked (one child run per task); the table ends the run.
-            prep = c.prepare_data(**common)
+            prep = c.prepare_data(**common).set_display_name("prepare data")
             train = c.train_model(**common, variant="dyn", data=prep.outputs["data"])
+            train.set_display_name("train Dyn-Adapter")
             train.set_accelerator_type(ACCELERATOR).set_accelerator_limit(1)
             search = c.search_thresholds(
                 **common, model=train.outputs["model"], data=prep.outputs["data"]
-            )
+            ).set_display_name("search thresholds")
             evaluation = c.evaluate_model(
                 **common,
                 tracking_uri=tracking_uri,
@@ -46,7 +53,7 @@ def build_pipeline(defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
                 thresholds=search.outputs["thresholds"],
                 data=prep.outputs["data"],
                 task_name=task,
-            )
+            ).set_display_name("evaluate")
         table = c.vtab_table(
             params=params,
             overrides=overrides,

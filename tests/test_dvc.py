@@ -71,7 +71,22 @@ def project(tmp_path_factory) -> Path:
     dvc(root, "add", "-q", "data")
     out = dvc(root, "repro")
     assert stages_run(out) == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    (root.parent / "first-repro.txt").write_text(out)
     return root
+
+
+def test_repro_shows_each_stage_briefly_and_logs_it_in_full(project):
+    out = (project.parent / "first-repro.txt").read_text()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage in stages:
+        log = f"outputs/logs/dvc/{stage}.log"
+        assert f"whole log: {log}" in out
+        assert (project / log).is_file()
+    # the epoch lines stay on the terminal; the model card and MLflow's chatter go to files
+    assert "epoch 1/2" in out
+    assert "# Model card" not in out and "model card: outputs/evaluate/model_card.md" in out
+    assert "Downloading artifacts" not in out and "mlflow.store.db.utils" not in out
+    assert "stage prepare" in (project / "outputs/logs/dvc/track.log").read_text()
 
 
 def test_repro_runs_every_stage_then_nothing(project):

@@ -61,25 +61,37 @@ def test_bad_params_are_refused_before_compiling(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_vtab_pipeline_runs_locally(tmp_path):
-    """Two tiny VTAB-layout tasks through the real KFP local runner, into the VTAB table."""
-    from kfp import local
+def test_vtab_pipeline_runs_locally(tmp_path, capsys):
+    """Two tiny VTAB-layout tasks through the real KFP local runner (`pipeline run --kind
+    vtab`), into the VTAB table, with the concise run view."""
     from mlflow.tracking import MlflowClient
 
     from dyn_adapter.mlops.store import embedded_tracking_uri
-    from pipeline.runner import build, load_defaults
+    from pipeline.runner import format_summary, run_local
 
     root = tmp_path / "vtab"
     for k, task in enumerate(["eurosat", "dtd"]):
         write_vtab_task(root / task, seed=k)
-    params = load_defaults(tiny_pipeline_params(tmp_path, "vtab", root / "eurosat"))
+    params_path = tiny_pipeline_params(tmp_path, "vtab", root / "eurosat")
+    params = yaml.safe_load(params_path.read_text())
     params["data"]["test_size"] = 6  # a demo-style subset: VTAB tasks must ignore it
+    params_path.write_text(yaml.safe_dump(params))
     uri = embedded_tracking_uri(tmp_path / "mlflow")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    pipe = build("vtab", params)
-    task = pipe(tasks=["eurosat", "dtd"], data_root=str(root), params=params, tracking_uri=uri)
-    table = json.loads((Path(task.output.path) / "vtab.json").read_text())
+    summary = run_local(
+        params_path,
+        pipeline_root=tmp_path / "kfp",
+        tracking_uri=uri,
+        kind="vtab",
+        arguments={"tasks": ["eurosat", "dtd"], "data_root": str(root)},
+    )
+    table = json.loads((Path(summary["table_dir"]) / "vtab.json").read_text())
     assert [r["task"] for r in table["tasks"]] == ["eurosat", "dtd"]
+    # one line per step on the terminal, each task's branch named by its task; logs in a file
+    shown = capsys.readouterr().out
+    assert len(summary["steps"]) == 11 and "step 11 of 11: VTAB table" in shown
+    assert "evaluate [dtd]" in shown and "Got executor_input" not in shown
+    assert "Got executor_input" in Path(summary["log"]).read_text()
+    assert "mean of tasks" in format_summary(summary)
     evaluations = sorted((tmp_path / "kfp").glob("*/*/evaluate-model/evaluation/metrics.json"))
     assert len(evaluations) == 2
     assert all(json.loads(m.read_text())["test_images"] == 24 for m in evaluations)

@@ -76,3 +76,18 @@ def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left():
     assert "baseline: static PETL, epoch 2/16 (val acc last exit 0.695)" in out.getvalue()
     assert "left" in out.getvalue()
     assert "Got executor_input" not in out.getvalue()
+
+
+def test_a_loop_task_is_named_by_its_item():
+    """A loop body of several tasks keeps the tasks' names; the iteration is in their paths."""
+    log, out = io.StringIO(), Terminal(tty=False)
+    v = RunView(log, {"evaluate-model": "evaluate"}, total=2, out=out, items=["eurosat", "dtd"])
+    for k in (0, 1):
+        v.write(
+            "Executing task 'evaluate-model'\n"
+            f'    "outputFile": "/kfp/run/for-loop-1-iteration-{k}/evaluate-model/out.json"\n'
+            "Task 'evaluate-model' finished with status SUCCESS\n"
+        )
+    v.close_view()
+    done = [line for line in out.getvalue().splitlines() if "done" in line]
+    assert done == ["  done: evaluate [eurosat] (0 s)", "  done: evaluate [dtd] (0 s)"]

@@ -1,0 +1,81 @@
+"""How a command talks to the person who ran it: in full at the CLI, briefly under ``dvc repro``.
+
+DVC runs each stage's command with ``$DVC_STAGE`` set and passes its output straight through,
+after its own ``Running stage '<name>':`` line. There a stage says only what a person follows a
+run by: the epoch lines of training, warnings and errors, the command's one result line, and
+its time. Everything it logs goes, in full, to ``outputs/logs/dvc/<stage>.log``; reports a
+command prints at the CLI (the model card, the Pareto table) are named by path instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command it runs
+LOG_DIR = Path("outputs/logs/dvc")
+# Loggers whose INFO lines are a run's progress: shown on the terminal in the brief view.
+PROGRESS_LOGGERS = ("dyn_adapter.training.trainer",)
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def dvc_stage() -> str | None:
+    """The DVC stage this command runs as, if ``dvc repro`` started it."""
+    return os.environ.get(STAGE_ENV) or None
+
+
+def brief() -> bool:
+    return dvc_stage() is not None
+
+
+def stage_log_path(stage: str) -> Path:
+    """``outputs/logs/dvc/<stage>.log`` (``dvc.yaml:train`` and ``a@b`` made file names)."""
+    name = re.sub(r"[^\w.-]+", "_", stage.rsplit(":", 1)[-1])
+    return LOG_DIR / f"{name}.log"
+
+
+class _Progress(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.startswith(PROGRESS_LOGGERS)
+
+
+def configure_logging(verbose: bool) -> Path | None:
+    """Log to stderr; in the brief view only progress lines there, all of it to the stage's
+    log file (returned)."""
+    level = logging.DEBUG if verbose else logging.INFO
+    stage = dvc_stage()
+    if stage is None:
+        logging.basicConfig(level=level, format=FORMAT, stream=sys.stderr)
+        return None
+    path = stage_log_path(stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, mode="w")
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.addFilter(_Progress())
+    logging.basicConfig(level=level, format=FORMAT, handlers=[to_file, to_terminal])
+    # MLflow logs through its own handlers: its INFO lines (database set-up, signature checks)
+    # and its download bars are not a run's progress.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return path
+
+
+def show_report(path: Path, what: str) -> None:
+    """Print the report at ``path`` in full, or in the brief view only where it is."""
+    if brief():
+        print(f"{what}: {path}")
+    else:
+        print(path.read_text())
+
+
+def finished(started: float, log: Path | None) -> None:
+    """The brief view's closing line: the stage, its time and where its whole log is (named,
+    so that it reads alone under ``dvc repro --quiet``)."""
+    if log is not None:
+        seconds = time.monotonic() - started
+        took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+        print(f"{log.stem}: done in {took}; whole log: {log}")

@@ -1,0 +1,53 @@
+"""A stage command in full at the CLI, briefly under ``dvc repro`` (``$DVC_STAGE`` set)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import yaml
+from conftest import TINY_PARAMS
+from test_prepare import make_fashion_mnist
+
+from dyn_adapter.console import stage_log_path
+
+
+def prepare(tmp_path, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    make_fashion_mnist(tmp_path / "fmnist", per_class=3, test_per_class=1)
+    params = {**TINY_PARAMS, "data": {"path": "fmnist", "train_size": 10, "val_size": 10}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | env_extra
+    return subprocess.run(
+        [sys.executable, "-m", "dyn_adapter.cli", "prepare", "--out", "outputs/prepared"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_at_the_cli_a_stage_logs_to_the_terminal(tmp_path):
+    proc = prepare(tmp_path, {})
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO dyn_adapter.data.prepare: prepared" in proc.stderr
+    assert "done in" not in proc.stdout
+    assert not (tmp_path / "outputs/logs").exists()
+
+
+def test_under_dvc_a_stage_says_its_result_and_time_and_logs_to_a_file(tmp_path):
+    proc = prepare(tmp_path, {"DVC_STAGE": "prepare"})
+    assert proc.returncode == 0, proc.stderr
+    log = tmp_path / "outputs/logs/dvc/prepare.log"
+    assert "INFO" not in proc.stderr
+    assert "INFO dyn_adapter.data.prepare: prepared" in log.read_text()
+    result, done = proc.stdout.strip().splitlines()
+    assert result.startswith("prepared {'train': 10, 'val': 10, 'test': 10}")
+    assert done.startswith("prepare: done in ")
+    assert done.endswith("; whole log: outputs/logs/dvc/prepare.log")
+
+
+def test_stage_log_names_are_file_names():
+    assert stage_log_path("dvc.yaml:train").name == "train.log"
+    assert stage_log_path("vtab@dtd").name == "vtab_dtd.log"
