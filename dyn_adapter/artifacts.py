@@ -143,12 +143,15 @@ class OperatingPoint:
         budget: The budget that accuracy was measured at.
         gflops_ratio: ``iso_accuracy.gflops_ratio``; ``None`` when no budget reaches it.
         full_gflops: GFLOPs of the full model (last exit).
+        balanced_accuracy: Test balanced accuracy at ``budget`` (``None`` in an evaluation
+            made before it was measured).
     """
 
     accuracy: float
     budget: float
     gflops_ratio: float | None
     full_gflops: float
+    balanced_accuracy: float | None = None
 
 
 class Evaluation:
@@ -186,12 +189,17 @@ class Evaluation:
                 float(self.iso["budget"]),
                 float(self.iso["gflops_ratio"]),
                 self.full_gflops,
+                self.iso.get("balanced_accuracy"),
             )
         if not self.budgets:
             raise ConfigError(f"{self.metrics_path}: no budgets; run `dyn-adapter evaluate` again")
         largest = max(self.budgets, key=lambda b: b["budget"])
         return OperatingPoint(
-            float(largest["accuracy"]), float(largest["budget"]), None, self.full_gflops
+            float(largest["accuracy"]),
+            float(largest["budget"]),
+            None,
+            self.full_gflops,
+            largest.get("balanced_accuracy"),
         )
 
     def headline(self) -> dict[str, float]:
@@ -199,7 +207,10 @@ class Evaluation:
         out = {
             "full_accuracy": self.full_accuracy,
             "full_gflops": self.full_gflops,
+            "full_balanced_accuracy": self.metrics["full"].get("balanced_accuracy"),
             "static_petl_accuracy": self.static_accuracy,
+            "static_petl_balanced_accuracy": self.metrics["static_petl"].get("balanced_accuracy"),
+            "iso_accuracy": self.iso.get("accuracy"),
             "iso_gflops_ratio": self.iso.get("gflops_ratio"),
             "time_ratio_b1": self.speed.get("time_ratio_b1"),
             "time_ratio_b64": self.speed.get("time_ratio_b64"),

@@ -195,6 +195,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_convert_weights)
 
+    from .data.packaged import TASKS
+
+    p = sub.add_parser(
+        "vtab-data",
+        help="write real datasets that ship in packages as VTAB-1k tasks (no download)",
+        description="Write each task (" + ", ".join(TASKS) + ") into --out/<task>/ in the "
+        "VTAB-1k layout: 800 train / 200 val drawn class-balanced with --seed, the rest (or the "
+        "task's own test split) as test, at most --max-test images; source.json states each "
+        "task's source and licence. The VTAB pipeline reads them: `dyn-adapter pipeline run "
+        "--kind vtab --arg 'tasks=[...]' --arg data_root=OUT`.",
+    )
+    p.add_argument("--out", default="data/vtab-real", help="task root (default: %(default)s)")
+    p.add_argument(
+        "--tasks",
+        type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+        default=list(TASKS),
+        help="comma-separated (default: all: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: %(default)s)")
+    p.add_argument(
+        "--max-test",
+        type=int,
+        default=5000,
+        help="largest test split, a class-balanced subset beyond it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fashion-mnist",
+        default="data/fashion-mnist",
+        help="the Fashion-MNIST IDX files (`make setup`) (default: %(default)s)",
+    )
+    p.set_defaults(func=commands.cmd_vtab_data)
+
     p = _stage_parser(
         sub,
         "prepare",

@@ -44,6 +44,25 @@ def params(args: argparse.Namespace):  # -> Params
     return load_params(args.params, args.overrides)
 
 
+def cmd_vtab_data(args: argparse.Namespace) -> int:
+    from .data.packaged import write_tasks
+
+    if args.max_test < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--max-test {args.max_test}: must be >= 1")
+    written = write_tasks(args.out, args.tasks, args.seed, args.max_test, args.fashion_mnist)
+    for name, record in written.items():
+        counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
+        print(f"{args.out}/{name}: {counts} ({record['licence']})")
+    tasks = ", ".join(written)
+    print(
+        f"run them: dyn-adapter pipeline run --kind vtab --arg 'tasks=[{tasks}]' "
+        f"--arg data_root={args.out}"
+    )
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from .stages import prepare
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,40 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_replaceable(out_dir: Path, marker: str, what: str) -> None:
+    """Refuse to replace anything but an empty directory or an earlier ``what`` (a directory
+    holding the file ``marker``)."""
+    from .errors import ConfigError
+
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a directory; choose another output")
+    if any(out_dir.iterdir()) and not (out_dir / marker).is_file():
+        raise ConfigError(
+            f"{out_dir}: exists and is not {what} (no {marker}); it would be replaced, so "
+            "choose another output directory or remove it yourself"
+        )
+
+
+def replace_dir(tmp: Path, out_dir: Path, marker: str, what: str) -> None:
+    """Rename the complete directory ``tmp`` onto ``out_dir`` (see :func:`check_replaceable`);
+    the old one is moved aside first and put back on failure."""
+    check_replaceable(out_dir, marker, what)
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -328,8 +328,12 @@ def summarize(
         "exits": evaluation.metrics["exits"],
         "full_accuracy": evaluation.full_accuracy,
         "static_petl_accuracy": evaluation.static_accuracy,
+        "static_petl": evaluation.metrics["static_petl"],
         "frozen_probe_exits": (evaluation.metrics.get("frozen_probe") or {}).get("exits"),
         "iso_accuracy": evaluation.iso,
+        "half_gflops": evaluation.metrics.get("half_gflops"),
+        "comparisons": evaluation.metrics.get("comparisons") or {},
+        "class_shift": evaluation.metrics.get("class_shift"),
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
     }
@@ -374,14 +378,30 @@ def format_summary(s: dict[str, Any]) -> str:
             "frozen-probe baseline per exit: "
             + ", ".join(f"{e['accuracy']:.4f}" for e in s["frozen_probe_exits"])
         )
-    lines.append(f"static PETL baseline: {s['static_petl_accuracy']:.4f}")
+    lines.append(f"static PETL baseline: {_with_interval(s['static_petl'])}")
     if iso["gflops_ratio"] is not None:
         lines.append(
-            f"iso-accuracy: {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the full "
-            f"GFLOPs ({1 - iso['gflops_ratio']:.1%} saved; budget {iso['budget']:g})"
+            f"iso-accuracy (chosen on validation): {_with_interval(iso)} at "
+            f"{iso['gflops_ratio']:.3f} of the full GFLOPs ({1 - iso['gflops_ratio']:.1%} saved; "
+            f"budget {iso['budget']:g})"
         )
     else:
-        lines.append("iso-accuracy: no searched budget reached the static PETL accuracy")
+        lines.append("iso-accuracy: no searched budget kept the static PETL validation accuracy")
+    half = s.get("half_gflops") or {}
+    if half.get("budget") is not None:
+        lines.append(
+            f"at most half the GFLOPs: {_with_interval(half)} at {half['gflops_ratio']:.3f} "
+            f"(budget {half['budget']:g})"
+        )
+    for name, c in s.get("comparisons", {}).items():
+        low, high = c["interval"]
+        lines.append(
+            f"{name.replace('_', ' ')}: {100 * c['difference']:+.2f} points "
+            f"[{100 * low:+.2f}, {100 * high:+.2f}], "
+            f"{'resolved' if c['resolved'] else 'not resolved'}"
+        )
+    if (s.get("class_shift") or {}).get("marked"):
+        lines.append(f"note: {s['class_shift']['note']}")
     r = s["registered"]
     lines.append(
         f"registered {r['name']} version {r['version']} aliases {', '.join(r['aliases'])}: "
@@ -391,6 +411,15 @@ def format_summary(s: dict[str, Any]) -> str:
     if s.get("log"):
         lines.append(f"full task logs: {s['log']}")
     return "\n".join(lines)
+
+
+def _with_interval(m: dict[str, Any]) -> str:
+    """``0.8370 [0.8266, 0.8472]`` (the interval where the evaluation has one)."""
+    text = f"{m['accuracy']:.4f}"
+    if m.get("accuracy_interval"):
+        low, high = m["accuracy_interval"]
+        text += f" [{low:.4f}, {high:.4f}]"
+    return text
 
 
 def submit(

@@ -1,5 +1,6 @@
-"""The VTAB-1k profile: one branch per task (prepare → train on a GPU → search → evaluate),
-collected into the VTAB table."""
+"""The VTAB-1k profile: one branch per task (prepare → train Dyn-Adapter and its two baselines,
+static PETL and frozen-probe exits, each on a GPU → search → evaluate against both), collected
+into the VTAB table."""
 
 from typing import Any
 
@@ -39,19 +40,35 @@ def build_pipeline(
             common = dict(params=params, overrides=task_overrides.output)
             # Only the evaluations are tracked (one child run per task); the table ends the run.
             prep = c.prepare_data(**common).set_display_name("prepare data")
-            train = c.train_model(**common, variant="dyn", data=prep.outputs["data"])
-            train.set_display_name("train Dyn-Adapter")
-            train.set_accelerator_type(ACCELERATOR).set_accelerator_limit(1)
+            data = prep.outputs["data"]
+            trained = {}
+            for variant, title in [
+                ("dyn", "train Dyn-Adapter"),
+                ("static", "baseline: static PETL"),
+                ("probe", "baseline: frozen-probe exits"),
+            ]:
+                trained[variant] = c.train_model(**common, variant=variant, data=data)
+                trained[variant].set_display_name(title)
+                trained[variant].set_accelerator_type(ACCELERATOR).set_accelerator_limit(1)
             search = c.search_thresholds(
-                **common, model=train.outputs["model"], data=prep.outputs["data"]
+                **common, model=trained["dyn"].outputs["model"], data=data
             ).set_display_name("search thresholds")
+            probe_search = c.search_thresholds(
+                **common,
+                model=trained["probe"].outputs["model"],
+                data=data,
+                stage_name="search-probe",
+            ).set_display_name("search thresholds: frozen probe")
             evaluation = c.evaluate_model(
                 **common,
                 tracking_uri=tracking_uri,
                 pipeline_run_id=run_id,
-                model=train.outputs["model"],
+                model=trained["dyn"].outputs["model"],
                 thresholds=search.outputs["thresholds"],
-                data=prep.outputs["data"],
+                data=data,
+                static_model=trained["static"].outputs["model"],
+                probe_model=trained["probe"].outputs["model"],
+                probe_thresholds=probe_search.outputs["thresholds"],
                 task_name=task,
             ).set_display_name("evaluate")
         table = c.vtab_table(

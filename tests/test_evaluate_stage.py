@@ -61,6 +61,28 @@ def test_evaluate_writes_metrics_plots_and_card(trained):
     assert len(probe_exits) == len(saved["exits"])
     assert all(0.0 <= e["accuracy"] <= 1.0 for e in probe_exits)
     assert {"time_ratio_b1", "time_ratio_b64"} <= saved["speed"].keys()
+    # The static PETL model is scored here on the same images: what train measured
+    static_trained = json.loads((root / "static" / "metrics.json").read_text())
+    assert saved["static_petl"]["accuracy"] == pytest.approx(static_trained["test_accuracy"][-1])
+    # Every accuracy with its interval, balanced accuracy and per-class recall
+    for m in [saved["full"], saved["static_petl"], *saved["exits"], *saved["budgets"]]:
+        low, high = m["accuracy_interval"]
+        assert low <= m["accuracy"] <= high
+        assert len(m["per_class_recall"]) == 4 and 0.0 <= m["balanced_accuracy"] <= 1.0
+    # The headline is chosen on validation; the test-curve reading is a second, labelled number
+    iso = saved["iso_accuracy"]
+    assert iso["chosen_on"] == "validation"
+    assert iso["reference_val_accuracy"] == saved["static_petl"]["val_accuracy"]
+    chosen = [b for b in saved["budgets"] if b["budget"] == iso["budget"]]
+    if chosen:
+        assert chosen[0]["val_accuracy"] >= iso["reference_val_accuracy"] - iso["tolerance"]
+        assert iso["accuracy"] == chosen[0]["accuracy"]
+    assert iso["test_read"]["chosen_on"].startswith("test")
+    assert saved["half_gflops"]["budget"] == 0.5
+    for name in ("last_exit_vs_static_petl", "half_gflops_vs_static_petl"):
+        c = saved["comparisons"][name]
+        assert c["interval"][0] <= c["difference"] <= c["interval"][1]
+    assert all(b["vs_frozen_probe"] is not None for b in saved["budgets"])
     for name in (
         "accuracy_vs_gflops.png",
         "exit_distribution.png",
@@ -70,6 +92,7 @@ def test_evaluate_writes_metrics_plots_and_card(trained):
         assert (root / "eval" / "plots" / name).stat().st_size > 0
     card = (root / "eval" / "model_card.md").read_text()
     assert "sha256" in card and "| budget |" in card
+    assert "balanced accuracy" in card and "paired bootstrap" in card and "Per-class recall" in card
     # Artifacts are named by their place in the run, not by this machine's paths.
     assert "`thresholds.json`" in card and str(root / "search") not in card
 

@@ -86,9 +86,15 @@ def test_vtab_pipeline_runs_locally(tmp_path, capsys):
     )
     table = json.loads((Path(summary["table_dir"]) / "vtab.json").read_text())
     assert [r["task"] for r in table["tasks"]] == ["eurosat", "dtd"]
+    for r in table["tasks"]:  # each task against both baselines, with intervals
+        assert r["static_petl_accuracy"] is not None and len(r["frozen_probe_exits"]) == 3
+        assert r["accuracy_interval"][0] <= r["accuracy"] <= r["accuracy_interval"][1]
+        assert r["half_gflops_vs_static_petl"]["level"] == 0.95
+        assert r["above_frozen_probe_resolved"] in (True, False)
+    assert table["mean_static_petl"] is not None
     # one line per step on the terminal, each task's branch named by its task; logs in a file
     shown = capsys.readouterr().out
-    assert len(summary["steps"]) == 11 and "step 11 of 11: VTAB table" in shown
+    assert len(summary["steps"]) == 17 and "step 17 of 17: VTAB table" in shown
     assert "evaluate [dtd]" in shown and "Got executor_input" not in shown
     assert "Got executor_input" in Path(summary["log"]).read_text()
     assert "mean of tasks" in format_summary(summary)

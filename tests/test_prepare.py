@@ -13,7 +13,7 @@ from PIL import Image
 
 from dyn_adapter.config import from_dict
 from dyn_adapter.data import sources
-from dyn_adapter.data.prepare import DataConfig, balanced_quota
+from dyn_adapter.data.prepare import DataConfig, balanced_quota, stratified_quota
 from dyn_adapter.data.prepare import prepare as prepare_data
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
@@ -131,6 +131,47 @@ def test_config_errors_name_the_key(data, match):
 def test_balanced_quota():
     assert balanced_quota(800, 10).tolist() == [80] * 10
     assert balanced_quota(7, 3).tolist() == [3, 2, 2]
+
+
+def test_stratified_quota_keeps_the_proportions():
+    assert stratified_quota(10, np.array([60, 30, 10])).tolist() == [6, 3, 1]
+    quota = stratified_quota(7, np.array([50, 30, 20]))
+    assert quota.sum() == 7 and quota.tolist() == [4, 2, 1]  # 3.5, 2.1, 1.4: largest remainder
+
+
+def make_imbalanced_folder(root: Path, counts=(24, 12, 6)) -> Path:
+    for c, n in enumerate(counts):
+        for i in range(n):
+            save_image(root / f"class{c}" / f"{i}.png", size=(20, 24), seed=100 * c + i)
+    return root
+
+
+def test_a_balanced_draw_from_an_imbalanced_pool_is_marked(tmp_path, caplog):
+    """One pool of 24/12/6 images: balanced train/val (6/6/6 in all) leave test at 18/6/0,
+    far from train/val's equal thirds; the manifest and a warning say so."""
+    root = make_imbalanced_folder(tmp_path / "pool")
+    with caplog.at_level(logging.WARNING):
+        _, m = prepare(tmp_path, source="imagefolder", path=str(root), train_size=12, val_size=6)
+    assert m["splits"]["test"]["class_counts"] == [18, 6, 0]
+    assert m["class_shift"]["test_vs_train_val"] == pytest.approx(0.5 * (5 / 12 + 1 / 12 + 1 / 3))
+    assert m["class_shift"]["marked"] and "data.draw=stratified" in caplog.text
+
+
+def test_a_stratified_draw_keeps_the_pools_proportions(tmp_path):
+    root = make_imbalanced_folder(tmp_path / "pool")
+    _, m = prepare(
+        tmp_path,
+        source="imagefolder",
+        path=str(root),
+        train_size=14,
+        val_size=7,
+        draw="stratified",
+    )
+    assert m["splits"]["train"]["class_counts"] == [8, 4, 2]
+    assert m["splits"]["val"]["class_counts"] == [4, 2, 1]
+    assert m["splits"]["test"]["class_counts"] == [12, 6, 3]
+    assert m["class_shift"]["test_vs_train_val"] == pytest.approx(0.0)
+    assert not m["class_shift"]["marked"]
 
 
 # --- Fashion-MNIST ---------------------------------------------------------------------------

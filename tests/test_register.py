@@ -167,6 +167,19 @@ def test_gate_decisions_say_why(accuracy, ratio, champ, passed, says):
     assert says in decision.reason
 
 
+def test_the_gate_can_compare_balanced_accuracy():
+    """A candidate that is more accurate but never predicts a minority class: accuracy passes
+    it, balanced accuracy stops it."""
+    candidate = OperatingPoint(0.92, 0.5, 0.5, 1.0, balanced_accuracy=0.70)
+    assert gate(candidate, ("3", 0.90), CFG).passed
+    cfg = RegisterConfig(accuracy_tolerance=0.01, gate_metric="balanced_accuracy")
+    decision = gate(candidate, ("3", 0.88), cfg)
+    assert not decision.passed
+    assert "test balanced accuracy 0.7000 (budget 0.5) < champion v3's 0.8800" in decision.reason
+    with pytest.raises(ConfigError, match="gate_metric"):
+        RegisterConfig(gate_metric="f1")  # type: ignore[arg-type]
+
+
 def test_gate_without_gflops_limit():
     cfg = RegisterConfig(max_gflops_ratio=None)
     assert gate(OperatingPoint(0.5, 1.0, None, 1.0), None, cfg).passed

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import to_dict
 from ..errors import ConfigError
-from ..files import write_json
+from ..files import check_replaceable, replace_dir, write_json
 from ..models.backbone import BackboneConfig
 from . import s3, sources
 from .prepared import FORMAT_VERSION, MANIFEST, SPLITS, split_files
@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 SOURCES = ("fashion-mnist", "vtab", "imagefolder")
 ON_BAD = ("error", "skip")
+DRAWS = ("balanced", "stratified")
+# Test class proportions this far (total variation distance) from train/val's are "marked":
+# the thresholds were tuned on other proportions than the ones they are tested on.
+MARKED_SHIFT = 0.1
 
 
 @dataclass
@@ -45,9 +49,12 @@ class DataConfig:
             ``train800.txt``/``val200.txt``/``test.txt`` are the splits, so ``train_size`` and
             ``val_size`` are not used) or ``imagefolder`` (``<class>/<image>`` folders).
         path: A local directory, or ``s3://bucket/prefix`` (mirrored into a local cache).
-        train_size: Training images, class-balanced, drawn with ``seed`` from the training pool.
-        val_size: Validation images, class-balanced, disjoint from train.
-        test_size: None: the whole test split; else a class-balanced seeded subset.
+        train_size: Training images, drawn with ``seed`` from the training pool.
+        val_size: Validation images, disjoint from train.
+        test_size: None: the whole test split; else a seeded subset.
+        draw: How each drawn split shares its images among classes: ``balanced`` (equal
+            numbers) or ``stratified`` (in the pool's proportions, so that train/val and
+            what is left for test keep the data's class proportions).
         seed: Seed of every random draw; same seed, same arrays.
         on_bad: ``error`` stops at the first bad image or list line; ``skip`` leaves it out,
             lists it in the manifest and warns (paths outside the data are never skipped).
@@ -60,6 +67,7 @@ class DataConfig:
     train_size: int = 800
     val_size: int = 200
     test_size: int | None = None
+    draw: Literal["balanced", "stratified"] = "balanced"
     seed: int = 0
     on_bad: Literal["error", "skip"] = "error"
     s3_endpoint_url: str | None = None
@@ -67,6 +75,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ConfigError(f"data.source: {self.source!r} is not one of {list(SOURCES)}")
+        if self.draw not in DRAWS:
+            raise ConfigError(f"data.draw: {self.draw!r} is not one of {list(DRAWS)}")
         if self.on_bad not in ON_BAD:
             raise ConfigError(f"data.on_bad: {self.on_bad!r} is not one of {list(ON_BAD)}")
         if not self.path:
@@ -125,14 +135,14 @@ def prepare(cfg: DataConfig, backbone: BackboneConfig, out_dir: str | Path) -> P
     out_dir = Path(os.path.abspath(Path(out_dir).expanduser()))  # "." and ".." have no name
     if not out_dir.name:
         raise ConfigError(f"{out_dir}: not usable as the output directory; name a directory")
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir, MANIFEST, "a prepared dataset")
     data_config = resolve_data_config(backbone)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         manifest = _prepare_into(tmp, cfg, data_config)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir, MANIFEST, "a prepared dataset")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -154,7 +164,7 @@ def _prepare_into(tmp: Path, cfg: DataConfig, data_config: dict[str, Any]) -> di
     layout = sources.load(cfg.source, root, bad)
     if cfg.source == "vtab":
         logger.info("vtab: the task's split files define train/val; train_size/val_size unused")
-    planned = _plan(layout, cfg, bad)
+    planned = plan_splits(layout, cfg, bad)
     planned, size = _image_size(planned, root, bad, tuple(data_config["input_size"][1:]))
     splits = {}
     for name in SPLITS:
@@ -165,6 +175,9 @@ def _prepare_into(tmp: Path, cfg: DataConfig, data_config: dict[str, Any]) -> di
             "class_counts": np.bincount(labels, minlength=len(layout.classes)).tolist(),
             "sha256": _sha256(tmp / f for f in split_files(name)),
         }
+    shift = class_shift(splits)
+    if shift["marked"]:
+        logger.warning("%s", shift["note"])
     manifest = {
         "format_version": FORMAT_VERSION,
         "source": cfg.source,
@@ -172,6 +185,7 @@ def _prepare_into(tmp: Path, cfg: DataConfig, data_config: dict[str, Any]) -> di
         "classes": layout.classes,
         "num_classes": len(layout.classes),
         "splits": splits,
+        "class_shift": shift,
         "skipped": bad.skipped,
         "skipped_count": len(bad.skipped),
         "data_config": data_config,
@@ -194,7 +208,7 @@ def _local_root(cfg: DataConfig) -> tuple[Path, str]:
 # --- which images go where ---------------------------------------------------------------------
 
 
-def _plan(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool]:
+def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool]:
     """The train/val/test selection: seeded, class-balanced, disjoint."""
     pools = layout.pools
     where = {name: bad.where(layout.origins.get(name, ".")) for name in pools}
@@ -205,18 +219,49 @@ def _plan(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool]:
     if layout.fixed_splits:
         test = pools["test"]
         if cfg.test_size is not None:
-            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"])
+            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
         return {"train": pools["train"], "val": pools["val"], "test": test}
     sizes: list[tuple[str, int | None]] = [("train", cfg.train_size), ("val", cfg.val_size)]
     if "test" in pools:
-        train, val = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"])
+        train, val = _draw(
+            pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw
+        )
         test = pools["test"]
         if cfg.test_size is not None:
-            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"])
+            (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
     else:  # one pool: the test split is what train and val leave (or a subset of it)
         sizes += test_size
-        train, val, test = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"])
+        train, val, test = _draw(
+            pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw
+        )
     return {"train": train, "val": val, "test": test}
+
+
+def class_shift(splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """How far the test split's class proportions are from train+val's (total variation
+    distance: half the summed absolute differences; 0 same, 1 disjoint)."""
+    tuned = np.add(splits["train"]["class_counts"], splits["val"]["class_counts"])
+    test = np.asarray(splits["test"]["class_counts"])
+    if tuned.sum() == 0 or test.sum() == 0:
+        return {"test_vs_train_val": None, "marked": False, "note": ""}
+    distance = float(0.5 * np.abs(tuned / tuned.sum() - test / test.sum()).sum())
+    marked = distance > MARKED_SHIFT
+    note = (
+        f"the test split's class proportions differ from train/val's (total variation "
+        f"distance {distance:.2f} > {MARKED_SHIFT}): accuracy weighs classes differently "
+        "there; read balanced accuracy, or prepare with data.draw=stratified"
+        if marked
+        else ""
+    )
+    return {"test_vs_train_val": distance, "marked": marked, "note": note}
+
+
+def stratified_quota(size: int, counts: np.ndarray) -> np.ndarray:
+    """Images per class for ``size`` in the proportions of ``counts`` (largest remainders)."""
+    exact = size * counts / counts.sum()
+    quota = np.floor(exact).astype(np.int64)
+    quota[np.argsort(-(exact - quota), kind="stable")[: size - quota.sum()]] += 1
+    return quota
 
 
 def balanced_quota(size: int, num_classes: int) -> np.ndarray:
@@ -232,15 +277,24 @@ def _draw(
     classes: list[str],
     rng: np.random.Generator,
     where: str,
+    draw: str = "balanced",
 ) -> list[Pool]:
-    """Disjoint class-balanced subsets of ``pool``, one per ``(split, size)``.
+    """Disjoint subsets of ``pool``, one per ``(split, size)``, class-balanced or stratified.
 
     A size of None takes everything the earlier subsets left, in pool order; drawn subsets
     come in a seeded random order. ``where`` names the pool in messages.
     """
     num_classes = len(classes)
     by_class = [rng.permutation(np.flatnonzero(pool.labels == c)) for c in range(num_classes)]
-    quotas = [None if size is None else balanced_quota(size, num_classes) for _, size in sizes]
+    counts = np.array([len(m) for m in by_class])
+    quotas = [
+        None
+        if size is None
+        else balanced_quota(size, num_classes)
+        if draw == "balanced"
+        else stratified_quota(size, counts)
+        for _, size in sizes
+    ]
     needed = np.zeros(num_classes, dtype=np.int64)
     for quota in quotas:
         if quota is not None:
@@ -361,33 +415,3 @@ def _sha256(paths: Iterable[Path]) -> str:
 
 
 # --- atomic replacement ---------------------------------------------------------------------------
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace anything but an empty directory or an earlier prepared dataset."""
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise ConfigError(f"{out_dir}: exists and is not a directory; choose another output")
-    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise ConfigError(
-            f"{out_dir}: exists and is not a prepared dataset (no {MANIFEST}); it would be "
-            "replaced, so choose another output directory or remove it yourself"
-        )
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` onto ``out_dir``; the old one is moved aside first and put back on failure."""
-    _check_replaceable(out_dir)
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{secrets.token_hex(4)}"
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -7,6 +7,21 @@ from typing import Any
 from ..data.prepared import PreparedData
 from ..models import DynAdapterViT
 
+COMPARISONS = {
+    "last_exit_vs_static_petl": "Last exit minus static PETL",
+    "iso_vs_static_petl": "Iso-accuracy point minus static PETL",
+    "half_gflops_vs_static_petl": "Half-GFLOPs point minus static PETL",
+}
+
+
+def _interval(m: dict[str, Any]) -> str:
+    low, high = m["accuracy_interval"]
+    return f"{m['accuracy']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _summary(m: dict[str, Any]) -> str:
+    return f"accuracy {_interval(m)}, balanced accuracy {m['balanced_accuracy']:.4f}"
+
 
 def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData) -> str:
     """The card as Markdown; artifacts are named by their place in the run, not by a path on
@@ -28,27 +43,58 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         "## Data",
         f"- Source: {data.manifest.get('source')} `{data.manifest.get('path')}`; "
         f"{data.num_classes} classes; test images: {metrics['test_images']}.",
+        *(
+            [f"- Class proportions: {shift['note']}."]
+            if (shift := metrics.get("class_shift") or {}).get("marked")
+            else []
+        ),
         "",
-        "## Results (test split, final-epoch model)",
-        f"- Full model (last exit): accuracy {metrics['full']['accuracy']:.4f} at "
+        "## Results (test split, final-epoch model; 95% bootstrap intervals)",
+        f"- Full model (last exit): {_summary(metrics['full'])} at "
         f"{metrics['full']['gflops']:.3f} GFLOPs ({metrics['flops_unit']}).",
     ]
     if metrics["static_petl"]["accuracy"] is not None:
-        lines.append(f"- Static PETL model: accuracy {metrics['static_petl']['accuracy']:.4f}.")
+        lines.append(f"- Static PETL model: {_summary(metrics['static_petl'])}.")
     if iso["gflops_ratio"] is not None:
         lines.append(
-            f"- Iso-accuracy: {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} x the full GFLOPs "
-            f"(budget {iso['budget']:g}; reference {iso['reference_accuracy']:.4f} - "
-            f"{iso['tolerance']:g})."
+            f"- Iso-accuracy (chosen on validation): {_interval(iso)} at "
+            f"{iso['gflops_ratio']:.3f} x the full GFLOPs (budget {iso['budget']:g}: the "
+            f"cheapest whose validation accuracy is within {iso['tolerance']:g} of "
+            f"{iso['reference_val_accuracy']:.4f})."
         )
     else:
-        lines.append("- No searched budget reaches the reference accuracy within the tolerance.")
+        lines.append(
+            "- No searched budget keeps the reference validation accuracy within the tolerance."
+        )
+    half = metrics["half_gflops"]
+    if half["budget"] is not None:
+        lines.append(
+            f"- At most half the GFLOPs (budget {half['budget']:g}): {_interval(half)} at "
+            f"{half['gflops_ratio']:.3f} x the full GFLOPs."
+        )
+    for name, c in metrics["comparisons"].items():
+        verdict = "resolved" if c["resolved"] else "not resolved"
+        low, high = c["interval"]
+        lines.append(
+            f"- {COMPARISONS.get(name, name)}: {100 * c['difference']:+.2f} points "
+            f"[{100 * low:+.2f}, {100 * high:+.2f}] ({verdict}; paired bootstrap)."
+        )
+    recall = metrics["full"]["per_class_recall"]
+    lines.append(
+        "- Per-class recall (last exit): "
+        + ", ".join(
+            f"{name} {r:.2f}" if r is not None else f"{name} n/a"
+            for name, r in zip(data.classes, recall, strict=True)
+        )
+        + "."
+    )
     lines += [
         f"- Wall-clock, dynamic over full: {metrics['speed']['time_ratio_b64']:.3f} at batch 64, "
         f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}).",
         "",
-        "| budget | accuracy | GFLOPs | ratio | exit fractions | geometric | frozen probe |",
-        "|---|---|---|---|---|---|---|",
+        "| budget | accuracy [95% interval] | balanced | val accuracy | GFLOPs | ratio | "
+        "exit fractions | geometric | frozen probe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for b in metrics["budgets"]:
         fr = " / ".join(f"{f:.2f}" for f in b["exit_fractions"])
@@ -57,8 +103,9 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
             f"{b['frozen_probe_accuracy']:.4f}" if b["frozen_probe_accuracy"] is not None else "n/a"
         )
         lines.append(
-            f"| {b['budget']:g} | {b['accuracy']:.4f} | {b['gflops']:.3f} | "
-            f"{b['gflops_ratio']:.3f} | {fr} | {geo} | {probe} |"
+            f"| {b['budget']:g} | {_interval(b)} | {b['balanced_accuracy']:.4f} | "
+            f"{b['val_accuracy']:.4f} | {b['gflops']:.3f} | {b['gflops_ratio']:.3f} | {fr} | "
+            f"{geo} | {probe} |"
         )
     lines += [
         "",

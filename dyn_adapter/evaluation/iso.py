@@ -7,10 +7,14 @@ from typing import Any
 
 
 def iso_accuracy_point(
-    budgets: Sequence[dict[str, Any]], reference: float, tolerance: float
+    budgets: Sequence[dict[str, Any]],
+    reference: float,
+    tolerance: float,
+    accuracy: str = "accuracy",
+    cost: str = "gflops",
 ) -> dict[str, Any] | None:
-    """The budget row with the fewest GFLOPs whose accuracy is at least ``reference -
-    tolerance``; ``None`` when no budget qualifies. Rows need ``accuracy`` and ``gflops``; of
-    equally cheap rows the first is taken."""
-    qualifying = [b for b in budgets if b["accuracy"] >= reference - tolerance]
-    return min(qualifying, key=lambda b: b["gflops"]) if qualifying else None
+    """The budget row with the lowest ``cost`` whose ``accuracy`` is at least ``reference -
+    tolerance``; ``None`` when no budget qualifies. Of equally cheap rows the first is taken.
+    The keys name the split the choice is made on (``val_accuracy``, ``val_gflops_ratio``)."""
+    qualifying = [b for b in budgets if b[accuracy] >= reference - tolerance]
+    return min(qualifying, key=lambda b: b[cost]) if qualifying else None

@@ -1,14 +1,15 @@
 """The promotion gate: whether a registered version becomes the champion, and why.
 
-A candidate becomes champion when its test accuracy is not below the current champion's by
-more than ``accuracy_tolerance`` and its iso-accuracy GFLOPs ratio is at most
-``max_gflops_ratio``; the decision carries its numbers in words.
+A candidate becomes champion when its test accuracy (or balanced accuracy: ``gate_metric``) is
+not below the current champion's by more than ``accuracy_tolerance`` and its iso-accuracy
+GFLOPs ratio is at most ``max_gflops_ratio``; the decision carries its numbers in words.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from ..artifacts import OperatingPoint
 from ..errors import ConfigError
@@ -32,6 +33,9 @@ class RegisterConfig:
         max_gflops_ratio: The candidate's ``iso_accuracy.gflops_ratio`` (GFLOPs over the full
             model's at iso accuracy) must be at most this to become champion; ``None`` disables
             the condition.
+        gate_metric: What is compared with the champion's: ``accuracy``, or
+            ``balanced_accuracy`` (the mean per-class recall: a class the model never
+            predicts costs it, whatever the class proportions of the test split).
     """
 
     model_name: str = "dyn-adapter"
@@ -39,6 +43,7 @@ class RegisterConfig:
     experiment: str = "dyn-adapter"
     accuracy_tolerance: float = 0.005
     max_gflops_ratio: float | None = 0.6
+    gate_metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"
 
     def __post_init__(self) -> None:
         if not self.model_name.strip():
@@ -52,6 +57,10 @@ class RegisterConfig:
         if self.max_gflops_ratio is not None and not 0 < self.max_gflops_ratio <= 1:
             raise ConfigError(
                 f"register.max_gflops_ratio: must be in (0, 1] or null, got {self.max_gflops_ratio}"
+            )
+        if self.gate_metric not in ("accuracy", "balanced_accuracy"):
+            raise ConfigError(
+                f"register.gate_metric: {self.gate_metric!r} is not accuracy or balanced_accuracy"
             )
         if self.tracking_uri is not None:
             check_no_credentials(self.tracking_uri, "register.tracking_uri")
@@ -74,21 +83,28 @@ def gate(
 
     Args:
         candidate: The new version's numbers.
-        champion: ``(version, test accuracy)`` of the current champion (accuracy ``None`` if
-            it has no ``accuracy`` tag), or ``None`` when there is none yet.
+        champion: ``(version, value)`` of the current champion, the value its tag named
+            ``cfg.gate_metric`` holds (``None`` without one), or ``None`` when there is none.
         cfg: Tolerance and GFLOPs limit.
     """
     checks: list[tuple[bool, str]] = []
-    acc = f"test accuracy {candidate.accuracy:.4f} (budget {candidate.budget:g})"
+    metric = cfg.gate_metric
+    value = candidate.accuracy if metric == "accuracy" else candidate.balanced_accuracy
+    if value is None:
+        raise ConfigError(
+            f"register.gate_metric: {metric}: the evaluation has none; run `dyn-adapter "
+            "evaluate` again"
+        )
+    acc = f"test {metric.replace('_', ' ')} {value:.4f} (budget {candidate.budget:g})"
     if champion is None:
         checks.append((True, f"{acc}; no champion yet"))
     elif champion[1] is None:
         checks.append(
-            (False, f"{acc}; champion v{champion[0]} has no accuracy tag: promote by hand")
+            (False, f"{acc}; champion v{champion[0]} has no {metric} tag: promote by hand")
         )
     else:
         floor = champion[1] - cfg.accuracy_tolerance
-        ok = candidate.accuracy >= floor - 1e-12
+        ok = value >= floor - 1e-12
         checks.append(
             (
                 ok,

@@ -102,11 +102,14 @@ def _model_version(client: MlflowClient, name: str, version: str) -> Any:
         ) from None
 
 
-def _champion(client: MlflowClient, name: str) -> tuple[str, float | None] | None:
+def _champion(
+    client: MlflowClient, name: str, metric: str = "accuracy"
+) -> tuple[str, float | None] | None:
+    """The champion's version and its ``metric`` tag."""
     version = _alias_version(client, name, CHAMPION)
     if version is None:
         return None
-    tag = client.get_model_version(name, version).tags.get("accuracy")
+    tag = client.get_model_version(name, version).tags.get(metric)
     try:
         return version, float(tag) if tag is not None else None
     except ValueError:
@@ -281,10 +284,15 @@ def _log_and_register(
                 "model_name": cfg.model_name,
                 "accuracy_tolerance": cfg.accuracy_tolerance,
                 "max_gflops_ratio": cfg.max_gflops_ratio,
+                "gate_metric": cfg.gate_metric,
             }
         )
         mlflow.log_metrics(
-            {k: float(tags[k]) for k in ("accuracy", "gflops_ratio", "full_gflops") if tags[k]}
+            {
+                k: float(tags[k])
+                for k in ("accuracy", "balanced_accuracy", "gflops_ratio", "full_gflops")
+                if tags[k]
+            }
         )
         for path in (paths["metrics"], paths["card"]):
             if path.is_file():
@@ -323,6 +331,9 @@ def _version_tags(
     return {
         RUN_ID_TAG: pipeline_run_id,
         "accuracy": f"{candidate.accuracy:.6f}",
+        "balanced_accuracy": (
+            "" if candidate.balanced_accuracy is None else f"{candidate.balanced_accuracy:.6f}"
+        ),
         "accuracy_budget": f"{candidate.budget:g}",
         "gflops_ratio": "" if ratio is None else f"{ratio:.6f}",
         "full_gflops": f"{candidate.full_gflops:.6f}",  # measured as served (merged)
@@ -384,7 +395,7 @@ def register_version(
         _ensure_registered_model(client, name)
         existing = _find_version(client, name, pipeline_run_id)
         if existing is None:
-            decision = gate(point, _champion(client, name), cfg)
+            decision = gate(point, _champion(client, name, cfg.gate_metric), cfg)
             tags = _version_tags(point, decision, pipeline_run_id, model_meta)
             version, run_id = _log_and_register(client, cfg, paths, data, uri, tags, decision)
             reused = False

@@ -51,13 +51,38 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def task_row(evaluation: Evaluation) -> dict[str, Any]:
+    """One task's line of the table: Dyn-Adapter against its two baselines, with intervals."""
+    m = evaluation.metrics
+    half, comparisons = m.get("half_gflops") or {}, m.get("comparisons") or {}
+    probe_exits = (m.get("frozen_probe") or {}).get("exits") or []
+    versus_probe = [b["vs_frozen_probe"] for b in evaluation.budgets if b.get("vs_frozen_probe")]
     return {
         "task": evaluation.task,
         "group": group_of(evaluation.task),
+        "test_images": m.get("test_images"),
         "accuracy": evaluation.full_accuracy,
+        "accuracy_interval": m["full"].get("accuracy_interval"),
+        "balanced_accuracy": m["full"].get("balanced_accuracy"),
         "gflops": evaluation.full_gflops,
+        "static_petl_accuracy": evaluation.static_accuracy,
+        "static_petl_interval": m["static_petl"].get("accuracy_interval"),
+        "frozen_probe_exits": [e["accuracy"] for e in probe_exits],
         "dynamic_accuracy": evaluation.iso["accuracy"],
+        "dynamic_interval": evaluation.iso.get("accuracy_interval"),
         "dynamic_gflops_ratio": evaluation.iso["gflops_ratio"],
+        "half_gflops_accuracy": half.get("accuracy"),
+        "half_gflops_interval": half.get("accuracy_interval"),
+        "half_gflops_ratio": half.get("gflops_ratio"),
+        "half_gflops_vs_static_petl": comparisons.get("half_gflops_vs_static_petl"),
+        "last_exit_vs_static_petl": comparisons.get("last_exit_vs_static_petl"),
+        # Above the frozen-probe exits at every budget: by how much, at the least, and whether
+        # every one of those differences is resolved.
+        "min_margin_over_frozen_probe": min((d["difference"] for d in versus_probe), default=None),
+        "above_frozen_probe_resolved": (
+            all(d["resolved"] and d["difference"] > 0 for d in versus_probe)
+            if versus_probe
+            else None
+        ),
     }
 
 
@@ -84,6 +109,12 @@ def run(tasks: Sequence[str], evaluation_dirs: Sequence[str], out: str | Path) -
         "mean_dynamic_gflops_ratio": _mean(
             [r["dynamic_gflops_ratio"] for r in rows if r["dynamic_gflops_ratio"] is not None]
         ),
+        "mean_static_petl": _mean(
+            [r["static_petl_accuracy"] for r in rows if r["static_petl_accuracy"] is not None]
+        ),
+        "mean_half_gflops_accuracy": _mean(
+            [r["half_gflops_accuracy"] for r in rows if r["half_gflops_accuracy"] is not None]
+        ),
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / VTAB_TABLE, result)
@@ -96,28 +127,71 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "n/a"
+    if not interval:
+        return _pct(value)
+    return f"{_pct(value)} [{_pct(interval[0])}, {_pct(interval[1])}]"
+
+
+def _difference(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "n/a"
+    low, high = c["interval"]
+    mark = "" if c["resolved"] else " (n.s.)"
+    return f"{100 * c['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{mark}"
+
+
 def markdown(result: dict[str, Any]) -> str:
+    """The table: accuracies in % with 95% bootstrap intervals; differences in points, paired,
+    marked n.s. where the interval holds zero."""
     lines = [
-        "| task | group | accuracy (full) | GFLOPs | accuracy (dynamic, iso) | GFLOPs ratio |",
-        "|---|---|---|---|---|---|",
+        "| task | static PETL | frozen probe (exits) | Dyn-Adapter last exit | dynamic, iso "
+        "(GFLOPs ratio) | dynamic, <= 0.5 GFLOPs (ratio) | <= 0.5 minus static | "
+        "above probe at every budget |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["tasks"]:
-        ratio = r["dynamic_gflops_ratio"]
+        iso_ratio = r["dynamic_gflops_ratio"]
+        half_ratio = r.get("half_gflops_ratio")
+        probe = " / ".join(_pct(a) for a in r.get("frozen_probe_exits") or []) or "n/a"
+        above = r.get("above_frozen_probe_resolved")
+        margin = r.get("min_margin_over_frozen_probe")
         lines.append(
-            f"| {r['task']} | {r['group']} | {_pct(r['accuracy'])} | {r['gflops']:.2f} | "
-            f"{_pct(r['dynamic_accuracy'])} | {'n/a' if ratio is None else f'{ratio:.3f}'} |"
+            f"| {r['task']} | {_with_interval(r.get('static_petl_accuracy'), r.get('static_petl_interval'))} "
+            f"| {probe} | {_with_interval(r['accuracy'], r.get('accuracy_interval'))} "
+            f"| {_with_interval(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
+            f"({'n/a' if iso_ratio is None else f'{iso_ratio:.3f}'}) "
+            f"| {_with_interval(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
+            f"({'n/a' if half_ratio is None else f'{half_ratio:.3f}'}) "
+            f"| {_difference(r.get('half_gflops_vs_static_petl'))} "
+            f"| {'n/a' if above is None else ('yes' if above else 'not resolved')}"
+            f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )
     lines.append("")
     for g, v in result["group_means"].items():
         lines.append(f"- {g} mean: {_pct(v)}")
     lines.append(f"- mean of group means: {_pct(result['mean_of_group_means'])}")
     lines.append(f"- mean of tasks: {_pct(result['mean_of_tasks'])}")
+    for key, label in (
+        ("mean_static_petl", "static PETL"),
+        ("mean_half_gflops_accuracy", "dynamic at <= 0.5 GFLOPs"),
+    ):
+        if result.get(key) is not None:
+            lines.append(f"- mean of tasks, {label}: {_pct(result[key])}")
     return "\n".join(lines) + "\n"
 
 
 def headline(result: dict[str, Any]) -> dict[str, float]:
     out = {f"{g}_mean": v for g, v in result["group_means"].items() if v is not None}
-    for key in ("mean_of_group_means", "mean_of_tasks", "mean_dynamic_gflops_ratio"):
-        if result[key] is not None:
+    for key in (
+        "mean_of_group_means",
+        "mean_of_tasks",
+        "mean_dynamic_gflops_ratio",
+        "mean_static_petl",
+        "mean_half_gflops_accuracy",
+    ):
+        if result.get(key) is not None:
             out[key] = result[key]
     return out
