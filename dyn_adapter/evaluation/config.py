@@ -10,8 +10,8 @@ class EvaluateConfig:
     """Evaluation settings.
 
     Attributes:
-        iso_tolerance: Accuracy (absolute) the dynamic model may lose against the static PETL
-            model at the iso-accuracy budget.
+        iso_tolerance: Validation accuracy (absolute) the dynamic model may lose against the
+            static PETL model at the iso-accuracy budget, which is chosen on validation.
         speed_images: Test images timed for the wall-clock ratios (accuracy always uses all).
         speed_repeats: Timed repeats (medians are reported).
         batch_size: Images per forward pass.
