@@ -40,6 +40,10 @@ def test_the_benchmark_command_writes_its_table(tmp_path):
         f"sqlite:///{tmp_path / 'mlflow.db'}",
         "--out",
         str(out),
+        "--set",
+        "train.head_warmup.epochs=1",
+        "--set",
+        "train.head_warmup.views=1",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
