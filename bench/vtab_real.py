@@ -7,7 +7,7 @@ Dyn-Adapter, the static PETL model and the frozen-probe exits, searches threshol
 validation and evaluates on test. ``--seeds 0,1`` runs the pipeline once more per extra
 training seed over ``--seed-tasks`` (default Fashion-MNIST) to measure the training-seed
 spread. Writes ``bench/results/vtab_real.json`` (a ``tasks`` list: one row per task and seed,
-with 95% bootstrap intervals and paired differences) and the table as Markdown beside it.
+with 95% Wilson intervals and paired differences) and the table as Markdown beside it.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary["markdown"], file=sys.stderr)
     result = {
         "what": "VTAB pipeline on packaged real datasets (dyn-adapter vtab-data); test "
-        "accuracy at the final epoch with 95% bootstrap intervals, differences paired",
+        "accuracy at the final epoch with 95% Wilson intervals; differences paired (bootstrap, McNemar)",
         "command": "python bench/vtab_real.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "params": args.params,

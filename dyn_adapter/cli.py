@@ -348,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args) or 0)
     except USER_ERRORS as e:
         print(f"dyn-adapter {args.command}: error: {e}", file=sys.stderr)
+        finished(started, log, error=str(e))
         return 2
     finished(started, log)
     return code

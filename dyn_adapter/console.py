@@ -72,10 +72,16 @@ def show_report(path: Path, what: str) -> None:
         print(path.read_text())
 
 
-def finished(started: float, log: Path | None) -> None:
+def finished(started: float, log: Path | None, error: str | None = None) -> None:
     """The brief view's closing line: the stage, its time and where its whole log is (named,
-    so that it reads alone under ``dvc repro --quiet``)."""
-    if log is not None:
-        seconds = time.monotonic() - started
-        took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    so that it reads alone under ``dvc repro --quiet``); a failed stage's error goes into the
+    log too."""
+    if log is None:
+        return
+    seconds = time.monotonic() - started
+    took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+    if error is None:
         print(f"{log.stem}: done in {took}; whole log: {log}")
+    else:
+        logging.getLogger(__name__).info("failed: %s", error)  # the file only: stderr has it
+        print(f"{log.stem}: failed after {took}; whole log: {log}", file=sys.stderr)

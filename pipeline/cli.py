@@ -138,7 +138,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "project image as on Kubeflow (--runner docker: uid 1000, host network, the Docker "
         "engine started if none runs). Artifacts go under --pipeline-root, MLflow to a local "
         "SQLite store unless --tracking-uri says otherwise. The terminal shows one line per "
-        "step; every task's log goes to <pipeline-root>/logs/. Ends with a summary (also "
+        "step; everything the tasks print goes to one file, <pipeline-root>/logs/run-<time>.log. "
+        "Ends with a summary (also "
         "written to <pipeline-root>/summary.json, or vtab-summary.json).",
     )
     add_params_args(r)

@@ -386,12 +386,12 @@ def format_summary(s: dict[str, Any]) -> str:
             f"budget {iso['budget']:g})"
         )
     else:
-        lines.append("iso-accuracy: no searched budget kept the static PETL validation accuracy")
+        lines.append("iso-accuracy: no searched budget kept the reference validation accuracy")
     half = s.get("half_gflops") or {}
     if half.get("budget") is not None:
         lines.append(
-            f"at most half the GFLOPs: {_with_interval(half)} at {half['gflops_ratio']:.3f} "
-            f"(budget {half['budget']:g})"
+            f"searched for <= 0.5 of the GFLOPs (budget {half['budget']:g}): "
+            f"{_with_interval(half)} at {half['gflops_ratio']:.3f} measured"
         )
     for name, c in s.get("comparisons", {}).items():
         low, high = c["interval"]
@@ -415,6 +415,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def _with_interval(m: dict[str, Any]) -> str:
     """``0.8370 [0.8266, 0.8472]`` (the interval where the evaluation has one)."""
+    if m.get("accuracy") is None:
+        return "n/a"
     text = f"{m['accuracy']:.4f}"
     if m.get("accuracy_interval"):
         low, high = m["accuracy_interval"]

@@ -13,9 +13,11 @@ from test_prepare import make_fashion_mnist
 from dyn_adapter.console import stage_log_path
 
 
-def prepare(tmp_path, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+def prepare(
+    tmp_path, env_extra: dict[str, str], data_path: str = "fmnist"
+) -> subprocess.CompletedProcess:
     make_fashion_mnist(tmp_path / "fmnist", per_class=3, test_per_class=1)
-    params = {**TINY_PARAMS, "data": {"path": "fmnist", "train_size": 10, "val_size": 10}}
+    params = {**TINY_PARAMS, "data": {"path": data_path, "train_size": 10, "val_size": 10}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in os.environ.items() if k != "DVC_STAGE"} | env_extra
     return subprocess.run(
@@ -51,3 +53,12 @@ def test_under_dvc_a_stage_says_its_result_and_time_and_logs_to_a_file(tmp_path)
 def test_stage_log_names_are_file_names():
     assert stage_log_path("dvc.yaml:train").name == "train.log"
     assert stage_log_path("vtab@dtd").name == "vtab_dtd.log"
+
+
+def test_under_dvc_a_failed_stage_says_where_its_log_is(tmp_path):
+    proc = prepare(tmp_path, {"DVC_STAGE": "prepare"}, data_path="nowhere")
+    assert proc.returncode == 2
+    error, where = proc.stderr.strip().splitlines()
+    assert error.startswith("dyn-adapter prepare: error: data.path:")
+    assert where.startswith("prepare: failed after ") and where.endswith("prepare.log")
+    assert "failed: data.path:" in (tmp_path / "outputs/logs/dvc/prepare.log").read_text()

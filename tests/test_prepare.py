@@ -530,3 +530,17 @@ def test_prepared_data_round_trip(tmp_path):
         data.split("dev")
     with pytest.raises(ConfigError, match="run `dyn-adapter prepare`"):
         PreparedData(tmp_path / "missing")
+
+
+def test_a_stratified_draw_never_asks_a_small_class_for_too_many():
+    """A pool of 3 + 97: train 50 and val 50 take all 100; rounding each on its own would ask
+    the small class for 2 + 2 images."""
+    from dyn_adapter.data.prepare import _draw
+    from dyn_adapter.data.sources import Pool
+
+    pool = Pool(labels=np.array([0] * 3 + [1] * 97))
+    train, val = _draw(
+        pool, [("train", 50), ("val", 50)], ["a", "b"], np.random.default_rng(0), "x", "stratified"
+    )
+    assert np.bincount(train.labels).tolist() == [2, 48]
+    assert np.bincount(val.labels).tolist() == [1, 49]

@@ -1,7 +1,7 @@
-"""The ``prepare`` stage: a source's images to fixed, class-balanced uint8 splits on disk.
+"""The ``prepare`` stage: a source's images to fixed uint8 splits on disk.
 
 ``run`` reads Fashion-MNIST, a VTAB-1k task or an image folder (locally or from S3), draws
-seeded class-balanced train/val(/test) splits, decodes the selected images to uint8 RGB of one
+seeded train/val(/test) splits (class-balanced, or stratified: ``data.draw``), decodes the selected images to uint8 RGB of one
 size, and writes them with a manifest (see :mod:`dyn_adapter.data.prepared`), atomically:
 the output directory appears complete or not at all.
 """
@@ -209,7 +209,7 @@ def _local_root(cfg: DataConfig) -> tuple[Path, str]:
 
 
 def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool]:
-    """The train/val/test selection: seeded, class-balanced, disjoint."""
+    """The train/val/test selection: seeded, disjoint, class-balanced or stratified."""
     pools = layout.pools
     where = {name: bad.where(layout.origins.get(name, ".")) for name in pools}
     # Separate streams, so the test subset does not change train/val (and vice versa).
@@ -286,19 +286,22 @@ def _draw(
     """
     num_classes = len(classes)
     by_class = [rng.permutation(np.flatnonzero(pool.labels == c)) for c in range(num_classes)]
-    counts = np.array([len(m) for m in by_class])
-    quotas = [
-        None
-        if size is None
-        else balanced_quota(size, num_classes)
-        if draw == "balanced"
-        else stratified_quota(size, counts)
-        for _, size in sizes
-    ]
-    needed = np.zeros(num_classes, dtype=np.int64)
-    for quota in quotas:
-        if quota is not None:
-            needed += quota
+    remaining = np.array([len(m) for m in by_class])
+    quotas: list[np.ndarray | None] = []
+    for _, size in sizes:
+        if size is None:
+            quotas.append(None)
+            continue
+        # Stratified: in the proportions of what earlier splits left, so that rounding never
+        # asks a small class for more images than it has.
+        drawn = (
+            balanced_quota(size, num_classes)
+            if draw == "balanced"
+            else stratified_quota(size, remaining)
+        )
+        quotas.append(drawn)
+        remaining = remaining - drawn
+    needed = sum((q for q in quotas if q is not None), np.zeros(num_classes, dtype=np.int64))
     for c, members in enumerate(by_class):
         if len(members) < needed[c]:
             asked = " + ".join(f"data.{name}_size={size}" for name, size in sizes if size)

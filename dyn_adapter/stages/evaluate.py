@@ -122,8 +122,10 @@ def run(
     full = scores.full_gflops
     num_classes = len(data.classes)
 
-    def summary(pred: np.ndarray) -> dict[str, Any]:
-        return classification_summary(labels, pred, num_classes)
+    def summary(pred: np.ndarray, per_class: bool = False) -> dict[str, Any]:
+        # Per-class recall only for the models a reader compares (the full and static ones):
+        # every budget and exit would make thousands of MLflow metrics on a 397-class task.
+        return classification_summary(labels, pred, num_classes, per_class)
 
     probe_scores, probe_rows = None, {}
     if probe_model_dir is not None and probe_search_dir is not None:
@@ -203,7 +205,7 @@ def run(
         static_pred = _scores(static, data, "test", cfg.batch_size, dev).prediction[-1]
         static_correct = static_pred == labels
         static_val = _accuracy(_scores(static, data, "val", cfg.batch_size, dev), val_labels)
-        static_petl = {**summary(static_pred), "val_accuracy": static_val}
+        static_petl = {**summary(static_pred, per_class=True), "val_accuracy": static_val}
 
     # The headline operating point is chosen on validation: the cheapest budget whose
     # validation accuracy keeps the static PETL model's (the full model's without one).
@@ -212,7 +214,11 @@ def run(
         budgets, reference_val, cfg.iso_tolerance, accuracy="val_accuracy", cost="val_gflops_ratio"
     )
     # A second reading, labelled as such: the same rule on the test curve.
-    reference_test = static_petl["accuracy"] or static_exits[-1]["accuracy"]
+    reference_test = (
+        static_petl["accuracy"]
+        if static_petl["accuracy"] is not None
+        else static_exits[-1]["accuracy"]
+    )
     iso_test = iso_accuracy_point(budgets, reference_test, cfg.iso_tolerance)
     # The dynamic model at half the GFLOPs: the policy searched under the largest budget <= 0.5.
     half = max((b for b in budgets if b["budget"] <= 0.5), key=lambda b: b["budget"], default=None)
@@ -239,9 +245,7 @@ def run(
     metrics: dict[str, Any] = {
         "flops_unit": FLOPS_UNIT,
         "full": {
-            **{
-                k: v for k, v in static_exits[-1].items() if k not in ("block", "gflops_cumulative")
-            },
+            **summary(scores.prediction[-1], per_class=True),
             "val_accuracy": full_val_accuracy,
             "gflops": full,
         },

@@ -144,7 +144,7 @@ def _difference(c: dict[str, Any] | None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The table: accuracies in % with 95% bootstrap intervals; differences in points, paired,
+    """The table: accuracies in % with 95% Wilson intervals; differences in points, paired,
     marked n.s. where the interval holds zero."""
     lines = [
         "| task | static PETL | frozen probe (exits) | Dyn-Adapter last exit | dynamic, iso "
