@@ -145,7 +145,7 @@ def _difference(c: dict[str, Any] | None) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The table: accuracies in % with 95% Wilson intervals; differences in points, paired,
-    marked n.s. where the interval holds zero."""
+    marked n.s. where not resolved."""
     lines = [
         "| task | static PETL | frozen probe (exits) | Dyn-Adapter last exit | dynamic, iso "
         "(GFLOPs ratio) | dynamic, <= 0.5 GFLOPs (ratio) | <= 0.5 minus static | "
