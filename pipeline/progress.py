@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import io
+import logging
 import re
 import sys
 import time
@@ -211,7 +212,7 @@ def run_view(
     """Route ``sys.stdout`` through a :class:`RunView` writing ``log_path``; restored after."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     real = sys.stdout
-    with open(log_path, "w", buffering=1) as log:
+    with open(log_path, "w", buffering=1) as log, _logging_to(log):
         view = RunView(log, labels, total, real, items)
         sys.stdout = view
         try:
@@ -219,3 +220,23 @@ def run_view(
         finally:
             sys.stdout = real
             view.close_view()
+
+
+@contextmanager
+def _logging_to(log: TextIO) -> Iterator[None]:
+    """Log records into the run's log; the terminal keeps only warnings and errors (the local
+    runner logs each task's input resolution at INFO)."""
+    root = logging.getLogger()
+    terminals = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    levels = [h.level for h in terminals]
+    to_log = logging.StreamHandler(log)
+    to_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(to_log)
+    for h in terminals:
+        h.setLevel(max(h.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.removeHandler(to_log)
+        for h, level in zip(terminals, levels, strict=True):
+            h.setLevel(level)

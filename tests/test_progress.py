@@ -91,3 +91,27 @@ def test_a_loop_task_is_named_by_its_item():
     v.close_view()
     done = [line for line in out.getvalue().splitlines() if "done" in line]
     assert done == ["  done: evaluate [eurosat] (0 s)", "  done: evaluate [dtd] (0 s)"]
+
+
+def test_log_records_go_to_the_run_log_and_only_warnings_to_the_terminal(tmp_path):
+    """The local runner logs each task's input resolution at INFO through the root logger."""
+    import logging
+
+    from pipeline.progress import run_view
+
+    terminal = io.StringIO()
+    handler = logging.StreamHandler(terminal)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level, root.level = root.level, logging.INFO
+    try:
+        with run_view(tmp_path / "run.log", {}, total=1):
+            logging.getLogger("root").info("After expression selector: {}")
+            logging.getLogger("kfp").warning("something to see")
+        logging.getLogger("kfp").info("after the run")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert "After expression selector" in (tmp_path / "run.log").read_text()
+    assert "After expression selector" not in terminal.getvalue()
+    assert "something to see" in terminal.getvalue() and "after the run" in terminal.getvalue()
