@@ -25,6 +25,7 @@ import torch
 from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
+from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
@@ -55,22 +56,6 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
-
-
-def _ci(v: float | None, ci: list[float] | None) -> str:
-    return _pct(v) if not ci else f"{_pct(v)} [{_pct(ci[0])}, {_pct(ci[1])}]"
-
-
-def _diff(c: dict[str, Any] | None) -> str:
-    if not c:
-        return "n/a"
-    low, high = c["interval"]
-    verdict = "resolved" if c["resolved"] else "not resolved"
-    return f"{100 * c['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}] ({verdict})"
-
-
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| task | seed | test images | static PETL | frozen probe, last exit | Dyn-Adapter last "
@@ -85,13 +70,13 @@ def markdown(result: dict[str, Any]) -> str:
         iso, half = r.get("dynamic_gflops_ratio"), r.get("half_gflops_ratio")
         lines.append(
             f"| {r['task']} | {r['seed']} | {r['test_images']} "
-            f"| {_ci(r['static_petl_accuracy'], r.get('static_petl_interval'))} "
-            f"| {_pct(probe)} | {_ci(r['accuracy'], r.get('accuracy_interval'))} "
-            f"| {_ci(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
+            f"| {_with_interval(r['static_petl_accuracy'], r.get('static_petl_interval'))} "
+            f"| {_pct(probe)} | {_with_interval(r['accuracy'], r.get('accuracy_interval'))} "
+            f"| {_with_interval(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
             f"({'n/a' if iso is None else f'{iso:.3f}'}) "
-            f"| {_ci(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
+            f"| {_with_interval(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
             f"({'n/a' if half is None else f'{half:.3f}'}) "
-            f"| {_diff(r.get('half_gflops_vs_static_petl'))} "
+            f"| {_difference(r.get('half_gflops_vs_static_petl'))} "
             f"| {'n/a' if above is None else 'yes, resolved' if above else 'not everywhere'}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )

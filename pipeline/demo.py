@@ -18,6 +18,14 @@ class Outputs(NamedTuple):
     registration: dsl.Artifact
 
 
+# The models every run trains, with their display names: Dyn-Adapter and its two baselines.
+TRAINED = [
+    ("dyn", "train Dyn-Adapter"),
+    ("static", "baseline: static PETL"),
+    ("probe", "baseline: frozen-probe exits"),
+]
+
+
 def build_pipeline(
     defaults: dict[str, Any], image: str = DEFAULT_IMAGE, candidate_parallelism: int = 0
 ) -> Any:
@@ -78,11 +86,7 @@ def build_pipeline(
         prep = c.prepare_data(**tracked).set_display_name("prepare data")
         data = prep.outputs["data"]
         trained = {}
-        for variant, title in [
-            ("dyn", "train Dyn-Adapter"),
-            ("static", "baseline: static PETL"),
-            ("probe", "baseline: frozen-probe exits"),
-        ]:
+        for variant, title in TRAINED:
             trained[variant] = c.train_model(**tracked, variant=variant, data=data)
             trained[variant].set_display_name(title)
         dyn_model = trained["dyn"].outputs["model"]

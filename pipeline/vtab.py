@@ -8,6 +8,8 @@ from kfp import dsl
 
 from components import DEFAULT_IMAGE, build
 
+from .demo import TRAINED
+
 NAME = "dyn-adapter-vtab"
 ACCELERATOR = "nvidia.com/gpu"  # the Kubernetes resource each training task requests one of
 
@@ -42,11 +44,7 @@ def build_pipeline(
             prep = c.prepare_data(**common).set_display_name("prepare data")
             data = prep.outputs["data"]
             trained = {}
-            for variant, title in [
-                ("dyn", "train Dyn-Adapter"),
-                ("static", "baseline: static PETL"),
-                ("probe", "baseline: frozen-probe exits"),
-            ]:
+            for variant, title in TRAINED:
                 trained[variant] = c.train_model(**common, variant=variant, data=data)
                 trained[variant].set_display_name(title)
                 trained[variant].set_accelerator_type(ACCELERATOR).set_accelerator_limit(1)
