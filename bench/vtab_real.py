@@ -6,13 +6,16 @@ pipeline (KFP local runner, ``dyn-adapter pipeline run --kind vtab``) trains, pe
 Dyn-Adapter, the static PETL model and the frozen-probe exits, searches thresholds on
 validation and evaluates on test. ``--seeds 0,1`` runs the pipeline once more per extra
 training seed over ``--seed-tasks`` (default Fashion-MNIST) to measure the training-seed
-spread. Writes ``bench/results/vtab_real.json`` (a ``tasks`` list: one row per task and seed,
+spread. ``--update`` runs part of it (some tasks, some seeds) into an existing table.
+Writes ``bench/results/vtab_real.json`` (a ``tasks`` list: one row per task and seed,
 with 95% Wilson intervals and paired differences) and the table as Markdown beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import statistics
 import sys
@@ -25,10 +28,18 @@ import torch
 from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
+from dyn_adapter.manifest import code_version
 from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
+# The VTAB table's means over its tasks, kept per pipeline run (one run per seed).
+MEANS = (
+    "mean_static_petl",
+    "mean_of_tasks",
+    "mean_half_gflops_accuracy",
+    "mean_dynamic_gflops_ratio",
+)
 
 
 def _list(text: str) -> list[str]:
@@ -80,7 +91,42 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {'n/a' if above is None else 'yes, resolved' if above else 'not everywhere'}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )
+    lines.append("")
+    for run in result["runs"]:
+        lines.append(
+            f"- seed {run['seed']}, mean of {len(run['tasks'])} task(s): static PETL "
+            f"{_pct(run.get('mean_static_petl'))}, Dyn-Adapter last exit "
+            f"{_pct(run.get('mean_of_tasks'))}, dynamic at <= 0.5 GFLOPs "
+            f"{_pct(run.get('mean_half_gflops_accuracy'))}; pipeline run "
+            f"{run['seconds'] / 60:.1f} min ({run['code']}, {run['date']}, "
+            f"{run['machine']['cpus']} CPUs{', ' + run['machine']['gpu'] if run['machine'].get('gpu') else ''})"
+        )
+    lines.append(f"- whole benchmark: {result['seconds'] / 60:.1f} min")
     return "\n".join(lines) + "\n"
+
+
+def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``--update``: this invocation's rows replace those of the same task and seed; the
+    other rows, their runs and sources stay. Runs with other parameters are refused: one
+    table, one configuration."""
+    for key in ("params_sha256", "overrides", "max_test"):
+        if previous.get(key) != new[key]:
+            raise SystemExit(
+                f"--update: {key} is {new[key]!r} here but {previous.get(key)!r} in the "
+                "existing table; run the same configuration, or without --update for a new table"
+            )
+    fresh = {(r["task"], r["seed"]) for r in new["tasks"]}
+    order = [*previous["sources"], *(t for t in new["sources"] if t not in previous["sources"])]
+    rows = [r for r in previous["tasks"] if (r["task"], r["seed"]) not in fresh] + new["tasks"]
+    rows.sort(key=lambda r: (order.index(r["task"]), r["seed"]))
+    return new | {
+        "command": previous["command"] + " ; " + new["command"],
+        "seconds": round(previous["seconds"] + new["seconds"], 1),
+        "runs": previous["runs"] + new["runs"],
+        "sources": previous["sources"] | new["sources"],
+        "tasks": rows,
+        "seed_spread": seed_spread(rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-root", default="outputs/kfp-vtab-real")
     ap.add_argument("--tracking-uri", default=None)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="merge into the existing --out table: the tasks and seeds run now replace theirs,\n"
+        "the others stay (a benchmark too long for one sitting, run task by task)",
+    )
     args = ap.parse_args(argv)
 
     tic = time.perf_counter()
     records = write_tasks(args.data_root, args.tasks, max_test=args.max_test)
+    machine = machine_info(torch.device("cuda" if torch.cuda.is_available() else "cpu")) | {
+        "cpus": os.cpu_count()
+    }
     rows: list[dict[str, Any]] = []
     runs = []
     for k, seed in enumerate(args.seeds):
@@ -118,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             kind="vtab",
             arguments={"tasks": tasks, "data_root": args.data_root},
         )
-        runs.append({"seed": int(seed), "tasks": tasks, "seconds": summary["seconds"]})
+        runs.append(
+            {"seed": int(seed), "tasks": tasks, "seconds": summary["seconds"]}
+            | {key: summary.get(key) for key in MEANS}
+            | {"code": code_version(), "date": time.strftime("%Y-%m-%d"), "machine": machine}
+        )
         rows += [{**r, "seed": int(seed)} for r in summary["tasks"]]
         print(summary["markdown"], file=sys.stderr)
     result = {
@@ -127,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python bench/vtab_real.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "params": args.params,
+        "params_sha256": hashlib.sha256(Path(args.params).read_bytes()).hexdigest(),
         "overrides": args.overrides,
-        "machine": machine_info(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        | {"cpus": os.cpu_count()},
+        "max_test": args.max_test,
+        "machine": machine,
         "seconds": round(time.perf_counter() - tic, 1),
         "runs": runs,
         "sources": {
@@ -138,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         "tasks": rows,
         "seed_spread": seed_spread(rows),
     }
+    if args.update and Path(args.out).exists():
+        result = merge(json.loads(Path(args.out).read_text()), result)
     write_json(args.out, result)
     with atomic_path(Path(args.out).with_suffix(".md")) as tmp:
         tmp.write_text(markdown(result))

@@ -3,6 +3,7 @@ training seeds, through the real VTAB pipeline; the long runs are not in CI."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,4 +59,49 @@ def test_the_benchmark_command_writes_its_table(tmp_path):
     assert "CC BY 4.0" in result["sources"]["digits"]["licence"]
     assert result["seed_spread"]["digits"]["seeds"] == [0, 1]
     assert result["seconds"] > 0 and result["machine"]["cpus"]
-    assert "| digits | 1 | 60 |" in out.with_suffix(".md").read_text()
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    assert result["runs"][0]["mean_static_petl"] == row["static_petl_accuracy"]
+    table = out.with_suffix(".md").read_text()
+    assert "| digits | 1 | 60 |" in table and "seed 1, mean of 1 task(s): static PETL" in table
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("vtab_real", REPO / "bench" / "vtab_real.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table(rows, seconds=60.0, sha="a" * 64):
+    return {
+        "command": "python bench/vtab_real.py",
+        "params_sha256": sha,
+        "overrides": [],
+        "max_test": 5000,
+        "seconds": seconds,
+        "runs": [{"seed": s, "tasks": [t], "seconds": seconds} for t, s, _ in rows],
+        "sources": {t: {} for t, _, _ in rows},
+        "tasks": [
+            {"task": t, "seed": s, **{k: acc for k in ("static_petl_accuracy", "accuracy")}}
+            for t, s, acc in rows
+        ],
+    }
+
+
+def test_update_replaces_the_rows_run_again_and_keeps_the_others():
+    bench = _bench()
+    before = _table([("digits", 0, 0.9), ("mnist_5k", 0, 0.8)])
+    merged = bench.merge(before, _table([("digits", 0, 0.95), ("digits", 1, 0.93)]))
+    assert [(r["task"], r["seed"], r["accuracy"]) for r in merged["tasks"]] == [
+        ("digits", 0, 0.95),
+        ("digits", 1, 0.93),
+        ("mnist_5k", 0, 0.8),
+    ]
+    assert len(merged["runs"]) == 4 and merged["seconds"] == 120.0
+    assert merged["seed_spread"]["digits"]["seeds"] == [0, 1]
+
+
+def test_update_refuses_a_table_of_another_configuration():
+    bench = _bench()
+    with pytest.raises(SystemExit, match="params_sha256"):
+        bench.merge(_table([("digits", 0, 0.9)]), _table([("digits", 1, 0.9)], sha="b" * 64))
