@@ -116,14 +116,15 @@ def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                 "existing table; run the same configuration, or without --update for a new table"
             )
     fresh = {(r["task"], r["seed"]) for r in new["tasks"]}
-    order = [*previous["sources"], *(t for t in new["sources"] if t not in previous["sources"])]
+    sources = previous["sources"] | new["sources"]  # the tasks in the order first run
+    order = list(sources)
     rows = [r for r in previous["tasks"] if (r["task"], r["seed"]) not in fresh] + new["tasks"]
     rows.sort(key=lambda r: (order.index(r["task"]), r["seed"]))
     return new | {
         "command": previous["command"] + " ; " + new["command"],
         "seconds": round(previous["seconds"] + new["seconds"], 1),
         "runs": previous["runs"] + new["runs"],
-        "sources": previous["sources"] | new["sources"],
+        "sources": sources,
         "tasks": rows,
         "seed_spread": seed_spread(rows),
     }

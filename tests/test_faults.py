@@ -487,8 +487,8 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 
 def repro_interrupted_in_train(root: Path, sig: int) -> tuple[int, str]:
-    """``dvc repro`` in its own process group; ``sig`` to the group once the train stage's
-    command runs. Returns the exit status and the output."""
+    """``dvc repro`` in its own process group; ``sig`` to the group once the train stage has
+    written an epoch checkpoint. Returns the exit status and the output."""
     log = root.parent / f"repro-{signal.Signals(sig).name}.log"
     # DVC deletes the train stage's outputs before its command runs, so a checkpoint newer
     # than the launch is this run's: no need to catch the stage command itself, which a
