@@ -69,6 +69,31 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+MEAN_KEYS = (
+    "static_petl_accuracy",
+    "accuracy",
+    "dynamic_accuracy",
+    "dynamic_gflops_ratio",
+    "half_gflops_accuracy",
+    "half_gflops_ratio",
+)
+
+
+def mean_over_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's mean: each task's numbers averaged over its seeds first, so a task run
+    with more seeds does not weigh more, then the mean over the tasks."""
+    tasks = sorted({r["task"] for r in rows})
+    out: dict[str, Any] = {"tasks": tasks}
+    for key in MEAN_KEYS:
+        per_task = []
+        for task in tasks:
+            values = [r[key] for r in rows if r["task"] == task and r.get(key) is not None]
+            if values:
+                per_task.append(statistics.fmean(values))
+        out[key] = statistics.fmean(per_task) if len(per_task) == len(tasks) else None
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| task | seed | test images | static PETL | frozen probe, last exit | Dyn-Adapter last "
@@ -92,6 +117,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_difference(r.get('half_gflops_vs_static_petl'))} "
             f"| {'n/a' if above is None else 'yes, resolved' if above else 'not everywhere'}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
+        )
+    mean = result.get("mean_over_tasks")
+    if mean:
+        iso, half = mean["dynamic_gflops_ratio"], mean["half_gflops_ratio"]
+        lines.append(
+            f"| mean of {len(mean['tasks'])} tasks | | | {_pct(mean['static_petl_accuracy'])} | "
+            f"| {_pct(mean['accuracy'])} | {_pct(mean['dynamic_accuracy'])} "
+            f"({'n/a' if iso is None else f'{iso:.3f}'}) | {_pct(mean['half_gflops_accuracy'])} "
+            f"({'n/a' if half is None else f'{half:.3f}'}) | | |"
         )
     lines.append("")
     for run in result["runs"]:
@@ -140,6 +174,7 @@ def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "sources": sources,
         "tasks": rows,
         "seed_spread": seed_spread(rows),
+        "mean_over_tasks": mean_over_tasks(rows),
     }
 
 
@@ -220,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "tasks": rows,
         "seed_spread": seed_spread(rows),
+        "mean_over_tasks": mean_over_tasks(rows),
     }
     if previous is not None:
         result = merge(previous, result)

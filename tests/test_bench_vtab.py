@@ -99,6 +99,9 @@ def test_update_replaces_the_rows_run_again_and_keeps_the_others():
     ]
     assert len(merged["runs"]) == 4 and merged["seconds"] == 120.0
     assert merged["seed_spread"]["digits"]["seeds"] == [0, 1]
+    # the mean weighs each task once, its seeds averaged first: (0.94 + 0.8) / 2
+    assert merged["mean_over_tasks"]["accuracy"] == pytest.approx(0.87)
+    assert merged["mean_over_tasks"]["tasks"] == ["digits", "mnist_5k"]
 
 
 def test_update_refuses_a_table_of_another_configuration():
