@@ -25,10 +25,12 @@ from typing import Any
 
 import torch
 
+from dyn_adapter.config import to_dict
 from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
-from dyn_adapter.manifest import code_version
+from dyn_adapter.manifest import code_version, config_hash
+from dyn_adapter.params import load_params
 from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
 from pipeline.runner import run_local
 
@@ -67,6 +69,31 @@ def seed_spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+MEAN_KEYS = (
+    "static_petl_accuracy",
+    "accuracy",
+    "dynamic_accuracy",
+    "dynamic_gflops_ratio",
+    "half_gflops_accuracy",
+    "half_gflops_ratio",
+)
+
+
+def mean_over_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table's mean: each task's numbers averaged over its seeds first, so a task run
+    with more seeds does not weigh more, then the mean over the tasks."""
+    tasks = sorted({r["task"] for r in rows})
+    out: dict[str, Any] = {"tasks": tasks}
+    for key in MEAN_KEYS:
+        per_task = []
+        for task in tasks:
+            values = [r[key] for r in rows if r["task"] == task and r.get(key) is not None]
+            if values:
+                per_task.append(statistics.fmean(values))
+        out[key] = statistics.fmean(per_task) if len(per_task) == len(tasks) else None
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| task | seed | test images | static PETL | frozen probe, last exit | Dyn-Adapter last "
@@ -91,6 +118,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {'n/a' if above is None else 'yes, resolved' if above else 'not everywhere'}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )
+    mean = result.get("mean_over_tasks")
+    if mean:
+        iso, half = mean["dynamic_gflops_ratio"], mean["half_gflops_ratio"]
+        lines.append(
+            f"| mean of {len(mean['tasks'])} tasks | | | {_pct(mean['static_petl_accuracy'])} | "
+            f"| {_pct(mean['accuracy'])} | {_pct(mean['dynamic_accuracy'])} "
+            f"({'n/a' if iso is None else f'{iso:.3f}'}) | {_pct(mean['half_gflops_accuracy'])} "
+            f"({'n/a' if half is None else f'{half:.3f}'}) | | |"
+        )
     lines.append("")
     for run in result["runs"]:
         lines.append(
@@ -105,16 +141,27 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``--update``: this invocation's rows replace those of the same task and seed; the
-    other rows, their runs and sources stay. Runs with other parameters are refused: one
-    table, one configuration."""
-    for key in ("params_sha256", "overrides", "max_test"):
+def configuration_sha256(params: str | Path, overrides: list[str]) -> str:
+    """The hash of the parameters as the stages read them (``params`` with ``overrides`` and
+    every default resolved): an edit to a comment, or a key spelled out at its default value,
+    leaves it unchanged; any change to what runs does not."""
+    return config_hash(to_dict(load_params(params, overrides)))
+
+
+def check_same_configuration(previous: dict[str, Any], new: dict[str, Any]) -> None:
+    """One table, one configuration: ``--update`` refuses runs of other parameters."""
+    for key in ("config_sha256", "max_test"):
         if previous.get(key) != new[key]:
             raise SystemExit(
                 f"--update: {key} is {new[key]!r} here but {previous.get(key)!r} in the "
                 "existing table; run the same configuration, or without --update for a new table"
             )
+
+
+def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``--update``: this invocation's rows replace those of the same task and seed; the
+    other rows, their runs and sources stay."""
+    check_same_configuration(previous, new)
     fresh = {(r["task"], r["seed"]) for r in new["tasks"]}
     sources = previous["sources"] | new["sources"]  # the tasks in the order first run
     order = list(sources)
@@ -127,6 +174,7 @@ def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "sources": sources,
         "tasks": rows,
         "seed_spread": seed_spread(rows),
+        "mean_over_tasks": mean_over_tasks(rows),
     }
 
 
@@ -154,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         "the others stay (a benchmark too long for one sitting, run task by task)",
     )
     args = ap.parse_args(argv)
+    configuration = {
+        "config_sha256": configuration_sha256(args.params, args.overrides),
+        "max_test": args.max_test,
+    }
+    previous = (
+        json.loads(Path(args.out).read_text()) if args.update and Path(args.out).exists() else None
+    )
+    if previous is not None:  # before hours of training, not after
+        check_same_configuration(previous, configuration)
 
     tic = time.perf_counter()
     records = write_tasks(args.data_root, args.tasks, max_test=args.max_test)
@@ -189,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": args.params,
         "params_sha256": hashlib.sha256(Path(args.params).read_bytes()).hexdigest(),
         "overrides": args.overrides,
-        "max_test": args.max_test,
+        **configuration,
         "machine": machine,
         "seconds": round(time.perf_counter() - tic, 1),
         "runs": runs,
@@ -198,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "tasks": rows,
         "seed_spread": seed_spread(rows),
+        "mean_over_tasks": mean_over_tasks(rows),
     }
-    if args.update and Path(args.out).exists():
-        result = merge(json.loads(Path(args.out).read_text()), result)
+    if previous is not None:
+        result = merge(previous, result)
     write_json(args.out, result)
     with atomic_path(Path(args.out).with_suffix(".md")) as tmp:
         tmp.write_text(markdown(result))

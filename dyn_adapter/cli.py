@@ -18,12 +18,11 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError as e:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated block numbers, got {text!r}"
-        ) from e
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .models.config import HEAD_SETTINGS
     from .models.petl import PETL_METHODS
 
     p.add_argument(
@@ -59,6 +58,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-classes", type=int, default=10, help="classes per head (default: %(default)s)"
+    )
+    p.add_argument(
+        "--heads",
+        choices=sorted(HEAD_SETTINGS),
+        default="balanced",
+        help="named exit-head setting, exits.heads (default: %(default)s); the report ends "
+        "with what each setting costs",
     )
 
 
@@ -315,9 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "ablate",
         out="outputs/ablation",
-        help="ablation of sparsity halves and loss-weight schedule",
+        help="ablation of sparsity halves and loss-weight schedule, scored on test",
         description="Train one model per variant (sparsity none/forward/backward/both, "
-        "scheduled vs constant loss weights) and tabulate final-epoch val accuracy.",
+        "scheduled vs constant loss weights) and each training seed; score every exit on the "
+        "test split and compare each variant with the first on the same images (paired "
+        "interval, McNemar). A rerun continues where it stopped.",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=None,
+        help="comma-separated training seeds (default: train.seed)",
     )
     p.set_defaults(func=commands.cmd_ablate)
     _add_registry_parsers(sub)

@@ -16,7 +16,7 @@ def model_config(args: argparse.Namespace):  # -> ModelConfig
     return ModelConfig(
         backbone=BackboneConfig(name=args.backbone, weights=args.weights, img_size=args.img_size),
         petl=PetlConfig(method=args.petl, dim=args.petl_dim),
-        exits=ExitsConfig(blocks=args.exits),
+        exits=ExitsConfig(blocks=args.exits, heads=args.heads),
         num_classes=args.num_classes,
     )
 
@@ -143,7 +143,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .artifacts import ABLATION_MARKDOWN
     from .stages import ablate
 
-    ablate.run(params(args), args.data, args.out)
+    ablate.run(params(args), args.data, args.out, seeds=args.seeds)
     show_report(Path(args.out) / ABLATION_MARKDOWN, "ablation table")
     return 0
 

@@ -75,7 +75,7 @@ def _bench():
 def _table(rows, seconds=60.0, sha="a" * 64):
     return {
         "command": "python bench/vtab_real.py",
-        "params_sha256": sha,
+        "config_sha256": sha,
         "overrides": [],
         "max_test": 5000,
         "seconds": seconds,
@@ -99,9 +99,37 @@ def test_update_replaces_the_rows_run_again_and_keeps_the_others():
     ]
     assert len(merged["runs"]) == 4 and merged["seconds"] == 120.0
     assert merged["seed_spread"]["digits"]["seeds"] == [0, 1]
+    # the mean weighs each task once, its seeds averaged first: (0.94 + 0.8) / 2
+    assert merged["mean_over_tasks"]["accuracy"] == pytest.approx(0.87)
+    assert merged["mean_over_tasks"]["tasks"] == ["digits", "mnist_5k"]
 
 
 def test_update_refuses_a_table_of_another_configuration():
     bench = _bench()
-    with pytest.raises(SystemExit, match="params_sha256"):
+    with pytest.raises(SystemExit, match="config_sha256"):
         bench.merge(_table([("digits", 0, 0.9)]), _table([("digits", 1, 0.9)], sha="b" * 64))
+
+
+def test_the_configuration_is_what_runs_not_the_file_bytes(tmp_path):
+    bench = _bench()
+    params = REPO / "params.yaml"
+    base = bench.configuration_sha256(params, [])
+    edited = tmp_path / "params.yaml"
+    text = params.read_text()
+    # a comment and a key spelled out at its default leave the configuration as it was
+    edited.write_text("# reworded\n" + text.replace("heads: balanced", "heads: balanced  # !"))
+    assert bench.configuration_sha256(edited, []) == base
+    assert bench.configuration_sha256(params, ["train.epochs=16"]) == base
+    assert bench.configuration_sha256(params, ["train.epochs=8"]) != base
+    assert bench.configuration_sha256(params, ["model.exits.heads=compact"]) != base
+
+
+def test_update_refuses_before_running_anything(tmp_path):
+    bench = _bench()
+    out = tmp_path / "table.json"
+    out.write_text(json.dumps(_table([("digits", 0, 0.9)])))
+    args = ["--tasks", "digits", "--update", "--out", str(out), "--data-root", str(tmp_path / "d")]
+    args += ["--params", str(REPO / "params.yaml")]
+    with pytest.raises(SystemExit, match="config_sha256"):
+        bench.main(args)
+    assert not (tmp_path / "d").exists()  # no task was written, no pipeline started

@@ -45,6 +45,28 @@ def test_heads_are_balanced(model):
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
 
 
+def test_named_head_settings_fill_the_sizes_left_unset():
+    compact = create_dyn_adapter(tiny_config(heads="compact", head_depths=[], head_widths=[]))
+    # written for 4 exits; 3 exits keep the first two and the last (see ExitsConfig.resolve)
+    assert (compact.head_depths, compact.head_widths) == ([1, 1, 0], [48, 40, 0])
+    assert compact.config.exits.head_depths == [1, 1, 1, 0]  # a checkpoint records the sizes
+    balanced = create_dyn_adapter(tiny_config(head_depths=[], head_widths=[]))
+    assert (balanced.head_depths, balanced.head_widths) == ([2, 1, 0], [96, 96, 0])
+    assert sum(compact.head_param_counts()) < sum(balanced.head_param_counts())
+    # sizes given explicitly win over the setting's
+    custom = create_dyn_adapter(tiny_config(heads="compact", head_widths=[8, 8, 0]))
+    assert (custom.head_depths, custom.head_widths) == ([2, 1, 0], [8, 8, 0])
+    assert compact.config.exits.head_setting() == "compact"
+    assert custom.config.exits.head_setting() == "custom"
+
+
+def test_unknown_head_setting_names_the_choices():
+    with pytest.raises(
+        ConfigError, match=r"exits.heads: 'tiny' is not one of \['balanced', 'compact'\]"
+    ):
+        tiny_config(heads="tiny")
+
+
 def test_dynamic_threshold_zero_exits_first(model, images):
     out = model.forward_dynamic(images, [0.0, 0.0, 0.0])
     assert (out.exit_index == 0).all()

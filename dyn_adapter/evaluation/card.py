@@ -36,7 +36,8 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         f"- Backbone: `{cfg.backbone.name}` ({cfg.backbone.weights} weights), frozen, "
         f"sha256 `{model.backbone_sha256}`, {cfg.backbone.img_size} px input.",
         f"- PETL: {cfg.petl.method} (dim {cfg.petl.dim}); exits after blocks "
-        f"{model.exit_blocks}; head depths {model.head_depths}.",
+        f"{model.exit_blocks}; {cfg.exits.head_type} exit heads, blocks {model.head_depths}, widths "
+        f"{model.head_widths} ({cfg.exits.head_setting()} heads).",
         "- Exit rule: max softmax probability >= the exit's threshold; the last exit takes the "
         "rest. Thresholds: the search stage's `thresholds.json` (chosen on validation only).",
         "",

@@ -11,6 +11,23 @@ from .heads import HeadType, PoolType
 from .petl import PetlConfig
 
 
+@dataclass(frozen=True)
+class HeadSizes:
+    """A named setting of conv exit heads: blocks and width per exit (written for 4 exits)."""
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    about: str
+
+
+# ``dyn-adapter model-info`` prints what each costs on a backbone: trainable parameters over
+# the base PETL method's (the paper's Table 1 figure) and GFLOPs.
+HEAD_SETTINGS: dict[str, HeadSizes] = {
+    "balanced": HeadSizes((2, 1, 1, 0), (96, 96, 48, 0), "the default: most capacity early"),
+    "compact": HeadSizes((1, 1, 1, 0), (48, 40, 24, 0), "one narrow block per early exit"),
+}
+
+
 @dataclass
 class ExitsConfig:
     """Where the exits sit and how strong their heads are.
@@ -19,6 +36,8 @@ class ExitsConfig:
         blocks: 1-based block indices after which an exit sits; the last must be the final
             block (the model's normal head); negative values count from the end (-1: the final
             block). ``None``: every 3rd block, i.e. 3, 6, 9, 12 on a 12-block ViT.
+        heads: A named head setting (:data:`HEAD_SETTINGS`): ``head_depths`` and
+            ``head_widths`` left empty take its sizes.
         head_depths: Blocks per exit head (decreasing with depth: balanced heads); 0 is a
             LayerNorm + Linear probe.
         head_widths: Width of those blocks per exit (see :class:`ExitHead`).
@@ -28,10 +47,28 @@ class ExitsConfig:
     """
 
     blocks: Sequence[int] | None = None
-    head_depths: Sequence[int] = (2, 1, 1, 0)
-    head_widths: Sequence[int] = (96, 96, 48, 0)
+    heads: str = "balanced"
+    head_depths: Sequence[int] = ()
+    head_widths: Sequence[int] = ()
     head_type: HeadType = "conv"
     pool: PoolType = "avg"
+
+    def __post_init__(self) -> None:
+        # Resolved once, here: a saved config carries the sizes, not only the setting's name.
+        if self.heads not in HEAD_SETTINGS:
+            raise ConfigError(
+                f"exits.heads: {self.heads!r} is not one of {sorted(HEAD_SETTINGS)}; or leave it "
+                "and give head_depths and head_widths"
+            )
+        sizes = HEAD_SETTINGS[self.heads]
+        self.head_depths = list(self.head_depths or sizes.depths)
+        self.head_widths = list(self.head_widths or sizes.widths)
+
+    def head_setting(self) -> str:
+        """The named setting these heads are, or ``custom`` where sizes were given instead."""
+        sizes = HEAD_SETTINGS[self.heads]
+        same = [self.head_depths, self.head_widths] == [list(sizes.depths), list(sizes.widths)]
+        return self.heads if same and self.head_type == "conv" else "custom"
 
     def resolve(self, depth: int) -> tuple[list[int], list[int], list[int]]:
         """Exit blocks, head depths and widths for a backbone with ``depth`` blocks."""

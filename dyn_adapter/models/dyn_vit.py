@@ -78,7 +78,7 @@ class DynAdapterViT(nn.Module):
         self.petl_cfg = petl or PetlConfig()
         self.exits_cfg = exits or ExitsConfig()
         depth = len(backbone.blocks)
-        self.exit_blocks, self.head_depths, widths = self.exits_cfg.resolve(depth)
+        self.exit_blocks, self.head_depths, self.head_widths = self.exits_cfg.resolve(depth)
         self.num_classes = num_classes
         # Set by create_dyn_adapter; a checkpoint needs both to rebuild the model.
         self.config: ModelConfig | None = None
@@ -103,7 +103,7 @@ class DynAdapterViT(nn.Module):
                 num_prefix_tokens=backbone.num_prefix_tokens,
                 grid=tuple(backbone.patch_embed.grid_size),
             )
-            for d, w in zip(self.head_depths, widths, strict=True)
+            for d, w in zip(self.head_depths, self.head_widths, strict=True)
         )
         self._exit_info: list[ExitInfo] | None = None
 

@@ -1,19 +1,33 @@
-"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, on validation.
+"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, scored on test.
 
 Each variant trains from scratch with the same recipe, changing one thing: which halves of
 bidirectional sparsity are on (none / forward / backward / both, at ``train.sparsity``'s
-rates) and whether the exits' loss weights follow the schedule or stay constant.
+rates) and whether the exits' loss weights follow the schedule or stay constant. Every exit
+of every variant is scored on the test split (thousands of images, not validation's 200),
+and each variant is compared with the first (the configured recipe without sparsity) on the
+same images and the same training seed: a paired interval and McNemar's test per exit. With
+several seeds a difference counts as resolved only when it is resolved, with the same sign,
+under every seed.
+
+A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
+test correctness is kept beside its model, keyed by the weights' hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..artifacts import ABLATION_MARKDOWN, ABLATION_TABLE
-from ..files import write_json
+from ..data.prepared import PreparedData
+from ..errors import ConfigError
+from ..evaluation.stats import accuracy_interval, paired_difference
+from ..files import atomic_path, sha256_file, write_json
 from ..params import Params
 from ..training.config import SparsityMode, TrainConfig
 from ..training.schedules import WeightShape
@@ -21,7 +35,8 @@ from ..training.trainer import train
 
 logger = logging.getLogger(__name__)
 
-# (name, sparsity mode, loss-weight shape or None for the configured schedule)
+# (name, sparsity mode, loss-weight shape or None for the configured schedule); the first is
+# the reference every other variant is compared with.
 VARIANTS: list[tuple[str, SparsityMode, WeightShape | None]] = [
     ("none", "none", None),
     ("forward", "forward", None),
@@ -30,10 +45,11 @@ VARIANTS: list[tuple[str, SparsityMode, WeightShape | None]] = [
     ("none, constant λ", "none", "constant"),
     ("both, constant λ", "both", "constant"),
 ]
+SCORES_FILE = "test_correct.npz"  # per exit and test image: right or wrong
 
 
 def variant_config(
-    train: TrainConfig, mode: SparsityMode, shape: WeightShape | None
+    train: TrainConfig, mode: SparsityMode, shape: WeightShape | None, seed: int
 ) -> TrainConfig:
     sparsity = dataclasses.replace(train.sparsity, mode=mode)
     weights = (
@@ -41,49 +57,177 @@ def variant_config(
         if shape is None
         else dataclasses.replace(train.loss_weights, shape=shape)
     )
-    return dataclasses.replace(train, sparsity=sparsity, loss_weights=weights, evaluate_test=False)
+    return dataclasses.replace(
+        train, sparsity=sparsity, loss_weights=weights, evaluate_test=False, seed=seed
+    )
 
 
-def run(params: Params, data_dir: str | Path, out_dir: str | Path) -> list[dict[str, Any]]:
-    """Train every variant of ``params.model`` and ``params.train``; write ``ablation.json``
-    and ``ablation.md`` (final-epoch val accuracy)."""
+def test_correct(model_dir: Path, data: PreparedData, cfg: TrainConfig) -> np.ndarray:
+    """``[exits, test images]``: whether each exit of the saved model is right, as served
+    (merged where the PETL method merges). Kept beside the model, keyed by its weights' hash."""
+    from ..models.checkpoint import WEIGHTS_FILE, load_for_inference
+    from ..training.loop import exit_logits, resolve_device
+
+    cache = model_dir.parent / SCORES_FILE
+    weights = sha256_file(model_dir / WEIGHTS_FILE)
+    if cache.is_file():
+        with np.load(cache) as saved:
+            if str(saved["weights_sha256"]) == weights:
+                return saved["correct"]
+    device = resolve_device(cfg.device)
+    model = load_for_inference(model_dir, device)
+    images, labels = data.split("test")
+    logits = exit_logits(
+        model,
+        images,
+        labels,
+        data_config=data.data_config,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        amp=cfg.amp,
+    )
+    correct = np.stack([t.argmax(-1).numpy() == labels for t in logits])
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+        np.savez(f, correct=correct, weights_sha256=np.array(weights))
+    return correct
+
+
+def run(
+    params: Params,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    seeds: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Train every variant of ``params.model`` and ``params.train`` under each training seed
+    (default: ``train.seed``), score it on the test split, compare it with the reference;
+    write ``ablation.json`` and ``ablation.md``."""
     out = Path(out_dir)
-    recipe = params.train
-    rows = []
-    for i, (name, mode, shape) in enumerate(VARIANTS):
-        cfg = variant_config(recipe, mode, shape)
-        logger.info("ablation %d/%d: %s", i + 1, len(VARIANTS), name)
-        run_dir = out / "runs" / f"{i}-{mode}-{shape or 'schedule'}"
-        result = train(params.model, cfg, data_dir, run_dir)
-        val = result.val_accuracy
-        rows.append(
-            {
-                "variant": name,
-                "sparsity": mode,
-                "loss_weights": shape or recipe.loss_weights.shape,
-                "val_accuracy": val,
-                "val_mean": sum(val) / len(val),
-            }
+    data = PreparedData(data_dir)
+    if "test" not in data.manifest.get("splits", {}):
+        raise ConfigError(
+            f"{data_dir}: no test split; the ablation is scored on test images (validation's "
+            "are too few to tell the variants apart): prepare the data with a test split"
         )
-        write_json(out / ABLATION_TABLE, {"epochs": recipe.epochs, "rows": rows})
-    (out / ABLATION_MARKDOWN).write_text(markdown(rows, recipe))
-    return rows
+    recipe = params.train
+    seeds = list(seeds) if seeds else [recipe.seed]
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        reference = None
+        for i, (name, mode, shape) in enumerate(VARIANTS):
+            cfg = variant_config(recipe, mode, shape, seed)
+            logger.info("ablation seed %d, %d/%d: %s", seed, i + 1, len(VARIANTS), name)
+            run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
+            result = train(params.model, cfg, data_dir, run_dir)
+            correct = test_correct(result.model_dir, data, cfg)
+            reference = correct if reference is None else reference
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": seed,
+                    "sparsity": mode,
+                    "loss_weights": shape or recipe.loss_weights.shape,
+                    "val_accuracy": result.val_accuracy,
+                    "test_accuracy": [float(c.mean()) for c in correct],
+                    "test_interval": [accuracy_interval(c) for c in correct],
+                    "test_mean": float(correct.mean()),
+                    "vs_reference": None
+                    if i == 0
+                    else [paired_difference(c, r) for c, r in zip(correct, reference, strict=True)],
+                }
+            )
+            table = {
+                "epochs": recipe.epochs,
+                "seeds": seeds,
+                "test_images": int(correct.shape[1]),
+                "reference": VARIANTS[0][0],
+                "rows": rows,
+                "summary": summary(rows),
+            }
+            write_json(out / ABLATION_TABLE, table)
+    with atomic_path(out / ABLATION_MARKDOWN) as tmp:
+        tmp.write_text(markdown(table, recipe))
+    return table
 
 
-def markdown(rows: list[dict[str, Any]], train: TrainConfig) -> str:
-    n = len(rows[0]["val_accuracy"])
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant: test accuracy per exit averaged over the seeds run, and per exit whether
+    its difference from the reference is resolved the same way under every seed."""
+    out = []
+    for name, *_ in VARIANTS:
+        runs = [r for r in rows if r["variant"] == name]
+        if not runs:
+            continue
+        exits = len(runs[0]["test_accuracy"])
+        entry: dict[str, Any] = {
+            "variant": name,
+            "seeds": [r["seed"] for r in runs],
+            "test_accuracy": [
+                float(np.mean([r["test_accuracy"][k] for r in runs])) for k in range(exits)
+            ],
+            "test_mean": float(np.mean([r["test_mean"] for r in runs])),
+        }
+        if runs[0]["vs_reference"] is not None:
+            entry["difference"] = [
+                float(np.mean([r["vs_reference"][k]["difference"] for r in runs]))
+                for k in range(exits)
+            ]
+            entry["resolved"] = [
+                _verdict([r["vs_reference"][k] for r in runs]) for k in range(exits)
+            ]
+        out.append(entry)
+    return out
+
+
+def _verdict(diffs: list[dict[str, Any]]) -> str:
+    """``better`` / ``worse`` when resolved with that sign under every seed, else ``n.s.``."""
+    if all(d["resolved"] and d["difference"] > 0 for d in diffs):
+        return "better"
+    if all(d["resolved"] and d["difference"] < 0 for d in diffs):
+        return "worse"
+    return "n.s."
+
+
+def markdown(table: dict[str, Any], train: TrainConfig) -> str:
+    rows = table["rows"]
+    n = len(rows[0]["test_accuracy"])
     lines = [
-        f"Final-epoch validation accuracy ({train.epochs} epochs; sparsity rates: forward "
-        f"{train.sparsity.forward_rate:g}, backward keep {train.sparsity.backward_keep:g}).",
+        f"Final-epoch test accuracy, {table['test_images']} images ({train.epochs} epochs; "
+        f"seeds {', '.join(map(str, table['seeds']))}; sparsity rates: forward "
+        f"{train.sparsity.forward_rate:g}, backward keep {train.sparsity.backward_keep:g}). "
+        f"Differences are to `{table['reference']}` with the same seed on the same images "
+        "(paired bootstrap 95% interval; * resolved: the interval excludes 0 and McNemar p < 0.05).",
         "",
-        "| variant | sparsity | loss weights | "
+        "| variant | seed | loss weights | "
         + " | ".join(f"exit {k}" for k in range(n))
         + " | mean |",
         "|---" * (n + 4) + "|",
     ]
     for r in rows:
-        accs = " | ".join(f"{a:.4f}" for a in r["val_accuracy"])
+        cells = []
+        for k in range(n):
+            lo, hi = r["test_interval"][k]
+            cell = f"{100 * r['test_accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+            if r["vs_reference"] is not None:
+                d = r["vs_reference"][k]
+                a, b = d["interval"]
+                star = "*" if d["resolved"] else ""
+                cell += f"; {100 * d['difference']:+.2f} [{100 * a:+.2f}, {100 * b:+.2f}]{star}"
+            cells.append(cell)
         lines.append(
-            f"| {r['variant']} | {r['sparsity']} | {r['loss_weights']} | {accs} | {r['val_mean']:.4f} |"
+            f"| {r['variant']} | {r['seed']} | {r['loss_weights']} | {' | '.join(cells)} "
+            f"| {100 * r['test_mean']:.2f} |"
         )
+    if len(table["seeds"]) > 1:
+        lines += ["", "Over the seeds (resolved: the same sign, resolved under every seed):", ""]
+        for s in table["summary"]:
+            accs = ", ".join(f"{100 * a:.2f}" for a in s["test_accuracy"])
+            verdict = ""
+            if "difference" in s:
+                verdict = "; vs reference " + ", ".join(
+                    f"{100 * d:+.2f} ({v})"
+                    for d, v in zip(s["difference"], s["resolved"], strict=True)
+                )
+            lines.append(
+                f"- {s['variant']}: exits {accs}; mean {100 * s['test_mean']:.2f}{verdict}"
+            )
     return "\n".join(lines) + "\n"

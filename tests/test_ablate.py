@@ -1,0 +1,86 @@
+"""The ablation stage: every variant scored on the test split, paired to the reference, seeds
+combined only where they agree, and a rerun that continues instead of starting over."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import tiny_params, write_prepared
+
+from dyn_adapter.errors import ConfigError
+from dyn_adapter.stages import ablate
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    data = write_prepared(root / "prepared", sizes={"train": 64, "val": 32, "test": 96})
+    params = tiny_params(root, "train.epochs=1", "train.warmup_epochs=0")
+    table = ablate.run(params, data, root / "out", seeds=[0, 1])
+    return root, data, params, table
+
+
+def test_every_variant_and_seed_is_scored_on_test(ablation):
+    root, _, _, table = ablation
+    assert table == json.loads((root / "out" / "ablation.json").read_text())
+    assert table["test_images"] == 96 and table["seeds"] == [0, 1]
+    assert [(r["variant"], r["seed"]) for r in table["rows"]] == [
+        (name, seed) for seed in (0, 1) for name, *_ in ablate.VARIANTS
+    ]
+    for row in table["rows"]:
+        correct = np.load(
+            next((root / "out" / "runs" / f"seed-{row['seed']}").glob(f"*/{ablate.SCORES_FILE}"))
+        )["correct"]
+        assert correct.shape[1] == 96
+        for acc, (lo, hi) in zip(row["test_accuracy"], row["test_interval"], strict=True):
+            assert lo <= acc <= hi
+    md = (root / "out" / "ablation.md").read_text()
+    assert "96 images" in md and "Over the seeds" in md
+
+
+def test_each_variant_is_paired_to_the_reference_of_its_own_seed(ablation):
+    root, _, _, table = ablation
+    for seed in (0, 1):
+        runs = sorted((root / "out" / "runs" / f"seed-{seed}").iterdir())
+        ref = np.load(runs[0] / ablate.SCORES_FILE)["correct"]
+        rows = [r for r in table["rows"] if r["seed"] == seed]
+        assert rows[0]["vs_reference"] is None
+        for run, row in zip(runs[1:], rows[1:], strict=True):
+            mine = np.load(run / ablate.SCORES_FILE)["correct"]
+            for k, d in enumerate(row["vs_reference"]):
+                assert d["difference"] == pytest.approx(mine[k].mean() - ref[k].mean())
+                assert d["only_a_right"] == int(np.sum(mine[k] & ~ref[k]))
+
+
+def test_seeds_count_as_resolved_only_when_they_agree():
+    better = {"resolved": True, "difference": 0.02}
+    worse = {"resolved": True, "difference": -0.02}
+    unresolved = {"resolved": False, "difference": 0.03}
+    assert ablate._verdict([better, better]) == "better"
+    assert ablate._verdict([worse, worse]) == "worse"
+    assert ablate._verdict([better, worse]) == "n.s."
+    assert ablate._verdict([better, unresolved]) == "n.s."
+
+
+def test_a_rerun_continues_rather_than_retrains(ablation, monkeypatch):
+    from dyn_adapter.training import loop, trainer
+
+    root, data, params, table = ablation
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the rerun trained or scored again")
+
+    # Finished trainings resume past their last epoch; scores come from their cache.
+    monkeypatch.setattr(trainer, "train_epoch", fail)
+    monkeypatch.setattr(trainer, "cached_epoch", fail)
+    monkeypatch.setattr(loop, "exit_logits", fail)
+    assert ablate.run(params, data, root / "out", seeds=[0, 1])["rows"] == table["rows"]
+
+
+def test_no_test_split_is_a_clear_error(tmp_path):
+    data = write_prepared(tmp_path / "prepared", sizes={"train": 32, "val": 16})
+    params = tiny_params(tmp_path, "train.epochs=1")
+    with pytest.raises(ConfigError, match="no test split"):
+        ablate.run(params, data, tmp_path / "out")
