@@ -30,7 +30,7 @@ from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
-from dyn_adapter.params import load_params
+from dyn_adapter.params import load_params, stage_params
 from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
 from pipeline.runner import run_local
 
@@ -141,11 +141,16 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The stages a VTAB pipeline run reads parameters in (see dyn_adapter.params.STAGE_SECTIONS).
+VTAB_STAGES = ("prepare", "train", "train-static", "train-probe", "search", "evaluate")
+
+
 def configuration_sha256(params: str | Path, overrides: list[str]) -> str:
-    """The hash of the parameters as the stages read them (``params`` with ``overrides`` and
-    every default resolved): an edit to a comment, or a key spelled out at its default value,
-    leaves it unchanged; any change to what runs does not."""
-    return config_hash(to_dict(load_params(params, overrides)))
+    """The hash of the parameters the VTAB pipeline's stages read, with ``overrides`` and every
+    default resolved: a reworded comment, a key spelled out at its default value or a section
+    no VTAB stage reads (``register``) leaves it unchanged; any change to what runs does not."""
+    resolved = to_dict(load_params(params, overrides))
+    return config_hash({stage: stage_params(resolved, stage) for stage in VTAB_STAGES})
 
 
 def check_same_configuration(previous: dict[str, Any], new: dict[str, Any]) -> None:

@@ -120,6 +120,7 @@ def test_the_configuration_is_what_runs_not_the_file_bytes(tmp_path):
     edited.write_text("# reworded\n" + text.replace("heads: balanced", "heads: balanced  # !"))
     assert bench.configuration_sha256(edited, []) == base
     assert bench.configuration_sha256(params, ["train.epochs=16"]) == base
+    assert bench.configuration_sha256(params, ["register.model_name=other"]) == base
     assert bench.configuration_sha256(params, ["train.epochs=8"]) != base
     assert bench.configuration_sha256(params, ["model.exits.heads=compact"]) != base
 
