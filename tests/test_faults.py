@@ -463,7 +463,7 @@ def dvc_project(tmp_path) -> Path:
     tiny = json.loads(json.dumps(TINY_PARAMS))
     params["model"] = tiny["model"]
     # Enough epochs (a checkpoint each) to be interrupted between two of them.
-    params["train"].update(tiny["train"], epochs=60, device="cpu", evaluate_test=False)
+    params["train"].update(tiny["train"], epochs=200, device="cpu", evaluate_test=False)
     params["data"].update(path="data/fashion-mnist", train_size=20, val_size=10, test_size=None)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True, timeout=60)
@@ -509,18 +509,24 @@ def repro_interrupted_in_train(root: Path, sig: int) -> tuple[int, str]:
             assert proc.poll() is None, f"dvc repro ended first:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"train never got going:\n{log.read_text()}"
             time.sleep(0.05)
+        seen = sorted(p.name for p in (root / "outputs/train/checkpoints").glob("epoch-*"))
         os.killpg(proc.pid, sig)  # in the middle of training: an epoch done, more to go
         rc = proc.wait(timeout=120)
     finally:
         stop_group(proc, signal.SIGKILL, grace=0)  # whatever is left of the group
-    return rc, log.read_text()
+    return rc, f"(signalled with {seen} on disk)\n{log.read_text()}"
 
 
 def epoch_done(root: Path, since: float) -> bool:
     """Whether the train stage wrote an epoch checkpoint after ``since`` (this run's, not one
     an earlier run left)."""
-    found = (root / "outputs" / "train" / "checkpoints").glob("epoch-*")
-    return any(p.stat().st_mtime >= since for p in found)
+    for path in (root / "outputs" / "train" / "checkpoints").glob("epoch-*"):
+        try:
+            if path.stat().st_mtime >= since:
+                return True
+        except FileNotFoundError:  # removed since the glob: by the next checkpoint, or by DVC
+            continue
+    return False
 
 
 def rwlock(root: Path) -> dict:
