@@ -62,7 +62,7 @@ def variant_config(
     )
 
 
-def test_correct(model_dir: Path, data: PreparedData, cfg: TrainConfig) -> np.ndarray:
+def exit_correctness(model_dir: Path, data: PreparedData, cfg: TrainConfig) -> np.ndarray:
     """``[exits, test images]``: whether each exit of the saved model is right, as served
     (merged where the PETL method merges). Kept beside the model, keyed by its weights' hash."""
     from ..models.checkpoint import WEIGHTS_FILE, load_for_inference
@@ -118,7 +118,7 @@ def run(
             logger.info("ablation seed %d, %d/%d: %s", seed, i + 1, len(VARIANTS), name)
             run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
             result = train(params.model, cfg, data_dir, run_dir)
-            correct = test_correct(result.model_dir, data, cfg)
+            correct = exit_correctness(result.model_dir, data, cfg)
             reference = correct if reference is None else reference
             rows.append(
                 {
