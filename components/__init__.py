@@ -12,6 +12,7 @@ from typing import Any
 
 from kfp import dsl
 
+from .calibrate import calibrate_thresholds
 from .evaluate import evaluate_model
 from .prepare import prepare_data
 from .register import register_model
@@ -35,6 +36,7 @@ class Components:
     sparsify_candidate: Any
     sparsify_select: Any
     search_thresholds: Any
+    calibrate_thresholds: Any
     evaluate_model: Any
     register_model: Any
     task_overrides: Any
@@ -55,6 +57,7 @@ def build(image: str = DEFAULT_IMAGE) -> Components:
         sparsify_candidate=component(sparsify_candidate),
         sparsify_select=component(sparsify_select),
         search_thresholds=component(search_thresholds),
+        calibrate_thresholds=component(calibrate_thresholds),
         evaluate_model=component(evaluate_model),
         register_model=component(register_model),
         task_overrides=component(task_overrides),

@@ -27,11 +27,13 @@ def evaluate_model(
     static_model: Input[Model] = None,
     probe_model: Input[Model] = None,
     probe_thresholds: Input[Artifact] = None,
+    risk_points: Input[Artifact] = None,
     task_name: str = "",
     tracking_uri: str = "",
     pipeline_run_id: str = "",
 ):
-    """Accuracy, GFLOPs and time per budget against the static PETL and frozen-probe baselines."""
+    """Accuracy, GFLOPs and time per budget against the static PETL and frozen-probe baselines,
+    and the realised risk of each risk-controlled point."""
     import shutil
 
     from components import shim
@@ -50,6 +52,7 @@ def evaluate_model(
             probe_model_dir=f"{probe_model.path}/{MODEL_DIR}" if probe_model else None,
             probe_search_dir=probe_thresholds.path if probe_thresholds else None,
             task_name=task_name,
+            risk_dir=risk_points.path if risk_points else None,
         )
         result = Evaluation(evaluation.path)
         for name, value in result.headline().items():

@@ -11,6 +11,7 @@ def register_model(
     evaluation: Input[Artifact],
     data: Input[Dataset],
     registration: Output[Artifact],
+    risk_points: Input[Artifact] = None,
     tracking_uri: str = "",
     pipeline_run_id: str = "",
 ) -> str:
@@ -31,6 +32,7 @@ def register_model(
             registration.path,
             pipeline_run_id=pipeline_run_id,
             tracking_uri=tracking_uri or None,
+            risk_dir=risk_points.path if risk_points else None,
         )
         shim.track(
             "register", registration.path, p, tracking_uri, pipeline_run_id, data.path, last=True

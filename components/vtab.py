@@ -32,9 +32,14 @@ def vtab_table(
 
 def task_overrides(overrides: list, data_root: str, task: str) -> list:
     """This task's overrides: the VTAB-1k protocol's whole test split unless the pipeline's
-    overrides say otherwise, then the task's data source."""
+    overrides say otherwise, then the task's data source (whose fixed splits leave no training
+    images to calibrate on)."""
     return (
         ["data.test_size=null"]
         + list(overrides)
-        + ["data.source=vtab", f"data.path={data_root.rstrip('/')}/{task}"]
+        + [
+            "data.source=vtab",
+            f"data.path={data_root.rstrip('/')}/{task}",
+            "data.calibration_size=0",
+        ]
     )

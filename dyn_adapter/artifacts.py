@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +32,10 @@ CANDIDATE_ROW = "row.json"  # a sparsity candidate's row of the table (KFP fan-o
 THRESHOLDS_FILE = "thresholds.json"  # search: the policy per budget
 PARETO_FILE = "pareto.md"
 STUDY_FILE = "optuna.db"
+RISK_POINTS_FILE = "risk_points.json"  # calibrate: the certified operating points
+RISK_MARKDOWN = "risk.md"
+CALIBRATION_SCORES = "calibration_scores.npz"  # calibrate: per-exit confidence and prediction
+CALIBRATION_CHUNKS_DIR = "score_chunks"  # calibrate: resumable partial scores, never logged
 CARD_FILE = "model_card.md"  # evaluate
 PLOTS_DIR = "plots"
 ACCURACY_PLOT = "accuracy_vs_gflops.png"
@@ -131,6 +135,56 @@ def _thresholds_of(policy: Any) -> Any:
     return policy.get("thresholds") if isinstance(policy, dict) else None
 
 
+# -- calibrate ----------------------------------------------------------------------------------
+
+
+class RiskPoints:
+    """The calibrate stage's ``risk_points.json``: certified operating points, checked once.
+
+    Every point needs its risk, ``epsilon`` and one threshold per exit (numbers >= 0).
+
+    Args:
+        path: The calibrate output directory (or its ``risk_points.json``).
+        num_exits: The model's exits (``None``: not checked).
+    """
+
+    def __init__(self, path: str | Path, num_exits: int | None = None) -> None:
+        path = Path(path)
+        self.dir = path if path.is_dir() else path.parent
+        self.path = self.dir / RISK_POINTS_FILE
+        self.data = read_json(self.path, "calibrate")
+        points = self.data.get("points")
+        if not isinstance(points, list):
+            self._refuse("'points' must be a list")
+        for i, p in enumerate(points):
+            ok = (
+                isinstance(p, dict) and _number(p.get("epsilon")) and isinstance(p.get("risk"), str)
+            )
+            thresholds = p.get("thresholds") if ok else None
+            if not (
+                isinstance(thresholds, list) and all(_number(t) and t >= 0 for t in thresholds)
+            ):
+                self._refuse(f"points[{i}]: needs risk, epsilon and thresholds (numbers >= 0)")
+            if num_exits is not None and len(thresholds) != num_exits:
+                self._refuse(
+                    f"points[{i}]: {len(thresholds)} thresholds for a model with {num_exits} "
+                    "exits (calibrated for another model?)"
+                )
+        self.points: list[dict[str, Any]] = points
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise ConfigError(f"{self.path}: {what}; run `dyn-adapter calibrate` again")
+
+    @property
+    def scores_path(self) -> Path:
+        return self.dir / CALIBRATION_SCORES
+
+    def point(self, risk: str, max_risk: float) -> dict[str, Any] | None:
+        """The cheapest point of ``risk`` certified at a level not above ``max_risk``."""
+        fits = [p for p in self.points if p["risk"] == risk and p["epsilon"] <= max_risk + 1e-12]
+        return min(fits, key=lambda p: p["gflops"], default=None)
+
+
 # -- evaluate -----------------------------------------------------------------------------------
 
 
@@ -145,6 +199,8 @@ class OperatingPoint:
         full_gflops: GFLOPs of the full model (last exit).
         balanced_accuracy: Test balanced accuracy at ``budget`` (``None`` in an evaluation
             made before it was measured).
+        risk_points: The risk-controlled points as evaluate ran them on test (``test_risk``,
+            ``gflops_ratio``); empty without a calibration.
     """
 
     accuracy: float
@@ -152,6 +208,7 @@ class OperatingPoint:
     gflops_ratio: float | None
     full_gflops: float
     balanced_accuracy: float | None = None
+    risk_points: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Evaluation:
@@ -179,6 +236,10 @@ class Evaluation:
         return self.dir / CARD_FILE
 
     @property
+    def risk_points(self) -> list[dict[str, Any]]:
+        return list((self.metrics.get("risk_control") or {}).get("points", []))
+
+    @property
     def accuracy_plot(self) -> Path:
         return self.dir / PLOTS_DIR / ACCURACY_PLOT
 
@@ -190,6 +251,7 @@ class Evaluation:
                 float(self.iso["gflops_ratio"]),
                 self.full_gflops,
                 self.iso.get("balanced_accuracy"),
+                self.risk_points,
             )
         if not self.budgets:
             raise ConfigError(f"{self.metrics_path}: no budgets; run `dyn-adapter evaluate` again")
@@ -200,6 +262,7 @@ class Evaluation:
             None,
             self.full_gflops,
             largest.get("balanced_accuracy"),
+            self.risk_points,
         )
 
     def headline(self) -> dict[str, float]:
@@ -215,6 +278,11 @@ class Evaluation:
             "time_ratio_b1": self.speed.get("time_ratio_b1"),
             "time_ratio_b64": self.speed.get("time_ratio_b64"),
         }
+        for p in self.risk_points:
+            key = f"{p['risk']}_eps_{p['epsilon']:g}"
+            out[f"test_risk_{key}"] = p["test_risk"]
+            out[f"gflops_ratio_{key}"] = p["gflops_ratio"]
+            out[f"violation_frequency_{key}"] = p["repeated_splits"]["violation_frequency"]
         for b in self.budgets:
             out[f"accuracy_budget_{b['budget']:g}"] = b["accuracy"]
             out[f"gflops_ratio_budget_{b['budget']:g}"] = b["gflops_ratio"]

@@ -104,6 +104,13 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         "--evaluate", default="outputs/evaluate", help="evaluate output (default: %(default)s)"
     )
     p.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="DIR",
+        help="`calibrate` output: the model carries its risk-controlled points, and requests "
+        "can ask for params.max_disagreement",
+    )
+    p.add_argument(
         "--pipeline-run-id",
         default=None,
         help="identifies this pipeline run; registering it again reuses its version "
@@ -296,6 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _stage_parser(
         sub,
+        "calibrate",
+        out="outputs/calibrate",
+        model="outputs/sparsify/model",
+        help="risk-controlled exit thresholds, certified on unlabeled calibration images",
+        description="Run the model once over the calibration split (data.calibration_size "
+        "images of the training pool that train and val leave; labels unused for the "
+        "disagreement risk) and certify, for each calibrate.epsilons, the lowest shared exit "
+        "threshold whose risk is at most epsilon with probability >= 1 - calibrate.delta "
+        "(Learn then Test). Started again on the same --out, it resumes from the saved score "
+        "chunks. Writes risk_points.json and risk.md.",
+    )
+    p.set_defaults(func=commands.cmd_calibrate)
+
+    p = _stage_parser(
+        sub,
         "evaluate",
         out="outputs/evaluate",
         model="outputs/sparsify/model",
@@ -315,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--probe-model", default=None, metavar="DIR", help="frozen-probe model")
     p.add_argument("--probe-search", default=None, metavar="DIR", help="its search output")
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        metavar="DIR",
+        help="`calibrate` output: its risk-controlled points are run on test and re-certified "
+        "over evaluate.risk_splits random splits",
+    )
     p.set_defaults(func=commands.cmd_evaluate)
 
     p = _stage_parser(

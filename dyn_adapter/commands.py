@@ -111,6 +111,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .artifacts import RISK_MARKDOWN
+    from .stages import calibrate
+
+    result = calibrate.run(params(args), args.model, args.data, args.out)
+    show_report(Path(args.out) / RISK_MARKDOWN, "risk-controlled thresholds")
+    points = result.report["points"]
+    print(f"{len(points)} operating point(s) certified -> {Path(args.out)}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .artifacts import CARD_FILE
     from .stages import evaluate
@@ -124,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         static_dir=args.static,
         probe_model_dir=args.probe_model,
         probe_search_dir=args.probe_search,
+        risk_dir=args.calibrate,
     )
     iso = metrics["iso_accuracy"]
     show_report(Path(args.out) / CARD_FILE, "model card")
@@ -164,6 +176,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         args.out,
         pipeline_run_id=run_id,
         tracking_uri=args.tracking_uri,
+        risk_dir=args.calibrate,
     )
     print(
         f"registered {result['name']} v{result['version']} (aliases: "

@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .evaluation.config import EvaluateConfig
 from .mlops.gate import RegisterConfig
 from .models import ModelConfig
+from .policies.risk import CalibrateConfig
 from .policies.search import SearchConfig
 from .training.config import SparsifyConfig, TrainConfig
 
@@ -36,6 +37,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
 
@@ -128,6 +130,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
     "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
     "search": ("search", "train.eval_batch_size", "train.device"),
+    "calibrate": ("calibrate", "train.device"),
     "evaluate": ("evaluate", "train.device"),
     "register": ("register",),
     "ablate": ("model", "train"),

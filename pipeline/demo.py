@@ -1,5 +1,6 @@
 """The main pipeline: prepare → train (Dyn-Adapter ∥ static PETL ∥ frozen probe) → sparsity
-tuning (ParallelFor over candidates) → threshold search (ours ∥ probe's) → evaluate → register."""
+tuning (ParallelFor over candidates) → threshold search (ours ∥ probe's) ∥ risk calibration →
+evaluate → register."""
 
 from typing import Any, NamedTuple
 
@@ -41,7 +42,7 @@ def build_pipeline(
     @dsl.pipeline(
         name=NAME,
         description="Dyn-Adapter: multi-exit PETL training, sparsity tuning, threshold search, "
-        "evaluation against the static PETL and frozen-probe baselines, MLflow registration.",
+        "risk-controlled calibration, evaluation against the static PETL and frozen-probe baselines, MLflow registration.",
     )
     # The run form: what users change most on top, then the MLflow server, then the rest.
     # Each description below stays on one line: the KFP UI shows it as written.
@@ -118,6 +119,8 @@ def build_pipeline(
             data=data,
             stage_name="search-probe",
         ).set_display_name("search thresholds: frozen probe")
+        calibration = c.calibrate_thresholds(**tracked, model=model, data=data)
+        calibration.set_display_name("calibrate risk-controlled exits")
         evaluation = c.evaluate_model(
             **tracked,
             model=model,
@@ -126,6 +129,7 @@ def build_pipeline(
             static_model=trained["static"].outputs["model"],
             probe_model=trained["probe"].outputs["model"],
             probe_thresholds=probe_search.outputs["thresholds"],
+            risk_points=calibration.outputs["risk_points"],
         ).set_display_name("evaluate")
         registration = c.register_model(
             **tracked,
@@ -133,6 +137,7 @@ def build_pipeline(
             thresholds=search.outputs["thresholds"],
             evaluation=evaluation.outputs["evaluation"],
             data=data,
+            risk_points=calibration.outputs["risk_points"],
         ).set_display_name("register in MLflow")
         return Outputs(
             evaluation=evaluation.outputs["evaluation"],

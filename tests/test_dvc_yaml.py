@@ -22,6 +22,7 @@ ENTRY = {
     "sparsify": ["dyn_adapter.stages.sparsify"],
     "search": ["dyn_adapter.stages.search"],
     "search_probe": ["dyn_adapter.stages.search"],
+    "calibrate": ["dyn_adapter.stages.calibrate"],
     "evaluate": ["dyn_adapter.stages.evaluate"],
     "register": ["dyn_adapter.stages.register"],
     "track": ["dyn_adapter.stages.track"],

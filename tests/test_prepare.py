@@ -113,6 +113,7 @@ def rows(images: np.ndarray) -> set[bytes]:
         ({"train_size": 0}, r"data\.train_size: must be >= 1"),
         ({"val_size": -1}, r"data\.val_size: must be >= 1"),
         ({"test_size": 0}, r"data\.test_size: must be >= 1"),
+        ({"calibration_size": -1}, r"data\.calibration_size: must be >= 0"),
         ({"seed": -1}, r"data\.seed"),
         ({"source": "mnist"}, r"data\.source"),
         ({"on_bad": "ignore"}, r"data\.on_bad"),
@@ -220,6 +221,46 @@ def test_fashion_mnist_synthetic_sizes(tmp_path):
     train, val, test = (data.split(s)[0] for s in ("train", "val", "test"))
     assert not rows(train) & rows(val)
     assert (test[:, 1, 1] == 200).all() and (train[:, 1, 1] == 100).all()
+
+
+def test_calibration_split_leaves_the_other_splits_as_they_were(tmp_path):
+    root = make_fashion_mnist(tmp_path / "fm", per_class=8, test_per_class=4)
+    sizes = dict(path=str(root), train_size=20, val_size=10, test_size=20)
+    plain, plain_manifest = prepare(tmp_path, "plain", **sizes)
+    data, manifest = prepare(tmp_path, "with", calibration_size=30, **sizes)
+    assert "calibration" not in plain_manifest["splits"]
+    for split in ("train", "val", "test"):  # the same images, the same order
+        assert manifest["splits"][split] == plain_manifest["splits"][split]
+    calibration, labels = data.split("calibration")
+    assert manifest["splits"]["calibration"]["class_counts"] == [3] * 10
+    # From the training pool (pixel [1, 1] is 100 there, 200 in the test pool), disjoint.
+    assert (calibration[:, 1, 1] == 100).all() and len(rows(calibration)) == 30
+    assert not rows(calibration) & (rows(data.split("train")[0]) | rows(data.split("val")[0]))
+    with pytest.raises(ConfigError, match="no calibration split; prepare with data.calibration"):
+        plain.split("calibration")
+
+
+def test_imagefolder_calibration_split_comes_before_the_test_rest(tmp_path):
+    root = make_imagefolder(tmp_path / "folder", per_class=6)
+    _, manifest = prepare(
+        tmp_path,
+        source="imagefolder",
+        path=str(root),
+        train_size=6,
+        val_size=3,
+        calibration_size=3,
+    )
+    counts = {name: split["class_counts"] for name, split in manifest["splits"].items()}
+    assert counts == {"train": [2] * 3, "val": [1] * 3, "calibration": [1] * 3, "test": [2] * 3}
+
+
+def test_vtab_has_no_pool_to_calibrate_on(tmp_path):
+    root = make_vtab(tmp_path / "task")
+    with pytest.raises(
+        ConfigError, match=r"data.calibration_size=5: .* set data.calibration_size=0"
+    ):
+        prepare(tmp_path, source="vtab", path=str(root), calibration_size=5)
+    assert not (tmp_path / "out").exists()
 
 
 def test_fashion_mnist_too_few_images(tmp_path):

@@ -483,6 +483,56 @@ def test_budget_picks_the_largest_searched_budget_not_above_it(budget, chosen):
     assert serving.select_policy(POLICIES, budget)["budget"] == chosen
 
 
+RISK_POINTS = [
+    {"risk": "disagreement", "epsilon": 0.01, "gflops": 0.9, "thresholds": [0.99, 0.99, 0.0]},
+    {"risk": "disagreement", "epsilon": 0.05, "gflops": 0.6, "thresholds": [0.9, 0.9, 0.0]},
+    {"risk": "accuracy_drop", "epsilon": 0.05, "gflops": 0.4, "thresholds": [0.8, 0.8, 0.0]},
+]
+
+
+@pytest.mark.parametrize(("level", "chosen"), [(0.01, 0.9), (0.03, 0.9), (0.05, 0.6), (0.5, 0.6)])
+def test_max_disagreement_picks_the_cheapest_point_certified_within_it(level, chosen):
+    assert serving.select_risk_point(RISK_POINTS, level)["gflops"] == chosen
+
+
+@pytest.mark.parametrize(
+    ("points", "level", "match"),
+    [
+        (RISK_POINTS, 0.001, "no point is certified at or below it; certified levels: 0.01, 0.05"),
+        (RISK_POINTS, "abc", "not a number"),
+        (RISK_POINTS, math.nan, "no point is certified"),
+        ([], 0.05, "registered without risk-controlled points"),
+    ],
+)
+def test_max_disagreement_outside_the_certified_levels_is_refused(points, level, match):
+    with pytest.raises(MlflowException, match=match):
+        serving.select_risk_point(points, level)
+
+
+def _risk_candidate(test_risk: float, ratio: float) -> OperatingPoint:
+    point = {"risk": "disagreement", "epsilon": 0.02, "test_risk": test_risk, "gflops_ratio": ratio}
+    return OperatingPoint(0.9, 0.5, 0.3, 1.0, risk_points=[{**point, "holds": test_risk <= 0.02}])
+
+
+@pytest.mark.parametrize(
+    ("candidate", "level", "passed", "says"),
+    [
+        (
+            _risk_candidate(0.01, 0.4),
+            0.02,
+            True,
+            "disagreement <= 0.02: test 0.0100, GFLOPs ratio 0.400 <= 0.6",
+        ),
+        (_risk_candidate(0.01, 0.7), 0.02, False, "GFLOPs ratio 0.700 > 0.6"),
+        (_risk_candidate(0.03, 0.4), 0.02, False, "the certificate failed on test"),
+        (_risk_candidate(0.01, 0.4), 0.05, False, "no point certified at disagreement <= 0.05"),
+    ],
+)
+def test_the_gate_can_be_stated_as_a_risk_level(candidate, level, passed, says):
+    decision = gate(candidate, None, RegisterConfig(gate_risk=level, max_gflops_ratio=0.6))
+    assert decision.passed is passed and says in decision.reason
+
+
 @pytest.mark.parametrize("budget", [0.49, 0.0, -1.0, math.nan, math.inf, "abc", None])
 def test_budget_out_of_range_is_refused_with_the_range(budget):
     with pytest.raises(MlflowException, match=r"allowed: a finite number >= 0.5") as e:
@@ -585,13 +635,20 @@ def tracking_server(tmp_path_factory) -> Iterator[Server]:
         yield Server(f"http://127.0.0.1:{port}", proc, root / "server.log")
 
 
+RISK_LEVELS = ("calibrate.epsilons=[0.05, 0.1]",)
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tracking_server) -> dict:
     """Train (1 epoch), search and evaluate a tiny model, then register it on the server."""
-    from conftest import tiny_evaluated
+    from conftest import tiny_evaluated, tiny_params
+
+    from dyn_adapter.stages import calibrate
 
     root = tmp_path_factory.mktemp("pipeline")
-    model_dir, data = tiny_evaluated(root)
+    sizes = {"train": 128, "val": 64, "test": 64, "calibration": 400}
+    model_dir, data = tiny_evaluated(root, sizes=sizes)
+    calibrate.run(tiny_params(root, *RISK_LEVELS), model_dir, data, root / "calibrate")
     url = tracking_server.ready()
     result = register.run(
         Params(register=RegisterConfig(model_name="tiny", max_gflops_ratio=None)),
@@ -602,6 +659,7 @@ def pipeline(tmp_path_factory, tracking_server) -> dict:
         root / "register",
         pipeline_run_id="integration-1",
         tracking_uri=url,
+        risk_dir=root / "calibrate",
     )
     return {"root": root, "model_dir": model_dir, "data": data, "registration": result, "url": url}
 
@@ -701,6 +759,21 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
         status, answer = _post(f"{url}/invocations", body(rows, budget=0.1))
         assert status == 400 and "allowed: a finite number >= 0.5" in answer["message"]
         assert 400 <= _post(f"{url}/invocations", b"{not json")[0] < 500
+
+        # A risk level instead of a budget: the point certified at the largest level <= it.
+        points = json.loads((pipeline["root"] / "calibrate" / "risk_points.json").read_text())
+        chosen = serving.select_risk_point(points["points"], 0.1)
+        status, answer = _post(f"{url}/invocations", body(rows, max_disagreement=0.1))
+        assert status == 200, answer
+        model = load_for_inference(pipeline["model_dir"], "cpu")
+        data_config = json.loads((pipeline["data"] / "manifest.json").read_text())["data_config"]
+        ref = model.forward_dynamic(
+            to_model_input(torch.from_numpy(images), data_config), chosen["thresholds"]
+        )
+        assert [p["exit_index"] for p in answer["predictions"]] == ref.exit_index.tolist()
+        assert [p["label_index"] for p in answer["predictions"]] == ref.prediction.tolist()
+        status, answer = _post(f"{url}/invocations", body(rows, max_disagreement=0.001))
+        assert status == 400 and "certified levels: 0.05, 0.1" in answer["message"]
 
         assert proc.poll() is None  # still up
         status, answer = _post(f"{url}/invocations", body(rows[:2]))

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from ..models.backbone import BackboneConfig
 from . import s3, sources
-from .prepared import FORMAT_VERSION, MANIFEST, SPLITS, split_files
+from .prepared import CALIBRATION_SPLIT, FORMAT_VERSION, MANIFEST, split_files
 from .sources import BadData, BadImage, Layout, Pool
 from .transforms import resolve_data_config
 
@@ -52,6 +52,10 @@ class DataConfig:
         train_size: Training images, drawn with ``seed`` from the training pool.
         val_size: Validation images, disjoint from train.
         test_size: None: the whole test split; else a seeded subset.
+        calibration_size: Images of the training pool that train and val leave, drawn as a
+            ``calibration`` split (0: none). Risk control (``dyn-adapter calibrate``)
+            certifies exit thresholds on them; it needs no labels, so any images of the
+            served distribution would do. VTAB-1k tasks have no such pool.
         draw: How each drawn split shares its images among classes: ``balanced`` (equal
             numbers) or ``stratified`` (in the pool's proportions, so that train/val and
             what is left for test keep the data's class proportions).
@@ -67,6 +71,7 @@ class DataConfig:
     train_size: int = 800
     val_size: int = 200
     test_size: int | None = None
+    calibration_size: int = 0
     draw: Literal["balanced", "stratified"] = "balanced"
     seed: int = 0
     on_bad: Literal["error", "skip"] = "error"
@@ -86,6 +91,8 @@ class DataConfig:
         for key in ("train_size", "val_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.calibration_size < 0:
+            raise ConfigError(f"data.calibration_size: must be >= 0, got {self.calibration_size}")
         if self.test_size is not None and self.test_size < 1:
             raise ConfigError(f"data.test_size: must be >= 1 or null, got {self.test_size}")
         if self.seed < 0:
@@ -167,7 +174,7 @@ def _prepare_into(tmp: Path, cfg: DataConfig, data_config: dict[str, Any]) -> di
     planned = plan_splits(layout, cfg, bad)
     planned, size = _image_size(planned, root, bad, tuple(data_config["input_size"][1:]))
     splits = {}
-    for name in SPLITS:
+    for name in planned:
         labels = _write_split(tmp, name, planned[name], root, size, bad)
         _check_not_empty(name, labels, layout, bad)
         splits[name] = {
@@ -217,24 +224,34 @@ def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool
     test_rng = np.random.default_rng([cfg.seed, 1])
     test_size: list[tuple[str, int | None]] = [("test", cfg.test_size)]
     if layout.fixed_splits:
+        if cfg.calibration_size:
+            raise ConfigError(
+                f"data.calibration_size={cfg.calibration_size}: {where['train']} fixes its "
+                "splits (VTAB-1k), so no training images are left to calibrate on; set "
+                "data.calibration_size=0 (or calibrate on another prepared dataset)"
+            )
         test = pools["test"]
         if cfg.test_size is not None:
             (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
         return {"train": pools["train"], "val": pools["val"], "test": test}
+    # The calibration images come after train and val in the same seeded draw, so asking for
+    # them leaves train, val and test exactly as they were without.
     sizes: list[tuple[str, int | None]] = [("train", cfg.train_size), ("val", cfg.val_size)]
+    if cfg.calibration_size:
+        sizes.append((CALIBRATION_SPLIT, cfg.calibration_size))
     if "test" in pools:
-        train, val = _draw(
-            pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw
-        )
+        drawn = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw)
         test = pools["test"]
         if cfg.test_size is not None:
             (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
-    else:  # one pool: the test split is what train and val leave (or a subset of it)
-        sizes += test_size
-        train, val, test = _draw(
-            pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw
+    else:  # one pool: the test split is what the others leave (or a subset of it)
+        *drawn, test = _draw(
+            pools["train"], sizes + test_size, layout.classes, train_rng, where["train"], cfg.draw
         )
-    return {"train": train, "val": val, "test": test}
+    planned = dict(zip((name for name, _ in sizes), drawn, strict=True))
+    return {"train": planned["train"], "val": planned["val"], "test": test} | {
+        name: pool for name, pool in planned.items() if name == CALIBRATION_SPLIT
+    }
 
 
 def class_shift(splits: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Layout::
 
     out_dir/
       manifest.json                      classes, splits (count, class_counts, sha256), ...
-      <split>_images.npy                 uint8 [N, H, W, 3]
+      <split>_images.npy                 uint8 [N, H, W, 3]; splits: train, val, test and,
+                                         with data.calibration_size, calibration
       <split>_labels.npy                 int64 [N]
 """
 
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 
 MANIFEST = MANIFEST_FILE
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
+CALIBRATION_SPLIT = "calibration"  # optional: written only when data.calibration_size > 0
 PREPARE_HINT = "run `dyn-adapter prepare` first"
 
 
@@ -97,6 +98,11 @@ class PreparedData:
             ConfigError: An unknown or empty split, or files that do not match the manifest.
         """
         info = self._splits.get(name)
+        if info is None and name == CALIBRATION_SPLIT:
+            raise ConfigError(
+                f"{self.out_dir}: no {name} split; prepare with data.calibration_size > 0 "
+                "(images of the training pool left unused), or name another split"
+            )
         if info is None:
             raise ConfigError(f"{self.out_dir}: no split {name!r}; splits: {sorted(self._splits)}")
         if info["count"] == 0:

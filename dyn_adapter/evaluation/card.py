@@ -110,6 +110,7 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
             f"{b['val_accuracy']:.4f} | {b['gflops']:.3f} | {b['gflops_ratio']:.3f} | {fr} | "
             f"{geo} | {probe} |"
         )
+    lines += _risk_lines(metrics.get("risk_control"))
     lines += [
         "",
         "## Limits",
@@ -125,3 +126,30 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         "",
     ]
     return "\n".join(lines)
+
+
+def _risk_lines(control: dict[str, Any] | None) -> list[str]:
+    """The risk-controlled operating points (``calibrate``), as run on the test split."""
+    if not control or not control["points"]:
+        return []
+    lines = [
+        "",
+        f"## Risk-controlled exits (certified on {control['calibration_images']} "
+        f"{control['split']} images)",
+        f"- Guarantee: risk <= epsilon with probability >= 1 - delta; assumption: "
+        f"{control['assumption']}.",
+        "",
+        "| risk | epsilon | delta | test risk [95%] | accuracy | GFLOPs ratio | time ratio b64 "
+        "| splits violating |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in control["points"]:
+        low, high = p["test_risk_interval"]
+        rep = p["repeated_splits"]
+        lines.append(
+            f"| {p['risk']} | {p['epsilon']:g} | {p['delta']:g} | {p['test_risk']:.4f} "
+            f"[{low:.4f}, {high:.4f}] | {p['accuracy']:.4f} | {p['gflops_ratio']:.3f} | "
+            f"{p['time_ratio_b64']:.3f} | {rep['violation_frequency']:.2f} of {rep['splits']} "
+            f"(delta {p['delta']:g} +- {rep['standard_error']:.3f}) |"
+        )
+    return lines

@@ -2,7 +2,9 @@
 
 A candidate becomes champion when its test accuracy (or balanced accuracy: ``gate_metric``) is
 not below the current champion's by more than ``accuracy_tolerance`` and its iso-accuracy
-GFLOPs ratio is at most ``max_gflops_ratio``; the decision carries its numbers in words.
+GFLOPs ratio is at most ``max_gflops_ratio``; with ``gate_risk`` the GFLOPs condition is stated
+as a risk level instead: the point certified at disagreement <= ``gate_risk`` must have held on
+test and cost at most ``max_gflops_ratio``. The decision carries its numbers in words.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class RegisterConfig:
         gate_metric: What is compared with the champion's: ``accuracy``, or
             ``balanced_accuracy`` (the mean per-class recall: a class the model never
             predicts costs it, whatever the class proportions of the test split).
+        gate_risk: ``None``: the GFLOPs condition reads the iso-accuracy budget. A level
+            (one of ``calibrate.epsilons``): it reads the point certified at disagreement <=
+            this instead, which must also have kept its level on the test split.
     """
 
     model_name: str = "dyn-adapter"
@@ -44,6 +49,7 @@ class RegisterConfig:
     accuracy_tolerance: float = 0.005
     max_gflops_ratio: float | None = 0.6
     gate_metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"
+    gate_risk: float | None = None
 
     def __post_init__(self) -> None:
         if not self.model_name.strip():
@@ -61,6 +67,10 @@ class RegisterConfig:
         if self.gate_metric not in ("accuracy", "balanced_accuracy"):
             raise ConfigError(
                 f"register.gate_metric: {self.gate_metric!r} is not accuracy or balanced_accuracy"
+            )
+        if self.gate_risk is not None and not 0 < self.gate_risk < 1:
+            raise ConfigError(
+                f"register.gate_risk: must be in (0, 1) or null, got {self.gate_risk}"
             )
         if self.tracking_uri is not None:
             check_no_credentials(self.tracking_uri, "register.tracking_uri")
@@ -113,19 +123,43 @@ def gate(
             )
         )
     limit = cfg.max_gflops_ratio
-    ratio = candidate.gflops_ratio
-    if limit is None:
-        checks.append((True, "GFLOPs ratio not gated"))
-    elif ratio is None:
-        checks.append(
-            (False, f"no budget reaches iso accuracy, so no GFLOPs ratio to check (max {limit:g})")
-        )
+    if cfg.gate_risk is not None:
+        checks.append(_risk_check(candidate, cfg.gate_risk, limit))
     else:
-        ok = ratio <= limit + 1e-12
-        checks.append(
-            (ok, f"iso-accuracy GFLOPs ratio {ratio:.3f} {'<=' if ok else '>'} {limit:g}")
-        )
+        checks.append(_gflops_check(candidate.gflops_ratio, limit))
     passed = all(ok for ok, _ in checks)
     return GateDecision(
         passed, f"gate {'pass' if passed else 'fail'}: " + "; ".join(t for _, t in checks)
     )
+
+
+def _risk_check(candidate: OperatingPoint, level: float, limit: float | None) -> tuple[bool, str]:
+    """The point certified at disagreement <= ``level``: kept on test, within the GFLOPs limit."""
+    point = next(
+        (
+            p
+            for p in candidate.risk_points
+            if p["risk"] == "disagreement" and abs(p["epsilon"] - level) < 1e-12
+        ),
+        None,
+    )
+    if point is None:
+        return False, (
+            f"no point certified at disagreement <= {level:g}: add it to calibrate.epsilons "
+            "and pass the calibration to evaluate"
+        )
+    where = f"disagreement <= {level:g}: test {point['test_risk']:.4f}"
+    if not point["holds"]:
+        return False, f"{where} > {level:g} (the certificate failed on test)"
+    ok = limit is None or point["gflops_ratio"] <= limit + 1e-12
+    bound = "not gated" if limit is None else f"{'<=' if ok else '>'} {limit:g}"
+    return ok, f"{where}, GFLOPs ratio {point['gflops_ratio']:.3f} {bound}"
+
+
+def _gflops_check(ratio: float | None, limit: float | None) -> tuple[bool, str]:
+    if limit is None:
+        return True, "GFLOPs ratio not gated"
+    if ratio is None:
+        return False, f"no budget reaches iso accuracy, so no GFLOPs ratio to check (max {limit:g})"
+    ok = ratio <= limit + 1e-12
+    return ok, f"iso-accuracy GFLOPs ratio {ratio:.3f} {'<=' if ok else '>'} {limit:g}"

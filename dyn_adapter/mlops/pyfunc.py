@@ -10,9 +10,13 @@ is served (the pipeline's image, ``--env-manager local``).
 
 Request: a DataFrame with a column ``image`` of base64-encoded image files (PNG, JPEG, ...;
 grey, RGB, RGBA, palette and 16-bit images are converted to 8-bit RGB exactly as ``prepare``
-converts training images), and an optional predict-time parameter ``budget``: a fraction of the
-full model's GFLOPs, which picks the thresholds of the largest searched budget not above it.
-Inference is real early exit (:meth:`DynAdapterViT.forward_dynamic`, batch compaction).
+converts training images), and optional predict-time parameters: ``budget``, a fraction of the
+full model's GFLOPs, which picks the thresholds of the largest searched budget not above it; or
+``max_disagreement``, a risk level, which picks the cheapest thresholds certified (``dyn-adapter
+calibrate``) to disagree with the full model on at most that share of images, with
+probability 1 - delta; when given it takes precedence over ``budget``. Every response row says
+which exit answered. Inference is real early exit (:meth:`DynAdapterViT.forward_dynamic`,
+batch compaction).
 
 This is the only module of the package that imports MLflow at module level; everything else
 imports without it.
@@ -38,7 +42,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
-from ..artifacts import Thresholds
+from ..artifacts import RiskPoints, Thresholds
 from ..data.prepared import PreparedData
 from ..data.sources import to_rgb8
 from ..data.transforms import to_model_input
@@ -51,6 +55,7 @@ from ..training.loop import resolve_device
 MODEL_ARTIFACT = "model"
 THRESHOLDS_ARTIFACT = "thresholds"
 PREPROCESS_ARTIFACT = "preprocess"
+RISK_ARTIFACT = "risk_points"  # optional: a model registered with its calibration
 PREPROCESS_FORMAT = 1
 _MODEL_CODE = '''"""MLflow models-from-code entry point of a Dyn-Adapter model (from `dyn-adapter register`)."""
 
@@ -63,6 +68,7 @@ mlflow.models.set_model(DynAdapterPyfunc())
 
 IMAGE_COLUMN = "image"
 BUDGET_PARAM = "budget"
+RISK_PARAM = "max_disagreement"
 DEFAULT_BUDGET = 1.0
 OUTPUT_COLUMNS = ("label", "label_index", "confidence", "exit_index", "exit_block", "gflops")
 BATCH_SIZE = 64  # images per forward pass: bounds memory on large requests
@@ -75,7 +81,8 @@ def bad_request(message: str) -> MlflowException:
 
 
 def model_signature() -> ModelSignature:
-    """Input (base64 image column), output columns and the ``budget`` parameter (default 1.0)."""
+    """Input (base64 image column), output columns, the ``budget`` parameter (default 1.0) and
+    ``max_disagreement`` (default none)."""
     return ModelSignature(
         inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
         outputs=Schema(
@@ -88,7 +95,12 @@ def model_signature() -> ModelSignature:
                 ColSpec("double", "gflops"),
             ]
         ),
-        params=ParamSchema([ParamSpec(BUDGET_PARAM, "double", DEFAULT_BUDGET)]),
+        params=ParamSchema(
+            [
+                ParamSpec(BUDGET_PARAM, "double", DEFAULT_BUDGET),
+                ParamSpec(RISK_PARAM, "double", None),
+            ]
+        ),
     )
 
 
@@ -153,6 +165,35 @@ def select_policy(policies: Sequence[dict[str, Any]], budget: Any) -> dict[str, 
         (p for p in policies if float(p["budget"]) <= value + _EPS),
         key=lambda p: float(p["budget"]),
     )
+
+
+def select_risk_point(points: Sequence[dict[str, Any]], max_disagreement: Any) -> dict[str, Any]:
+    """The cheapest point certified at disagreement <= ``max_disagreement``.
+
+    Raises:
+        MlflowException: (``INVALID_PARAMETER_VALUE``) not a number, or below every certified
+            level, or a model registered without risk-controlled points.
+    """
+    certified = sorted(p["epsilon"] for p in points if p["risk"] == "disagreement")
+    if not certified:
+        raise bad_request(
+            f"params.{RISK_PARAM}: this model version was registered without risk-controlled "
+            f"points (`dyn-adapter calibrate`); ask for a {BUDGET_PARAM} instead"
+        )
+    levels = ", ".join(f"{e:g}" for e in certified)
+    try:
+        value = float(max_disagreement)
+    except (TypeError, ValueError):
+        raise bad_request(
+            f"params.{RISK_PARAM}={max_disagreement!r}: not a number; certified levels: {levels}"
+        ) from None
+    fits = [p for p in points if p["risk"] == "disagreement" and p["epsilon"] <= value + _EPS]
+    if not math.isfinite(value) or not fits:
+        raise bad_request(
+            f"params.{RISK_PARAM}={max_disagreement!r}: no point is certified at or below it; "
+            f"certified levels: {levels}"
+        )
+    return min(fits, key=lambda p: p["gflops"])
 
 
 def _base64_bytes(text: str, where: str) -> bytes:
@@ -228,7 +269,12 @@ class DynAdapterPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         """Load the model (merged for inference), the searched policies and the preprocessing."""
         arts = context.artifacts
-        self.setup(arts[MODEL_ARTIFACT], arts[THRESHOLDS_ARTIFACT], arts[PREPROCESS_ARTIFACT])
+        self.setup(
+            arts[MODEL_ARTIFACT],
+            arts[THRESHOLDS_ARTIFACT],
+            arts[PREPROCESS_ARTIFACT],
+            risk_file=arts.get(RISK_ARTIFACT),
+        )
 
     def setup(
         self,
@@ -236,6 +282,7 @@ class DynAdapterPyfunc(PythonModel):
         thresholds_file: str | Path,
         preprocess_file: str | Path,
         device: str = "auto",
+        risk_file: str | Path | None = None,
     ) -> None:
         """What :meth:`load_context` does, from plain paths (also usable without MLflow's loader).
 
@@ -246,6 +293,9 @@ class DynAdapterPyfunc(PythonModel):
         self.model = load_for_inference(model_dir, self.device)
         try:
             self.policies = Thresholds(thresholds_file, self.model.num_exits).budgets
+            self.risk_points = (
+                RiskPoints(risk_file, self.model.num_exits).points if risk_file else []
+            )
         except ConfigError as e:
             raise MlflowException(str(e)) from None
         pre = json.loads(Path(preprocess_file).read_text())
@@ -267,7 +317,8 @@ class DynAdapterPyfunc(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        """Predict every row's image with the thresholds chosen by ``params["budget"]``.
+        """Predict every row's image with the thresholds chosen by ``params["max_disagreement"]``
+        when given, else by ``params["budget"]``.
 
         Returns:
             One row per input row: ``label`` (class name), ``label_index``, ``confidence``
@@ -275,11 +326,16 @@ class DynAdapterPyfunc(PythonModel):
             (1-based backbone block), ``gflops`` (cumulative GFLOPs to that exit).
 
         Raises:
-            MlflowException: (``INVALID_PARAMETER_VALUE``, HTTP 400 when served) a bad budget,
-                a missing ``image`` column, or a row that is not a base64 image file.
+            MlflowException: (``INVALID_PARAMETER_VALUE``, HTTP 400 when served) a bad budget
+                or risk level, a missing ``image`` column, or a row that is not a base64 image
+                file.
         """
-        budget = (params or {}).get(BUDGET_PARAM)
-        policy = select_policy(self.policies, DEFAULT_BUDGET if budget is None else budget)
+        params = params or {}
+        if params.get(RISK_PARAM) is not None:
+            policy = select_risk_point(self.risk_points, params[RISK_PARAM])
+        else:
+            budget = params.get(BUDGET_PARAM)
+            policy = select_policy(self.policies, DEFAULT_BUDGET if budget is None else budget)
         images = decode_images(model_input, self.image_size)
         pred, conf, exits = self._infer(images, policy)
         return pd.DataFrame(

@@ -270,7 +270,13 @@ def _log_and_register(
     """Log the pyfunc model in a new run and register it; returns the version and the run id."""
     import mlflow
 
-    from .pyfunc import MODEL_ARTIFACT, PREPROCESS_ARTIFACT, THRESHOLDS_ARTIFACT, model_signature
+    from .pyfunc import (
+        MODEL_ARTIFACT,
+        PREPROCESS_ARTIFACT,
+        RISK_ARTIFACT,
+        THRESHOLDS_ARTIFACT,
+        model_signature,
+    )
 
     experiment = experiment_id(client, cfg.experiment, tracking_uri, where="register.experiment")
     with mlflow.start_run(
@@ -285,6 +291,7 @@ def _log_and_register(
                 "accuracy_tolerance": cfg.accuracy_tolerance,
                 "max_gflops_ratio": cfg.max_gflops_ratio,
                 "gate_metric": cfg.gate_metric,
+                "gate_risk": cfg.gate_risk,
             }
         )
         mlflow.log_metrics(
@@ -304,6 +311,7 @@ def _log_and_register(
                 MODEL_ARTIFACT: str(paths["model"]),
                 THRESHOLDS_ARTIFACT: str(paths["thresholds"]),
                 PREPROCESS_ARTIFACT: str(paths["preprocess"]),
+                **({RISK_ARTIFACT: str(paths["risk_points"])} if "risk_points" in paths else {}),
             },
             signature=model_signature(),
             input_example=_input_example(data),
@@ -382,8 +390,8 @@ def register_version(
 
     Args:
         cfg: Registry, experiment and gate settings.
-        paths: ``model`` (directory), ``thresholds``, ``preprocess``, ``code`` (the pyfunc's
-            files), ``metrics`` and ``card`` (logged beside it).
+        paths: ``model`` (directory), ``thresholds``, ``preprocess``, ``code`` and optionally
+            ``risk_points`` (the pyfunc's files), ``metrics`` and ``card`` (logged beside it).
         data: The prepared data (the input example's images).
         point: The evaluated operating point the gate reads.
         model_meta: The model directory's config (its backbone hash becomes a tag).

@@ -314,7 +314,7 @@ def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
             }
         ),
     )
-    context = "evaluation" if stage.startswith(("evaluate", "search")) else "training"
+    context = "evaluation" if stage.startswith(("evaluate", "search", "calibrate")) else "training"
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import (
+    CALIBRATION_CHUNKS_DIR,
     CHECKPOINTS_DIR,
     MANIFEST_FILE,
     METRICS_FILE,
     MODEL_DIR,
+    RISK_POINTS_FILE,
     THRESHOLDS_FILE,
     TRAIN_LOG,
 )
@@ -38,15 +40,16 @@ ARTIFACT_SUFFIXES = (".json", ".md", ".png")
 MODEL_SUFFIXES = (".safetensors", ".json")
 
 
-# ... and never these: resumable training state, half-written temporaries.
-EXCLUDED_DIRS = frozenset({CHECKPOINTS_DIR})
+# ... and never these: resumable training and calibration state, half-written temporaries.
+EXCLUDED_DIRS = frozenset({CHECKPOINTS_DIR, CALIBRATION_CHUNKS_DIR})
 
 
 TEXT_SUFFIXES = frozenset({".json", ".md", ".txt", ".yaml", ".yml", ".csv", ".html"})
 
 
-# A stage's final numbers: the first of these it wrote (search writes no metrics.json).
-FINAL_METRICS_FILES = (METRICS_FILE, THRESHOLDS_FILE)
+# A stage's final numbers: the first of these it wrote (search and calibrate write no
+# metrics.json).
+FINAL_METRICS_FILES = (METRICS_FILE, THRESHOLDS_FILE, RISK_POINTS_FILE)
 
 
 # Per-epoch record keys of train_log.json -> metric names; lists get one metric per exit.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +43,47 @@ NEVER = 1.0 + 1e-6  # above any probability: no image leaves early
 LAMBDA_GRID: np.ndarray = np.unique(
     np.concatenate([np.linspace(0.0, 1.0, 1001), 1.0 - np.logspace(-6, -3, 61), [NEVER]])
 )[::-1]
+
+
+@dataclass
+class CalibrateConfig:
+    """Settings of the ``calibrate`` stage.
+
+    Attributes:
+        split: The prepared split calibrated on (``calibration``: ``data.calibration_size``
+            images of the training pool that train and val leave). Its labels are read only
+            for the ``accuracy_drop`` risk.
+        risks: Which risks to certify: ``disagreement`` (with the last exit; no labels) and/or
+            ``accuracy_drop`` (wrong where the last exit is right; labels).
+        epsilons: Risk levels to certify, each in (0, 1); empty: the stage certifies nothing
+            (and computes nothing).
+        delta: The probability a certificate may fail, in (0, 1).
+        batch_size: Images per forward pass.
+        chunk_images: Exit scores are saved every this many images, so an interrupted run
+            resumes where it stopped.
+    """
+
+    split: str = "calibration"
+    risks: list[str] = field(default_factory=lambda: ["disagreement"])
+    epsilons: list[float] = field(default_factory=list)
+    delta: float = 0.05
+    batch_size: int = 64
+    chunk_images: int = 2048
+
+    def __post_init__(self) -> None:
+        for risk in self.risks:
+            if risk not in RISKS:
+                raise ConfigError(f"calibrate.risks: {risk!r} is not one of {list(RISKS)}")
+        for epsilon in self.epsilons or [0.5]:  # the delta is checked even with no levels
+            _check_levels(epsilon, self.delta, prefix="calibrate.")
+        for key in ("batch_size", "chunk_images"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"calibrate.{key}: must be >= 1, got {getattr(self, key)}")
+
+    @property
+    def needed_images(self) -> int:
+        """The fewest calibration images every requested level can be certified with."""
+        return max((min_calibration_size(e, self.delta) for e in self.epsilons), default=0)
 
 
 def min_calibration_size(epsilon: float, delta: float) -> int:
@@ -228,9 +269,10 @@ def _per_exit(lam: float, num_exits: int) -> list[float]:
     return [float(lam)] * (num_exits - 1) + [0.0]
 
 
-def _check_levels(epsilon: float, delta: float) -> None:
-    for name, value in (("epsilon", epsilon), ("delta", delta)):
-        if not 0 < value < 1:
+def _check_levels(epsilon: float, delta: float, prefix: str = "") -> None:
+    epsilon_name = "calibrate.epsilons" if prefix else "epsilon"
+    for name, value in ((epsilon_name, epsilon), (f"{prefix}delta", delta)):
+        if not (isinstance(value, int | float) and 0 < value < 1):
             raise ConfigError(f"{name} {value!r}: must be strictly between 0 and 1")
 
 

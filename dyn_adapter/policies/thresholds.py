@@ -10,9 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..errors import ConfigError
+from ..files import atomic_path
 
 
 @dataclass
@@ -45,6 +49,35 @@ class ExitScores:
             torch.stack(pred).numpy(),
             np.asarray(labels),
             np.asarray(gflops, dtype=np.float64),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the scores to ``path`` (``.npz``), atomically."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(
+                f,
+                confidence=self.confidence,
+                prediction=self.prediction,
+                labels=self.labels,
+                gflops=self.gflops,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExitScores:
+        """Scores written by :meth:`save`."""
+        try:
+            with np.load(path) as saved:
+                return cls(*(saved[k] for k in ("confidence", "prediction", "labels", "gflops")))
+        except (OSError, KeyError, ValueError) as e:
+            raise ConfigError(f"{path}: unreadable exit scores ({e}); write them again") from None
+
+    def concat(self, other: ExitScores) -> ExitScores:
+        """The images of both, in order (same exits)."""
+        return ExitScores(
+            np.concatenate([self.confidence, other.confidence], axis=1),
+            np.concatenate([self.prediction, other.prediction], axis=1),
+            np.concatenate([self.labels, other.labels]),
+            self.gflops,
         )
 
     @property

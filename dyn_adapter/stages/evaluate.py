@@ -22,6 +22,7 @@ from ..artifacts import (
     MANIFEST_FILE,
     METRICS_FILE,
     PLOTS_DIR,
+    RiskPoints,
     Thresholds,
     TrainedModel,
     write_task_label,
@@ -31,12 +32,13 @@ from ..data.transforms import to_model_input
 from ..evaluation.card import model_card
 from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
-from ..evaluation.stats import classification_summary, paired_difference
+from ..evaluation.stats import accuracy_interval, classification_summary, paired_difference
 from ..files import atomic_path, write_json
 from ..manifest import stage_manifest
 from ..models import FLOPS_UNIT, DynAdapterViT
 from ..models.checkpoint import load_for_inference
 from ..params import Params
+from ..policies import risk
 from ..policies.thresholds import ExitScores, correct, exit_indices, oracle, simulate
 from ..training.loop import batches, exit_logits, resolve_device
 
@@ -96,6 +98,7 @@ def run(
     probe_model_dir: str | Path | None = None,
     probe_search_dir: str | Path | None = None,
     task_name: str = "",
+    risk_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a searched Dyn-Adapter model on the test split; returns ``metrics.json``'s content.
 
@@ -108,6 +111,8 @@ def run(
         static_dir: ``train --static`` output: the static PETL model's accuracy to keep.
         probe_model_dir, probe_search_dir: The frozen-probe early-exit baseline and its search.
         task_name: Labels the output (``task.txt``) for tables collected over several tasks.
+        risk_dir: The ``calibrate`` output: its certified points are run on the test split
+            (realised risk, GFLOPs, time) and re-certified over random calibration/test splits.
     """
     cfg = params.evaluate
     out = Path(out_dir)
@@ -241,6 +246,12 @@ def run(
         "machine": machine_info(dev),
     }
 
+    risk_control = None
+    if risk_dir is not None:
+        risk_control = _risk_control(
+            model, RiskPoints(risk_dir, model.num_exits), scores, images, labels, x, data, cfg, dev
+        )
+
     orc = oracle(scores)
     metrics: dict[str, Any] = {
         "flops_unit": FLOPS_UNIT,
@@ -281,6 +292,7 @@ def run(
         },
         "half_gflops": {"max_budget": 0.5, **_operating_point(half)},
         "comparisons": comparisons,
+        "risk_control": risk_control,
         "speed": speed,
         "test_images": len(labels),
         "class_shift": data.manifest.get("class_shift"),
@@ -304,6 +316,79 @@ def run(
         ),
     )
     return metrics
+
+
+def _risk_control(
+    model: DynAdapterViT,
+    points: RiskPoints,
+    scores: ExitScores,
+    images: np.ndarray,
+    labels: np.ndarray,
+    timed_images: torch.Tensor,
+    data: PreparedData,
+    cfg: Any,
+    dev: torch.device,
+) -> dict[str, Any]:
+    """Each certified point on the test split (real early exit: the realised risk, GFLOPs and
+    time), and how often its certificate fails over random calibration/test splits of the
+    calibration and test images pooled (cached scores: no network)."""
+    if not points.points:
+        return {"skipped": points.data.get("skipped"), "points": []}
+    calibration = ExitScores.load(points.scores_path)
+    pooled = calibration.concat(scores)
+    last = scores.prediction[-1]
+    rows = []
+    for p in points.points:
+        pred, exits = dynamic_predictions(
+            model, images, labels, data.data_config, p["thresholds"], cfg.batch_size, dev
+        )
+        lost = pred != last if p["risk"] == "disagreement" else (pred != labels) & (last == labels)
+        measured = float(scores.gflops[exits].mean())
+        timing = time_ratios(model, timed_images, p["thresholds"], repeats=cfg.speed_repeats)
+        repeated = risk.violation_frequency(
+            pooled,
+            p["epsilon"],
+            p["delta"],
+            p["risk"],
+            calibration_size=p["calibration_images"],
+            splits=cfg.risk_splits,
+        )
+        rows.append(
+            {
+                **{k: p[k] for k in ("risk", "epsilon", "delta", "threshold", "thresholds")},
+                "calibration_risk": p["empirical_risk"],
+                "risk_bound": p["risk_bound"],
+                "test_risk": float(lost.mean()),
+                "test_risk_interval": accuracy_interval(lost),
+                "holds": bool(lost.mean() <= p["epsilon"]),
+                "accuracy": float((pred == labels).mean()),
+                "accuracy_interval": accuracy_interval(pred == labels),
+                "gflops": measured,
+                "gflops_ratio": measured / scores.full_gflops,
+                "time_ratio_b64": timing["time_ratio_b64"],
+                "time_ratio_b1": timing["time_ratio_b1"],
+                "exit_fractions": (
+                    np.bincount(exits, minlength=scores.num_exits) / len(labels)
+                ).tolist(),
+                "repeated_splits": repeated,
+            }
+        )
+        logger.info(
+            "risk control %s <= %g: test risk %.4f at %.3f of the GFLOPs; violated in %.0f%% "
+            "of %d splits",
+            p["risk"],
+            p["epsilon"],
+            rows[-1]["test_risk"],
+            rows[-1]["gflops_ratio"],
+            100 * repeated["violation_frequency"],
+            repeated["splits"],
+        )
+    return {
+        "calibration_images": points.data["calibration_images"],
+        "split": points.data["split"],
+        "assumption": points.data["assumption"],
+        "points": rows,
+    }
 
 
 def _curves(

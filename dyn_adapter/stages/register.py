@@ -18,6 +18,7 @@ from ..artifacts import (
     PREPROCESS_FILE,
     REGISTRATION_FILE,
     Evaluation,
+    RiskPoints,
     Thresholds,
 )
 from ..config import to_dict
@@ -58,6 +59,7 @@ def run(
     out_dir: str | Path,
     pipeline_run_id: str,
     tracking_uri: str | None = None,
+    risk_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Register the searched model, gate its promotion, and write ``registration.json``.
 
@@ -71,6 +73,8 @@ def run(
         pipeline_run_id: Identifies the pipeline run; registering it again reuses its version.
         tracking_uri: Overrides ``register.tracking_uri``
             (:func:`~dyn_adapter.mlops.store.resolve_tracking_uri`).
+        risk_dir: The ``calibrate`` output: the model carries its risk-controlled points, so a
+            request can ask for ``max_disagreement`` instead of a ``budget``.
 
     Returns:
         ``registration.json``'s content: ``name``, ``version``, ``aliases``, ``gate``
@@ -107,6 +111,8 @@ def run(
         "preprocess": out / PREPROCESS_FILE,
         "code": out / MODEL_CODE_FILE,
     }
+    if risk_dir is not None:
+        paths["risk_points"] = RiskPoints(risk_dir).path  # its exits: checked when served
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
     write_preprocess(data, paths["preprocess"])
     write_model_code(paths["code"])

@@ -24,6 +24,7 @@ DVC_OUTPUTS = {
     "sparsify": "outputs/sparsify",
     "search": "outputs/search",
     "search-probe": "outputs/probe_search",
+    "calibrate": "outputs/calibrate",
     "evaluate": "outputs/evaluate",
     "register": "outputs/register",
 }
