@@ -333,6 +333,7 @@ def summarize(
         "iso_accuracy": evaluation.iso,
         "half_gflops": evaluation.metrics.get("half_gflops"),
         "comparisons": evaluation.metrics.get("comparisons") or {},
+        "risk_points": evaluation.risk_points,
         "class_shift": evaluation.metrics.get("class_shift"),
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
@@ -399,6 +400,13 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{name.replace('_', ' ')}: {100 * c['difference']:+.2f} points "
             f"[{100 * low:+.2f}, {100 * high:+.2f}], "
             f"{'resolved' if c['resolved'] else 'not resolved'}"
+        )
+    for p in s.get("risk_points", []):
+        rep = p["repeated_splits"]
+        lines.append(
+            f"risk-controlled {p['risk']} <= {p['epsilon']:g} (delta {p['delta']:g}): test "
+            f"{p['test_risk']:.4f} at {p['gflops_ratio']:.3f} of the GFLOPs; exceeded in "
+            f"{rep['violation_frequency']:.0%} of {rep['splits']} random splits"
         )
     if (s.get("class_shift") or {}).get("marked"):
         lines.append(f"note: {s['class_shift']['note']}")

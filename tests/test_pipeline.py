@@ -38,6 +38,13 @@ def test_compiled_pipeline_shape():
     trains = [t for t in tasks.values() if t["componentRef"]["name"].startswith("comp-train-model")]
     assert len(trains) == 3
     assert any("iteratorPolicy" in t or "parameterIterator" in t for t in tasks.values())
+    # the risk-controlled points reach evaluation and the registered model
+    for consumer in ("evaluate-model", "register-model"):
+        inputs = tasks[consumer]["inputs"]["artifacts"]["risk_points"]["taskOutputArtifact"]
+        assert inputs == {
+            "outputArtifactKey": "risk_points",
+            "producerTask": "calibrate-thresholds",
+        }
     executors = spec["deploymentSpec"]["executors"]
     for ex in executors.values():
         container = ex["container"]
@@ -298,6 +305,7 @@ def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
         "sparsify",
         "search",
         "search-probe",
+        "calibrate",
         "evaluate",
         "register",
     }
@@ -329,9 +337,9 @@ def test_local_run_shows_steps_and_keeps_the_whole_log(subprocess_dag):
     assert all(s["status"] == "SUCCESS" for s in steps)
     names = [s["task"] for s in steps]
     assert names[0] == "resolve-params" and names[-1] == "register-model"
-    # 11 tasks of the DAG's own, the loop's body once per sparsity candidate (2)
-    assert len(names) == 13 and names.count("sparsify-candidate") == 2
-    assert len(set(names)) == 12
+    # 12 tasks of the DAG's own, the loop's body once per sparsity candidate (2)
+    assert len(names) == 14 and names.count("sparsify-candidate") == 2
+    assert len(set(names)) == 13
     evaluate = next(s for s in steps if s["task"] == "evaluate-model")
     assert "full_accuracy" in evaluate["metrics"]
 
