@@ -22,34 +22,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.models.checkpoint import load_for_inference
 from dyn_adapter.policies import risk
-from dyn_adapter.policies.thresholds import ExitScores
-from dyn_adapter.training.loop import exit_logits
+from dyn_adapter.training.loop import split_scores
 
 
 def task_row(args: argparse.Namespace) -> dict[str, Any]:
     tic = time.perf_counter()
     model = load_for_inference(args.model, "cpu")
     data = PreparedData(args.data)
-    images, labels = data.split("test")
-    logits = exit_logits(
-        model,
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=64,
-        device=torch.device("cpu"),
-    )
-    scores = ExitScores.from_logits(
-        logits, np.asarray(labels), [e.gflops_cumulative for e in model.exit_info]
-    )
-    n = len(labels)
+    scores = split_scores(model, data, "test", 64, torch.device("cpu"))
+    n = len(scores.labels)
     calibration = int(round(args.calibration_fraction * n))
     levels = []
     for epsilon in args.epsilons:
@@ -80,15 +67,15 @@ def task_row(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| task | test images | calibration / test | epsilon | violation frequency | "
-        "mean realised risk | max | mean GFLOPs ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "mean realised risk | max | test noise sd | mean GFLOPs ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         for lv in r["levels"]:
             if "skipped" in lv:
                 lines.append(
                     f"| {r['task']} | {r['test_images']} | | {lv['epsilon']:g} | "
-                    f"skipped: {lv['skipped']} | | | |"
+                    f"skipped: {lv['skipped']} | | | | |"
                 )
                 continue
             lines.append(
@@ -96,7 +83,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"{lv['test_images']} | {lv['epsilon']:g} | {lv['violation_frequency']:.2f} of "
                 f"{lv['splits']} (delta {r['delta']:g} +- {lv['standard_error']:.3f}) | "
                 f"{lv['mean_realised_risk']:.4f} | {lv['max_realised_risk']:.4f} | "
-                f"{lv['mean_gflops_ratio']:.3f} |"
+                f"{lv['test_noise_sd']:.4f} | {lv['mean_gflops_ratio']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ from dyn_adapter.models.checkpoint import load_for_inference
 from dyn_adapter.policies import risk
 from dyn_adapter.policies.thresholds import ExitScores
 from dyn_adapter.stages import calibrate, evaluate, search, train
-from dyn_adapter.training.loop import exit_logits
+from dyn_adapter.training.loop import exit_logits, split_scores
 
 SIZES = {"train": 128, "val": 64, "test": 96, "calibration": 600}
 CALIBRATE = ["calibrate.epsilons=[0.05, 0.1]", "calibrate.chunk_images=256"]
@@ -43,17 +43,7 @@ def params(tmp_path, *overrides):
 
 def one_pass_scores(model_dir, data_dir, split: str) -> ExitScores:
     model = load_for_inference(model_dir)
-    data = PreparedData(data_dir)
-    images, labels = data.split(split)
-    logits = exit_logits(
-        model,
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=64,
-        device=torch.device("cpu"),
-    )
-    return ExitScores.from_logits(logits, labels, [e.gflops_cumulative for e in model.exit_info])
+    return split_scores(model, PreparedData(data_dir), split, 64, torch.device("cpu"))
 
 
 def counting_exit_logits(monkeypatch, fail_on: int | None = None) -> list[int]:

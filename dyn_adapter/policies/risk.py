@@ -234,7 +234,12 @@ def violation_frequency(
 ) -> dict[str, Any]:
     """Over ``splits`` random calibration/test splits of ``scores``: how often the realised
     risk on the test part exceeds ``epsilon`` (the guarantee says at most about ``delta``),
-    with the binomial standard error of that frequency."""
+    with the binomial standard error of that frequency.
+
+    The guarantee bounds the expected risk; the realised risk of a finite test part scatters
+    around it by about ``test_noise_sd`` (the binomial standard deviation at ``epsilon``), so
+    on small test parts a point whose expected risk sits just below ``epsilon`` exceeds it in
+    more than ``delta`` of the splits."""
     n = scores.confidence.shape[1]
     if not 0 < calibration_size < n:
         raise ConfigError(f"calibration_size {calibration_size}: must be in 1..{n - 1}")
@@ -253,6 +258,7 @@ def violation_frequency(
         "test_images": n - calibration_size,
         "violation_frequency": frequency,
         "standard_error": math.sqrt(delta * (1 - delta) / splits),
+        "test_noise_sd": math.sqrt(epsilon * (1 - epsilon) / (n - calibration_size)),
         "mean_realised_risk": float(np.mean(realised)),
         "max_realised_risk": float(np.max(realised)),
         "mean_gflops_ratio": float(np.mean(ratios)),

@@ -40,7 +40,7 @@ from ..models.checkpoint import load_for_inference
 from ..params import Params
 from ..policies import risk
 from ..policies.thresholds import ExitScores, correct, exit_indices, oracle, simulate
-from ..training.loop import batches, exit_logits, resolve_device
+from ..training.loop import batches, resolve_device, split_scores
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +63,6 @@ def dynamic_predictions(
         preds.append(out.prediction.cpu())
         exits.append(out.exit_index.cpu())
     return torch.cat(preds).numpy(), torch.cat(exits).numpy()
-
-
-def _scores(
-    model: DynAdapterViT, data: PreparedData, split: str, batch_size: int, device: torch.device
-) -> ExitScores:
-    images, labels = data.split(split)
-    logits = exit_logits(
-        model, images, labels, data_config=data.data_config, batch_size=batch_size, device=device
-    )
-    return ExitScores.from_logits(
-        logits, np.asarray(labels), [e.gflops_cumulative for e in model.exit_info]
-    )
 
 
 def _accuracy(scores: ExitScores, labels: np.ndarray) -> float:
@@ -121,7 +109,7 @@ def run(
     model = load_for_inference(model_dir, dev)
     data.check_model_classes(model.num_classes, model_dir)
     search = Thresholds(search_dir, model.num_exits).data
-    scores = _scores(model, data, "test", cfg.batch_size, dev)
+    scores = split_scores(model, data, "test", cfg.batch_size, dev)
     images, labels = data.split("test")
     labels = np.asarray(labels)
     full = scores.full_gflops
@@ -137,7 +125,7 @@ def run(
         probe = load_for_inference(probe_model_dir, dev)
         data.check_model_classes(probe.num_classes, probe_model_dir)
         probe_search = Thresholds(probe_search_dir, probe.num_exits).data
-        probe_scores = _scores(probe, data, "test", cfg.batch_size, dev)
+        probe_scores = split_scores(probe, data, "test", cfg.batch_size, dev)
         probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
 
     budgets = []
@@ -201,15 +189,15 @@ def run(
     ]
     last_correct = scores.prediction[-1] == labels
     val_labels = np.asarray(data.split("val")[1])
-    full_val_accuracy = _accuracy(_scores(model, data, "val", cfg.batch_size, dev), val_labels)
+    full_val_accuracy = _accuracy(split_scores(model, data, "val", cfg.batch_size, dev), val_labels)
     static_petl: dict[str, Any] = {"accuracy": None}
     static_correct = None
     if static_dir is not None:
         static = load_for_inference(TrainedModel(static_dir, "train --static").model_dir, dev)
         data.check_model_classes(static.num_classes, static_dir)
-        static_pred = _scores(static, data, "test", cfg.batch_size, dev).prediction[-1]
+        static_pred = split_scores(static, data, "test", cfg.batch_size, dev).prediction[-1]
         static_correct = static_pred == labels
-        static_val = _accuracy(_scores(static, data, "val", cfg.batch_size, dev), val_labels)
+        static_val = _accuracy(split_scores(static, data, "val", cfg.batch_size, dev), val_labels)
         static_petl = {**summary(static_pred, per_class=True), "val_accuracy": static_val}
 
     # The headline operating point is chosen on validation: the cheapest budget whose

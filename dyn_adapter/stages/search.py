@@ -14,14 +14,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..artifacts import PARETO_FILE, STUDY_FILE, THRESHOLDS_FILE
 from ..data.prepared import PreparedData
 from ..files import write_json
 from ..params import Params
 from ..policies.search import make_storage, quiet_optuna, save_studies, search_budgets
-from ..policies.thresholds import ExitScores, oracle
+from ..policies.thresholds import oracle
 
 
 @dataclass
@@ -49,29 +47,20 @@ def run(
     import optuna
 
     from ..models import load_model
-    from ..training.loop import exit_logits, resolve_device
+    from ..training.loop import resolve_device, split_scores
 
     cfg = params.search
     quiet_optuna(logging.getLogger().isEnabledFor(logging.DEBUG))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedData(data_dir)
-    images, labels = data.split("val")
     model = load_model(model_dir)
     data.check_model_classes(model.num_classes, model_dir)
     gflops = [e.gflops_cumulative for e in model.exit_info]
     dev = resolve_device(params.train.device)
-    logits = exit_logits(
-        model.to(dev),
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=params.train.eval_batch_size,
-        device=dev,
-    )
-    labels = np.asarray(labels)
-    tic = time.perf_counter()  # from here on, cached logits only
-    scores = ExitScores.from_logits(logits, labels, gflops)
+    scores = split_scores(model.to(dev), data, "val", params.train.eval_batch_size, dev)
+    labels = scores.labels
+    tic = time.perf_counter()  # from here on, cached scores only
     storage = make_storage(cfg.storage) or optuna.storages.InMemoryStorage()
     rows, curve = search_budgets(scores, cfg, storage)
     search_seconds = time.perf_counter() - tic

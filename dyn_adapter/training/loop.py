@@ -11,9 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.prepared import PreparedData
 from ..data.transforms import AugmentConfig, to_model_input
 from ..errors import ConfigError
 from ..models import DynAdapterViT
+from ..policies.thresholds import ExitScores
 
 
 def resolve_device(name: str) -> torch.device:
@@ -198,6 +200,23 @@ def exit_logits(
             for k, t in enumerate(model.forward_exits(x)):
                 chunks[k].append(t.float().cpu())
     return [torch.cat(c) for c in chunks]
+
+
+def split_scores(
+    model: DynAdapterViT,
+    data: PreparedData,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+) -> ExitScores:
+    """Every exit's confidence and prediction over one prepared split, from one pass."""
+    images, labels = data.split(split)
+    logits = exit_logits(
+        model, images, labels, data_config=data.data_config, batch_size=batch_size, device=device
+    )
+    return ExitScores.from_logits(
+        logits, np.asarray(labels), [e.gflops_cumulative for e in model.exit_info]
+    )
 
 
 def exit_stats(logits: list[torch.Tensor], labels: np.ndarray) -> EpochStats:
