@@ -30,6 +30,7 @@ from ..artifacts import (
 from ..data.prepared import PreparedData
 from ..data.transforms import to_model_input
 from ..evaluation.card import model_card
+from ..evaluation.config import EvaluateConfig
 from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
 from ..evaluation.stats import accuracy_interval, classification_summary, paired_difference
@@ -300,6 +301,8 @@ def run(
             {"evaluate": cfg.__dict__},
             model=str(model_dir),
             search=str(search_dir),
+            data=str(data_dir),
+            calibrate=None if risk_dir is None else str(risk_dir),
             backbone_sha256=model.backbone_sha256,
         ),
     )
@@ -314,7 +317,7 @@ def _risk_control(
     labels: np.ndarray,
     timed_images: torch.Tensor,
     data: PreparedData,
-    cfg: Any,
+    cfg: EvaluateConfig,
     dev: torch.device,
 ) -> dict[str, Any]:
     """Each certified point on the test split (real early exit: the realised risk, GFLOPs and
