@@ -32,6 +32,7 @@ from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
 from dyn_adapter.params import load_params, stage_params
 from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
+from components.vtab import task_overrides
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
@@ -146,10 +147,12 @@ VTAB_STAGES = ("prepare", "train", "train-static", "train-probe", "search", "eva
 
 
 def configuration_sha256(params: str | Path, overrides: list[str]) -> str:
-    """The hash of the parameters the VTAB pipeline's stages read, with ``overrides`` and every
-    default resolved: a reworded comment, a key spelled out at its default value or a section
-    no VTAB stage reads (``register``) leaves it unchanged; any change to what runs does not."""
-    resolved = to_dict(load_params(params, overrides))
+    """The hash of the parameters the VTAB pipeline's stages read, as its tasks see them (with
+    ``overrides``, then the pipeline's own per-task overrides, every default resolved): a
+    reworded comment, a key spelled out at its default value, a section no VTAB stage reads
+    (``register``) or a value the pipeline sets per task leaves it unchanged; any change to what
+    runs does not."""
+    resolved = to_dict(load_params(params, task_overrides(overrides, "DATA_ROOT", "TASK")))
     return config_hash({stage: stage_params(resolved, stage) for stage in VTAB_STAGES})
 
 
@@ -176,6 +179,8 @@ def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "command": previous["command"] + " ; " + new["command"],
         "seconds": round(previous["seconds"] + new["seconds"], 1),
         "runs": previous["runs"] + new["runs"],
+        # keys this table had before the key's computation changed (same configuration)
+        "config_sha256_history": previous.get("config_sha256_history", []),
         "sources": sources,
         "tasks": rows,
         "seed_spread": seed_spread(rows),

@@ -91,7 +91,9 @@ def _table(rows, seconds=60.0, sha="a" * 64):
 def test_update_replaces_the_rows_run_again_and_keeps_the_others():
     bench = _bench()
     before = _table([("digits", 0, 0.9), ("mnist_5k", 0, 0.8)])
+    before["config_sha256_history"] = [{"config_sha256": "c" * 64}]
     merged = bench.merge(before, _table([("digits", 0, 0.95), ("digits", 1, 0.93)]))
+    assert merged["config_sha256_history"] == before["config_sha256_history"]  # kept
     assert [(r["task"], r["seed"], r["accuracy"]) for r in merged["tasks"]] == [
         ("digits", 0, 0.95),
         ("digits", 1, 0.93),
@@ -121,6 +123,9 @@ def test_the_configuration_is_what_runs_not_the_file_bytes(tmp_path):
     assert bench.configuration_sha256(edited, []) == base
     assert bench.configuration_sha256(params, ["train.epochs=16"]) == base
     assert bench.configuration_sha256(params, ["register.model_name=other"]) == base
+    # the pipeline sets the data source, path and calibration split of every task itself
+    assert bench.configuration_sha256(params, ["data.calibration_size=5"]) == base
+    assert bench.configuration_sha256(params, ["data.test_size=100"]) != base  # a user override
     assert bench.configuration_sha256(params, ["train.epochs=8"]) != base
     assert bench.configuration_sha256(params, ["model.exits.heads=compact"]) != base
 
