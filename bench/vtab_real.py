@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from components.vtab import task_overrides
 from dyn_adapter.config import to_dict
 from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
@@ -32,7 +33,6 @@ from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
 from dyn_adapter.params import load_params, stage_params
 from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
-from components.vtab import task_overrides
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
