@@ -52,7 +52,8 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(
         REPO / "dyn_adapter", root / "dyn_adapter", ignore=shutil.ignore_patterns("__pycache__")
     )
-    make_fashion_mnist(root / "data" / "fashion-mnist", per_class=8, test_per_class=3)
+    # 40 a class: 60 go to train and val, 300 of the rest to the calibration split
+    make_fashion_mnist(root / "data" / "fashion-mnist", per_class=40, test_per_class=3)
     # The real params.yaml (dvc needs every section a stage declares), scaled down.
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     tiny = json.loads(json.dumps(TINY_PARAMS))
@@ -60,7 +61,10 @@ def project(tmp_path_factory) -> Path:
     for section, values in tiny["model"].items():
         params["model"][section].update(values)
     params["train"].update(tiny["train"], device="cpu")
-    params["data"].update(path="data/fashion-mnist", train_size=40, val_size=20, test_size=None)
+    params["data"].update(
+        path="data/fashion-mnist", train_size=40, val_size=20, test_size=None, calibration_size=300
+    )
+    params["calibrate"].update(epsilons=[0.01, 0.05])
     params["sparsify"].update(forward_rates=[0.1], backward_keeps=[0.5], epochs=1)
     params["search"].update(budgets=[0.5, 1.0], trials=10)
     params["evaluate"].update(speed_images=8, speed_repeats=1)
@@ -92,6 +96,10 @@ def test_repro_shows_each_stage_briefly_and_logs_it_in_full(project):
 def test_repro_runs_every_stage_then_nothing(project):
     metrics = json.loads((project / "outputs/evaluate/metrics.json").read_text())
     assert 0.0 <= metrics["full"]["accuracy"] <= 1.0
+    # the calibration split reached calibrate, and its points evaluate
+    risk = json.loads((project / "outputs/calibrate/risk_points.json").read_text())
+    assert risk["calibration_images"] == 300 and len(risk["points"]) == 2
+    assert [p["epsilon"] for p in metrics["risk_control"]["points"]] == [0.01, 0.05]
     reg = json.loads((project / "outputs/register/registration.json").read_text())
     assert "candidate" in reg["aliases"]
     out = dvc(project, "repro")

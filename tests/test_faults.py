@@ -464,7 +464,9 @@ def dvc_project(tmp_path) -> Path:
     params["model"] = tiny["model"]
     # Enough epochs (a checkpoint each) to be interrupted between two of them.
     params["train"].update(tiny["train"], epochs=200, device="cpu", evaluate_test=False)
-    params["data"].update(path="data/fashion-mnist", train_size=20, val_size=10, test_size=None)
+    params["data"].update(
+        path="data/fashion-mnist", train_size=20, val_size=10, test_size=None, calibration_size=0
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True, timeout=60)
     dvc(root, "init", "-q")
