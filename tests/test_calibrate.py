@@ -166,5 +166,8 @@ def test_evaluate_runs_each_point_on_test_and_repeats_the_split(tmp_path, traine
         assert repeated["splits"] == 20 and 0 <= repeated["violation_frequency"] <= 1
         assert repeated["calibration_images"] == SIZES["calibration"]
         assert repeated["test_images"] == SIZES["test"]
+    for row in metrics["budgets"]:  # the budget policies' disagreement, for comparison
+        expected = risk.losses(test, row["thresholds"], "disagreement").mean()
+        assert row["disagreement"] == pytest.approx(expected)
     card = (tmp_path / "eval" / CARD_FILE).read_text()
     assert "Risk-controlled exits (certified on 600 calibration images)" in card

@@ -148,6 +148,8 @@ def run(
             **summary(pred),
             "val_accuracy": row["accuracy"],
             "val_gflops_ratio": row["gflops_ratio"],
+            # what risk control bounds, for comparison: answers unlike the full model's
+            "disagreement": float((pred != scores.prediction[-1]).mean()),
             "gflops": measured,
             "gflops_ratio": measured / full,
             "exit_fractions": (
