@@ -283,6 +283,9 @@ class Evaluation:
             out[f"test_risk_{key}"] = p["test_risk"]
             out[f"gflops_ratio_{key}"] = p["gflops_ratio"]
             out[f"violation_frequency_{key}"] = p["repeated_splits"]["violation_frequency"]
+            out[f"pool_violation_frequency_{key}"] = p["repeated_splits"][
+                "pool_violation_frequency"
+            ]
         for b in self.budgets:
             out[f"accuracy_budget_{b['budget']:g}"] = b["accuracy"]
             out[f"gflops_ratio_budget_{b['budget']:g}"] = b["gflops_ratio"]

@@ -405,8 +405,9 @@ def format_summary(s: dict[str, Any]) -> str:
         rep = p["repeated_splits"]
         lines.append(
             f"risk-controlled {p['risk']} <= {p['epsilon']:g} (delta {p['delta']:g}): test "
-            f"{p['test_risk']:.4f} at {p['gflops_ratio']:.3f} of the GFLOPs; exceeded in "
-            f"{rep['violation_frequency']:.0%} of {rep['splits']} random splits"
+            f"{p['test_risk']:.4f} at {p['gflops_ratio']:.3f} of the GFLOPs; over epsilon in "
+            f"{rep['violation_frequency']:.0%} (held-out part) / "
+            f"{rep['pool_violation_frequency']:.0%} (pool) of {rep['splits']} random splits"
         )
     if (s.get("class_shift") or {}).get("marked"):
         lines.append(f"note: {s['class_shift']['note']}")

@@ -73,6 +73,7 @@ def test_the_guarantee_holds_over_random_splits():
         smooth(6000), 0.05, 0.1, "disagreement", calibration_size=2000, splits=100
     )
     assert result["violation_frequency"] <= 0.1 + 2 * result["standard_error"]
+    assert result["pool_violation_frequency"] <= 0.1 + 2 * result["standard_error"]
     assert result["mean_realised_risk"] <= 0.05
     assert result["mean_gflops_ratio"] < 0.9  # and it still saves compute
 

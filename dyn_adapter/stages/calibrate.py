@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -110,7 +110,7 @@ def run(
         out / CALIBRATION_CHUNKS_DIR / key,
     )
     points = [
-        risk.calibrate(scores, epsilon, cfg.delta, name).to_dict()
+        risk.calibrate(scores, epsilon, cfg.delta, cast(risk.Risk, name)).to_dict()
         for name in cfg.risks
         for epsilon in cfg.epsilons
     ]
