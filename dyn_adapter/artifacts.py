@@ -179,11 +179,6 @@ class RiskPoints:
     def scores_path(self) -> Path:
         return self.dir / CALIBRATION_SCORES
 
-    def point(self, risk: str, max_risk: float) -> dict[str, Any] | None:
-        """The cheapest point of ``risk`` certified at a level not above ``max_risk``."""
-        fits = [p for p in self.points if p["risk"] == risk and p["epsilon"] <= max_risk + 1e-12]
-        return min(fits, key=lambda p: p["gflops"], default=None)
-
 
 # -- evaluate -----------------------------------------------------------------------------------
 

@@ -74,8 +74,9 @@ class CalibrateConfig:
         for risk in self.risks:
             if risk not in RISKS:
                 raise ConfigError(f"calibrate.risks: {risk!r} is not one of {list(RISKS)}")
-        for epsilon in self.epsilons or [0.5]:  # the delta is checked even with no levels
-            _check_levels(epsilon, self.delta, prefix="calibrate.")
+        _check_level("calibrate.delta", self.delta)
+        for epsilon in self.epsilons:
+            _check_level("calibrate.epsilons", epsilon)
         for key in ("batch_size", "chunk_images"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"calibrate.{key}: must be >= 1, got {getattr(self, key)}")
@@ -279,11 +280,14 @@ def _per_exit(lam: float, num_exits: int) -> list[float]:
     return [float(lam)] * (num_exits - 1) + [0.0]
 
 
-def _check_levels(epsilon: float, delta: float, prefix: str = "") -> None:
-    epsilon_name = "calibrate.epsilons" if prefix else "epsilon"
-    for name, value in ((epsilon_name, epsilon), (f"{prefix}delta", delta)):
-        if not (isinstance(value, int | float) and 0 < value < 1):
-            raise ConfigError(f"{name} {value!r}: must be strictly between 0 and 1")
+def _check_levels(epsilon: float, delta: float) -> None:
+    _check_level("epsilon", epsilon)
+    _check_level("delta", delta)
+
+
+def _check_level(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and 0 < value < 1):
+        raise ConfigError(f"{name} {value!r}: must be strictly between 0 and 1")
 
 
 def _check_labels(scores: ExitScores) -> None:
