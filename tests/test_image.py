@@ -135,7 +135,8 @@ def test_a_stage_runs_with_a_read_only_root_file_system(engine, image, tmp_path)
     docker_run(
         engine, *hardened, image.tag,
         "dyn-adapter", "prepare", "--set", "data.train_size=20", "--set", "data.val_size=10",
-        "--set", "data.test_size=10", "--out", "/out/prepared",
+        "--set", "data.test_size=10", "--set", "data.calibration_size=0",
+        "--out", "/out/prepared",
     )  # fmt: skip
     manifest = json.loads((out / "prepared" / "manifest.json").read_text())
     assert {k: s["count"] for k, s in manifest["splits"].items()} == {
