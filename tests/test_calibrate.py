@@ -141,6 +141,7 @@ def test_evaluate_runs_each_point_on_test_and_repeats_the_split(tmp_path, traine
         "evaluate.speed_repeats=1",
         "evaluate.risk_splits=20",
         "calibrate.risks=[disagreement, accuracy_drop]",
+        f"calibrate.window_images={SIZES['test']}",  # certified for the test split's realised risk
     )
     calibrate.run(p, model_dir, data_dir, tmp_path / "calibrate")
     search.run(p, model_dir, data_dir, tmp_path / "search")
@@ -166,8 +167,10 @@ def test_evaluate_runs_each_point_on_test_and_repeats_the_split(tmp_path, traine
         assert repeated["splits"] == 20 and 0 <= repeated["violation_frequency"] <= 1
         assert repeated["calibration_images"] == SIZES["calibration"]
         assert repeated["test_images"] == SIZES["test"]
+        assert point["window_images"] == repeated["window_images"] == SIZES["test"]
     for row in metrics["budgets"]:  # the budget policies' disagreement, for comparison
         expected = risk.losses(test, row["thresholds"], "disagreement").mean()
         assert row["disagreement"] == pytest.approx(expected)
     card = (tmp_path / "eval" / CARD_FILE).read_text()
     assert "Risk-controlled exits (certified on 600 calibration images)" in card
+    assert f"the realised risk of any {SIZES['test']} fresh images <= epsilon" in card

@@ -64,7 +64,7 @@ def project(tmp_path_factory) -> Path:
     params["data"].update(
         path="data/fashion-mnist", train_size=40, val_size=20, test_size=None, calibration_size=300
     )
-    params["calibrate"].update(epsilons=[0.01, 0.05])
+    params["calibrate"].update(epsilons=[0.01, 0.05], window_images=None)  # 300 images
     params["sparsify"].update(forward_rates=[0.1], backward_keeps=[0.5], epochs=1)
     params["search"].update(budgets=[0.5, 1.0], trials=10)
     params["evaluate"].update(speed_images=8, speed_repeats=1)

@@ -100,3 +100,31 @@ def test_the_binomial_tail_and_its_bound_are_exact(k, n, eps):
     assert risk.p_value(k, n, eps) == pytest.approx(exact, rel=1e-9)
     bound = risk.upper_bound(k, n, 0.05)  # the risk at which k or fewer losses become rare
     assert risk.p_value(k, n, bound) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_a_window_bounds_the_realised_risk_of_that_many_images():
+    """Calibration and test parts of equal size: certified for the expected risk, the test
+    part's own binomial noise carries it over ε in more than δ of the splits; certified for
+    a window of the test part's size, it stays within δ."""
+    scores, kw = smooth(4000), dict(calibration_size=2000, splits=200)
+    window = risk.violation_frequency(scores, 0.05, 0.05, "disagreement", window_images=2000, **kw)
+    expected = risk.violation_frequency(scores, 0.05, 0.05, "disagreement", **kw)
+    assert window["violation_frequency"] <= 0.05 + 2 * window["standard_error"]
+    assert expected["violation_frequency"] > 0.05 + expected["standard_error"]  # 0.08 of 200
+    # the price: the window is certified below ε, so fewer images leave early
+    assert window["mean_realised_risk"] < expected["mean_realised_risk"]
+    assert window["mean_gflops_ratio"] > expected["mean_gflops_ratio"]
+
+
+def test_the_window_level_is_the_binomial_quantile_below_epsilon():
+    level = risk.window_level(0.05, 0.025, 5000)
+    sd = math.sqrt(0.05 * 0.95 / 5000)
+    assert 0.05 - 2.2 * sd < level < 0.05 - 1.7 * sd  # about z(0.025) = 1.96 spreads below ε
+    # 5000 fresh images at that risk lose more than 250 with probability 0.025
+    assert 1 - risk.p_value(250, 5000, level) == pytest.approx(0.025, abs=1e-6)
+    point = risk.calibrate(two_exits(20_000), 0.05, 0.05, "disagreement", window_images=5000)
+    assert point.certified_level == pytest.approx(level) and point.window_images == 5000
+    assert point.risk_bound <= level and true_disagreement(point.threshold) <= level
+    assert risk.min_calibration_size(0.05, 0.05, 5000) > risk.min_calibration_size(0.05, 0.05)
+    with pytest.raises(ConfigError, match="window_images 0: must be a whole number"):
+        risk.CalibrateConfig(epsilons=[0.05], window_images=0)

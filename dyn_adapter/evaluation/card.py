@@ -136,8 +136,8 @@ def _risk_lines(control: dict[str, Any] | None) -> list[str]:
         "",
         f"## Risk-controlled exits (certified on {control['calibration_images']} "
         f"{control['split']} images)",
-        f"- Guarantee: risk <= epsilon with probability >= 1 - delta; assumption: "
-        f"{control['assumption']}.",
+        f"- Guarantee: {_guaranteed(control['points'][0].get('window_images'))} <= epsilon "
+        f"with probability >= 1 - delta; assumption: {control['assumption']}.",
         "",
         "| risk | epsilon | delta | test risk [95%] | accuracy | GFLOPs ratio | time ratio b64 "
         "| splits over epsilon: held-out part / pool |",
@@ -154,3 +154,9 @@ def _risk_lines(control: dict[str, Any] | None) -> list[str]:
             f"+- {rep['standard_error']:.3f}) |"
         )
     return lines
+
+
+def _guaranteed(window_images: int | None) -> str:
+    if window_images is None:
+        return "the expected risk (the realised risk of a finite test set scatters around it)"
+    return f"the realised risk of any {window_images} fresh images"

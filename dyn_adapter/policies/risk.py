@@ -18,8 +18,11 @@ testing stops at the first ``λ`` it cannot reject, and the last rejected one is
 Fixed-sequence testing controls the family-wise error at δ without a correction, so the
 guarantee P(risk(λ̂) ≤ ε) ≥ 1 − δ holds distribution-free, under one assumption: the
 calibration images and the images served later are exchangeable (drawn from the same
-distribution). ``risk(λ)`` is the expected loss over new images, the realised risk on a
-finite test set scatters around it.
+distribution). ``risk(λ)`` is the expected loss over new images; the realised risk on a
+finite test set scatters around it, so with ``window_images`` = m the certificate covers the
+realised risk of m fresh images instead: the expected risk is certified at the level
+``window_level(ε, δ/2, m)`` below ε, at which m images exceed ε with probability at most δ/2,
+and P(realised risk of m images > ε) <= δ/2 + δ/2 (a union bound over the two draws).
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class CalibrateConfig:
         epsilons: Risk levels to certify, each in (0, 1); empty: the stage certifies nothing
             (and computes nothing).
         delta: The probability a certificate may fail, in (0, 1).
+        window_images: ``None``: the certificate bounds the expected risk (Learn then
+            Test's guarantee). m: it bounds the realised risk of any m fresh images (a test
+            split, a day's traffic), at some cost in compute: the expected risk is certified
+            below ε by the binomial spread of m images.
         batch_size: Images per forward pass.
         chunk_images: Exit scores are saved every this many images, so an interrupted run
             resumes where it stopped.
@@ -67,6 +74,7 @@ class CalibrateConfig:
     risks: list[str] = field(default_factory=lambda: ["disagreement"])
     epsilons: list[float] = field(default_factory=list)
     delta: float = 0.05
+    window_images: int | None = None
     batch_size: int = 64
     chunk_images: int = 2048
 
@@ -80,18 +88,49 @@ class CalibrateConfig:
         for key in ("batch_size", "chunk_images"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"calibrate.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.window_images is not None:
+            _check_window(self.window_images, "calibrate.window_images")
 
     @property
     def needed_images(self) -> int:
         """The fewest calibration images every requested level can be certified with."""
-        return max((min_calibration_size(e, self.delta) for e in self.epsilons), default=0)
+        return max(
+            (min_calibration_size(e, self.delta, self.window_images) for e in self.epsilons),
+            default=0,
+        )
 
 
-def min_calibration_size(epsilon: float, delta: float) -> int:
-    """The fewest images that can certify risk <= ``epsilon`` at ``delta``: even with no
-    loss at all, ``(1 - epsilon) ** n <= delta`` needs this many."""
+def min_calibration_size(epsilon: float, delta: float, window_images: int | None = None) -> int:
+    """The fewest images that can certify risk <= ``epsilon`` at ``delta`` (for a window of
+    ``window_images``, the level and probability it is certified at): even with no loss at
+    all, ``(1 - epsilon) ** n <= delta`` needs this many."""
     _check_levels(epsilon, delta)
+    epsilon, delta = certified_level(epsilon, delta, window_images)
     return math.ceil(math.log(delta) / math.log1p(-epsilon))
+
+
+def window_level(epsilon: float, delta: float, window_images: int) -> float:
+    """The largest expected risk at which ``window_images`` fresh images lose more than
+    ``epsilon`` of them with probability at most ``delta``:
+    ``P(Binomial(m, r) > floor(epsilon * m)) <= delta``, found by bisection (the tail rises
+    with ``r``). A small window leaves a small level, which needs many calibration images."""
+    _check_levels(epsilon, delta)
+    _check_window(window_images, "window_images")
+    allowed = math.floor(epsilon * window_images + 1e-9)
+    low, high = 0.0, epsilon
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if p_value(allowed, window_images, mid) >= 1 - delta else (low, mid)
+    return low
+
+
+def certified_level(epsilon: float, delta: float, window_images: int | None) -> tuple[float, float]:
+    """The (expected-risk level, probability) Learn then Test certifies so that the risk the
+    user asked for holds at (``epsilon``, ``delta``): itself, or for a window of m images
+    ``window_level(epsilon, delta / 2, m)`` at ``delta / 2``."""
+    if window_images is None:
+        return epsilon, delta
+    return window_level(epsilon, delta / 2, window_images), delta / 2
 
 
 def losses(scores: ExitScores, thresholds: list[float], risk: Risk) -> np.ndarray:
@@ -145,6 +184,10 @@ class RiskPoint:
         risk: Which risk (``disagreement`` or ``accuracy_drop``).
         epsilon: The risk level certified.
         delta: The probability the certificate may fail.
+        window_images: ``None``: ``epsilon`` bounds the expected risk; m: the realised risk
+            of m fresh images.
+        certified_level: The expected-risk level Learn then Test tested (``epsilon``, or
+            below it for a window).
         threshold: ``λ``, shared by the early exits (above 1: none answers).
         thresholds: Per exit (the last exit takes the rest: 0).
         calibration_images: ``n``.
@@ -159,6 +202,8 @@ class RiskPoint:
     risk: str
     epsilon: float
     delta: float
+    window_images: int | None
+    certified_level: float
     threshold: float
     thresholds: list[float]
     calibration_images: int
@@ -173,28 +218,37 @@ class RiskPoint:
         return asdict(self)
 
 
-def calibrate(scores: ExitScores, epsilon: float, delta: float, risk: Risk) -> RiskPoint:
-    """The lowest threshold of :data:`LAMBDA_GRID` certified at (``epsilon``, ``delta``).
+def calibrate(
+    scores: ExitScores,
+    epsilon: float,
+    delta: float,
+    risk: Risk,
+    window_images: int | None = None,
+) -> RiskPoint:
+    """The lowest threshold of :data:`LAMBDA_GRID` certified at (``epsilon``, ``delta``),
+    for the expected risk or, with ``window_images``, the realised risk of that many images.
 
     Raises:
         ConfigError: Too few calibration images for (``epsilon``, ``delta``), or labels
             missing for ``accuracy_drop``.
     """
     n = scores.confidence.shape[1]
-    need = min_calibration_size(epsilon, delta)
+    need = min_calibration_size(epsilon, delta, window_images)
     if n < need:
+        window = "" if window_images is None else f" over {window_images} images"
         raise ConfigError(
-            f"{n} calibration images cannot certify {risk} <= {epsilon:g} at delta {delta:g}: "
-            f"that needs at least {need} (and more the more the exits err); give more "
-            "images, or ask for a larger epsilon or delta"
+            f"{n} calibration images cannot certify {risk} <= {epsilon:g}{window} at delta "
+            f"{delta:g}: that needs at least {need} (and more the more the exits err); give "
+            "more images, or ask for a larger epsilon or delta"
         )
+    level, level_delta = certified_level(epsilon, delta, window_images)
     if risk == "accuracy_drop":
         _check_labels(scores)
     chosen = None
     for lam in LAMBDA_GRID:
         count = int(losses(scores, _per_exit(lam, scores.num_exits), risk).sum())
-        p = p_value(count, n, epsilon)
-        if p > delta:
+        p = p_value(count, n, level)
+        if p > level_delta:
             break
         chosen = (float(lam), count, p)
     assert chosen is not None  # n >= need: the safest threshold (no loss at all) is rejected
@@ -206,11 +260,13 @@ def calibrate(scores: ExitScores, epsilon: float, delta: float, risk: Risk) -> R
         risk=risk,
         epsilon=epsilon,
         delta=delta,
+        window_images=window_images,
+        certified_level=level,
         threshold=lam,
         thresholds=thresholds,
         calibration_images=n,
         empirical_risk=count / n,
-        risk_bound=upper_bound(count, n, delta),
+        risk_bound=upper_bound(count, n, level_delta),
         p_value=p,
         gflops=gflops,
         gflops_ratio=gflops / scores.full_gflops,
@@ -232,17 +288,21 @@ def violation_frequency(
     calibration_size: int,
     splits: int = 100,
     seed: int = 0,
+    window_images: int | None = None,
 ) -> dict[str, Any]:
     """Over ``splits`` random calibration/test splits of ``scores``: how often the realised
     risk on the test part exceeds ``epsilon`` (the guarantee says at most about ``delta``),
     with the binomial standard error of that frequency.
 
-    The guarantee bounds the expected risk; the realised risk of a finite test part scatters
-    around it by about ``test_noise_sd`` (the binomial standard deviation at ``epsilon``), so
-    on small test parts a point whose expected risk sits just below ``epsilon`` exceeds it in
-    more than ``delta`` of the splits. ``pool_violation_frequency`` reads the guarantee itself:
-    the calibration part is a draw from the pooled images, so the risk it bounds is the pool's,
-    which each split's thresholds are scored on (no test noise)."""
+    Certified for the expected risk (``window_images`` None), the realised risk of a finite
+    test part scatters around it by about ``test_noise_sd`` (the binomial standard deviation
+    at ``epsilon``), so a point whose expected risk sits just below ``epsilon`` exceeds it in
+    more than ``delta`` of the splits: with a test part as large as the calibration part and
+    a tight bound, in about Φ(-z_δ/√2) ≈ 12% at δ = 0.05. ``pool_violation_frequency`` reads
+    that guarantee itself: the calibration part is a draw from the pooled images, so the risk
+    it bounds is the pool's, which each split's thresholds are scored on (no test noise).
+    Certified for a window of the test part's size, ``violation_frequency`` is the one the
+    guarantee bounds."""
     n = scores.confidence.shape[1]
     if not 0 < calibration_size < n:
         raise ConfigError(f"calibration_size {calibration_size}: must be in 1..{n - 1}")
@@ -250,7 +310,9 @@ def violation_frequency(
     realised, pooled, ratios = [], [], []
     for _ in range(splits):
         order = rng.permutation(n)
-        point = calibrate(subset(scores, order[:calibration_size]), epsilon, delta, risk)
+        point = calibrate(
+            subset(scores, order[:calibration_size]), epsilon, delta, risk, window_images
+        )
         lost = losses(scores, point.thresholds, risk)
         realised.append(float(lost[order[calibration_size:]].mean()))
         pooled.append(float(lost.mean()))
@@ -258,6 +320,7 @@ def violation_frequency(
     frequency = float(np.mean(np.asarray(realised) > epsilon))
     return {
         "splits": splits,
+        "window_images": window_images,
         "calibration_images": calibration_size,
         "test_images": n - calibration_size,
         "violation_frequency": frequency,
@@ -283,6 +346,11 @@ def _per_exit(lam: float, num_exits: int) -> list[float]:
 def _check_levels(epsilon: float, delta: float) -> None:
     _check_level("epsilon", epsilon)
     _check_level("delta", delta)
+
+
+def _check_window(value: int, name: str) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ConfigError(f"{name} {value!r}: must be a whole number of images >= 1, or null")
 
 
 def _check_level(name: str, value: float) -> None:

@@ -345,10 +345,12 @@ def _risk_control(
             p["risk"],
             calibration_size=p["calibration_images"],
             splits=cfg.risk_splits,
+            window_images=p.get("window_images"),
         )
         rows.append(
             {
                 **{k: p[k] for k in ("risk", "epsilon", "delta", "threshold", "thresholds")},
+                "window_images": p.get("window_images"),
                 "calibration_risk": p["empirical_risk"],
                 "risk_bound": p["risk_bound"],
                 "test_risk": float(lost.mean()),
