@@ -21,6 +21,16 @@ from dyn_adapter.models import (  # noqa: E402
     create_dyn_adapter,
 )
 
+def pytest_report_header() -> str:
+    # The image tests write tens of GB (the image, its pushed copy): a full disk shows as
+    # errors in whatever test runs next, so the header says how much there was.
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free / 2**30
+    return f"free disk under {tempfile.gettempdir()}: {free:.1f} GiB"
+
+
 TINY_VIT = dict(patch_size=7, embed_dim=64, depth=6, num_heads=4)
 PETL_METHODS = ["adapter", "lora", "repadapter"]
 

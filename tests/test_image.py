@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -148,15 +149,25 @@ def test_a_stage_runs_with_a_read_only_root_file_system(engine, image, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def registry():
-    """A registry on loopback. Its storage is kept beside the engine's data root: pushing the
-    image's 7 GB of layers the first time takes minutes (gzip), later pushes find them there."""
+def registry(image, tmp_path_factory):
+    """A registry on loopback, its storage in a temporary folder removed with the module: the
+    image's layers take several GB there (gzip), on top of the engine's copy, so the push first
+    checks that the disk has room for them and says so if not."""
     from servers import docker_registry
 
-    from pipeline.docker_engine import engine_home
-
-    with docker_registry(engine_home() / "test-registry") as address:
-        yield address
+    base = tmp_path_factory.mktemp("registry")
+    needed = image.size_bytes // 2
+    free = shutil.disk_usage(base).free
+    if free < needed + 2**30:
+        pytest.fail(
+            f"pushing {image.tag} needs about {needed / 2**30:.1f} GiB free under {base}, "
+            f"{free / 2**30:.1f} GiB are: free some disk space and rerun"
+        )
+    try:
+        with docker_registry(base) as address:
+            yield address
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
