@@ -95,6 +95,42 @@ def mean_over_tasks(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# Paired differences pooled by pooled_differences, under the name the table gives them.
+POOLED = {"last_exit": "last_exit_vs_static_petl", "half_gflops": "half_gflops_vs_static_petl"}
+
+
+def _paired_sd(d: dict[str, Any], n: int) -> float:
+    """The standard error of a paired difference of accuracies on n images."""
+    return (((d["only_a_right"] + d["only_b_right"]) / n - d["difference"] ** 2) / n) ** 0.5
+
+
+def pooled_differences(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each paired difference against the static PETL model, pooled over the table: averaged
+    over a task's seeds, then over the tasks, with a 95% normal interval. A row's variance
+    comes from its discordant pairs (a, b of n images: ((a + b)/n - d^2)/n). Seeds of one task
+    share its test images, so their average takes the worst case, correlation 1 (the mean of
+    the standard deviations); tasks have their own images and add as independent."""
+    tasks = sorted({r["task"] for r in rows})
+    out: dict[str, Any] = {"tasks": tasks}
+    for name, key in POOLED.items():
+        means, variances = [], []
+        for task in tasks:
+            runs = [(r[key], r["test_images"]) for r in rows if r["task"] == task and r.get(key)]
+            if runs:
+                means.append(statistics.fmean(d["difference"] for d, _ in runs))
+                variances.append(statistics.fmean(_paired_sd(d, n) for d, n in runs) ** 2)
+        if len(means) < len(tasks):  # a task without this comparison: no pooled number
+            continue
+        mean = statistics.fmean(means)
+        half = 1.96 * sum(variances) ** 0.5 / len(tasks)
+        out[name] = {
+            "difference": mean,
+            "interval": [mean - half, mean + half],
+            "resolved": not (mean - half <= 0 <= mean + half),
+        }
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| task | seed | test images | static PETL | frozen probe, last exit | Dyn-Adapter last "
@@ -129,6 +165,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"({'n/a' if half is None else f'{half:.3f}'}) | | |"
         )
     lines.append("")
+    pooled = result.get("pooled_vs_static_petl", {})
+    if "last_exit" in pooled:
+        lines.append(
+            f"- pooled over {len(pooled['tasks'])} task(s), seeds averaged first: Dyn-Adapter "
+            f"last exit minus static PETL {_difference(pooled['last_exit'])}; dynamic at "
+            f"<= 0.5 GFLOPs minus static {_difference(pooled.get('half_gflops'))} (95%, seeds "
+            "taken as fully correlated)"
+        )
     for run in result["runs"]:
         lines.append(
             f"- seed {run['seed']}, mean of {len(run['tasks'])} task(s): static PETL "
@@ -185,6 +229,7 @@ def merge(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         "tasks": rows,
         "seed_spread": seed_spread(rows),
         "mean_over_tasks": mean_over_tasks(rows),
+        "pooled_vs_static_petl": pooled_differences(rows),
     }
 
 
@@ -266,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "tasks": rows,
         "seed_spread": seed_spread(rows),
         "mean_over_tasks": mean_over_tasks(rows),
+        "pooled_vs_static_petl": pooled_differences(rows),
     }
     if previous is not None:
         result = merge(previous, result)

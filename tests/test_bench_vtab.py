@@ -106,6 +106,33 @@ def test_update_replaces_the_rows_run_again_and_keeps_the_others():
     assert merged["mean_over_tasks"]["tasks"] == ["digits", "mnist_5k"]
 
 
+def _paired(a_right: int, b_right: int, n: int) -> dict:
+    return {"difference": (a_right - b_right) / n, "only_a_right": a_right, "only_b_right": b_right}
+
+
+def test_pooled_differences_average_seeds_as_correlated_and_tasks_as_independent():
+    bench = _bench()
+    n = 1000
+    rows = [  # digits: two seeds on the same images; mnist_5k: one seed
+        {"task": "digits", "seed": 0, "test_images": n, "last_exit_vs_static_petl": _paired(30, 50, n)},
+        {"task": "digits", "seed": 1, "test_images": n, "last_exit_vs_static_petl": _paired(40, 40, n)},
+        {"task": "mnist_5k", "seed": 0, "test_images": n, "last_exit_vs_static_petl": _paired(20, 10, n)},
+    ]  # fmt: skip
+    pooled = bench.pooled_differences(rows)
+    # digits: mean of -0.02 and 0 = -0.01; mnist_5k: +0.01; over the tasks: 0
+    assert pooled["last_exit"]["difference"] == pytest.approx(0.0)
+    sd = [
+        ((80 / n - 0.02**2) / n) ** 0.5,
+        (80 / n) ** 0.5 / n**0.5,
+        ((30 / n - 0.01**2) / n) ** 0.5,
+    ]
+    digits_sd = (sd[0] + sd[1]) / 2  # fully correlated seeds: the mean of the deviations
+    half = 1.96 * (digits_sd**2 + sd[2] ** 2) ** 0.5 / 2
+    assert pooled["last_exit"]["interval"] == pytest.approx([-half, half])
+    assert not pooled["last_exit"]["resolved"]
+    assert "half_gflops" not in pooled  # no row has that comparison: no pooled number
+
+
 def test_update_refuses_a_table_of_another_configuration():
     bench = _bench()
     with pytest.raises(SystemExit, match="config_sha256"):
