@@ -6,6 +6,7 @@ from typing import Any
 
 from ..data.prepared import PreparedData
 from ..models import DynAdapterViT
+from ..policies.risk import guaranteed_risk
 
 COMPARISONS = {
     "last_exit_vs_static_petl": "Last exit minus static PETL",
@@ -157,6 +158,5 @@ def _risk_lines(control: dict[str, Any] | None) -> list[str]:
 
 
 def _guaranteed(window_images: int | None) -> str:
-    if window_images is None:
-        return "the expected risk (the realised risk of a finite test set scatters around it)"
-    return f"the realised risk of any {window_images} fresh images"
+    scatter = " (the realised risk of a finite test set scatters around it)"
+    return guaranteed_risk(window_images) + (scatter if window_images is None else "")

@@ -117,11 +117,7 @@ def window_level(epsilon: float, delta: float, window_images: int) -> float:
     _check_levels(epsilon, delta)
     _check_window(window_images, "window_images")
     allowed = math.floor(epsilon * window_images + 1e-9)
-    low, high = 0.0, epsilon
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if p_value(allowed, window_images, mid) >= 1 - delta else (low, mid)
-    return low
+    return _tail_crossing(allowed, window_images, 1 - delta, 0.0, epsilon)[0]
 
 
 def certified_level(epsilon: float, delta: float, window_images: int | None) -> tuple[float, float]:
@@ -131,6 +127,13 @@ def certified_level(epsilon: float, delta: float, window_images: int | None) -> 
     if window_images is None:
         return epsilon, delta
     return window_level(epsilon, delta / 2, window_images), delta / 2
+
+
+def guaranteed_risk(window_images: int | None) -> str:
+    """What a certificate bounds, in words: the expected risk, or that of a window of images."""
+    if window_images is None:
+        return "the expected risk"
+    return f"the realised risk of any {window_images} fresh images"
 
 
 def losses(scores: ExitScores, thresholds: list[float], risk: Risk) -> np.ndarray:
@@ -169,11 +172,16 @@ def upper_bound(loss_count: int, n: int, delta: float) -> float:
     The ``p`` at which ``P(Binomial(n, p) <= loss_count) = delta``, found by bisection."""
     if loss_count >= n:
         return 1.0
-    low, high = loss_count / n, 1.0
-    for _ in range(60):  # the tail probability falls as p rises
+    return _tail_crossing(loss_count, n, delta, loss_count / n, 1.0)[1]
+
+
+def _tail_crossing(k: int, n: int, level: float, low: float, high: float) -> tuple[float, float]:
+    """Where ``P(Binomial(n, p) <= k)``, which falls as ``p`` rises, crosses ``level`` in
+    ``[low, high]``: a bracket 2^-60 wide, so each caller takes its conservative side."""
+    for _ in range(60):
         mid = (low + high) / 2
-        low, high = (mid, high) if p_value(loss_count, n, mid) > delta else (low, mid)
-    return high
+        low, high = (mid, high) if p_value(k, n, mid) > level else (low, mid)
+    return low, high
 
 
 @dataclass

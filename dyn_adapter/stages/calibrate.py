@@ -231,8 +231,7 @@ def _write(
 def risk_markdown(report: dict[str, Any]) -> str:
     if report["skipped"]:
         return f"Risk control skipped: {report['skipped']}.\n"
-    window = report.get("window_images")
-    which = "expected risk" if window is None else f"realised risk of any {window} fresh images"
+    which = risk.guaranteed_risk(report.get("window_images"))
     lines = [
         f"Certified on {report['calibration_images']} {report['split']} images, "
         f"delta {report['delta']:g}: P({which} <= epsilon) >= {1 - report['delta']:g}.",
