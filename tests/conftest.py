@@ -21,6 +21,7 @@ from dyn_adapter.models import (  # noqa: E402
     create_dyn_adapter,
 )
 
+
 def pytest_report_header() -> str:
     # The image tests write tens of GB (the image, its pushed copy): a full disk shows as
     # errors in whatever test runs next, so the header says how much there was.
