@@ -42,15 +42,6 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in socks]
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def free_port_pair(offset: int) -> int:
     """A port ``p`` with ``p + offset`` also free: the admin worker dials admin.port + 10000."""
     for port in free_ports(50):
@@ -242,20 +233,13 @@ def s3_client(endpoint: str, key_id: str, secret: str):
 @contextmanager
 def docker_registry(base: Path) -> Iterator[str]:
     """The distribution registry (Debian's ``docker-registry``) on a free loopback port, storing
-    under ``base``; yields its ``host:port`` (Docker talks plain HTTP to 127.0.0.1). Its port is
-    kept in ``base/port.json`` and taken again while free: the engine remembers which layers it
-    pushed where, so the same address over the same storage skips re-uploading them. Its
+    under ``base``; yields its ``host:port`` (Docker talks plain HTTP to 127.0.0.1). Its
     process group is stopped afterwards."""
     binary = shutil.which("docker-registry")
     if binary is None:
         pytest.fail("docker-registry is missing: run scripts/install-container-tools.sh")
     base.mkdir(parents=True, exist_ok=True)
-    saved = base / "port.json"
-    port = json.loads(saved.read_text()) if saved.is_file() else None
-    if port is None or not _free(port):
-        port = free_ports(1)[0]
-        saved.write_text(json.dumps(port))
-    address = f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{free_ports(1)[0]}"
     config = base / "config.yml"
     config.write_text(
         json.dumps(  # JSON is YAML
