@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model per variant (sparsity none/forward/backward/both, "
         "scheduled vs constant loss weights) and each training seed; score every exit on the "
         "test split and compare each variant with the first on the same images (paired "
-        "interval, McNemar). A rerun continues where it stopped.",
+        "interval, McNemar; over several seeds, the difference averaged image by image with "
+        "its interval). A rerun continues where it stopped.",
     )
     p.add_argument(
         "--seeds",

@@ -40,6 +40,19 @@ def test_every_variant_and_seed_is_scored_on_test(ablation):
     assert "96 images" in md and "Over the seeds" in md
 
 
+def test_the_seeds_are_averaged_image_by_image_with_an_interval(ablation):
+    _, _, _, table = ablation
+    for entry in table["summary"][1:]:
+        runs = [r for r in table["rows"] if r["variant"] == entry["variant"]]
+        per_exit = []
+        for k, d in enumerate(entry["averaged"]):
+            per_exit.append(np.mean([r["vs_reference"][k]["difference"] for r in runs]))
+            assert d["difference"] == pytest.approx(per_exit[-1]) and d["pairs"] == 2
+            assert d["interval"][0] <= d["difference"] <= d["interval"][1]
+        assert entry["mean_difference"]["difference"] == pytest.approx(np.mean(per_exit))
+        assert entry["mean_difference"]["pairs"] == 2 * len(per_exit)
+
+
 def test_each_variant_is_paired_to_the_reference_of_its_own_seed(ablation):
     root, _, _, table = ablation
     for seed in (0, 1):

@@ -7,6 +7,7 @@ import pytest
 
 from dyn_adapter.evaluation.stats import (
     accuracy_interval,
+    averaged_paired_difference,
     balanced_accuracy,
     paired_difference,
     per_class_recall,
@@ -79,3 +80,32 @@ def test_a_few_disagreements_do_not_resolve_a_difference():
 def test_unpaired_inputs_are_refused():
     with pytest.raises(ValueError, match="paired difference"):
         paired_difference(np.ones(3), np.ones(4))
+
+
+def _gains(base, wins, losses, offset):
+    """A copy of ``base`` right on ``wins`` more images and wrong on ``losses`` more, picked
+    from ``offset`` on among the images ``base`` gets wrong / right."""
+    a = base.copy()
+    a[np.flatnonzero(~base)[offset : offset + wins]] = True
+    a[np.flatnonzero(base)[offset : offset + losses]] = False
+    return a
+
+
+def test_seeds_that_gain_on_different_images_resolve_what_one_cannot():
+    """Each of two seeds is +0.5 points over 2,000 images (20 images won, 10 lost): not resolved
+    alone. On different images the seed-averaged difference is resolved; the same seed counted
+    twice stays exactly as wide as one (treating the seeds as independent would resolve it)."""
+    b = np.random.default_rng(3).random(2000) < 0.8
+    first, second = _gains(b, 20, 10, 0), _gains(b, 20, 10, 40)
+    alone = paired_difference(first, b)
+    assert alone["difference"] == pytest.approx(0.005) and not alone["resolved"]
+    twice = averaged_paired_difference([(first, b), (first, b)])
+    assert twice["interval"] == alone["interval"] and not twice["resolved"]
+    both = averaged_paired_difference([(first, b), (second, b)])
+    assert both["difference"] == pytest.approx(0.005) and both["resolved"]
+    assert both["interval"][0] > 0 and both["pairs"] == 2
+
+
+def test_averaged_pairs_must_share_their_images():
+    with pytest.raises(ValueError, match="averaged paired difference"):
+        averaged_paired_difference([(np.ones(3), np.ones(3)), (np.ones(4), np.ones(4))])

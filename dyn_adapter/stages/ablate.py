@@ -6,8 +6,9 @@ rates) and whether the exits' loss weights follow the schedule or stay constant.
 of every variant is scored on the test split (thousands of images, not validation's 200),
 and each variant is compared with the first (the configured recipe without sparsity) on the
 same images and the same training seed: a paired interval and McNemar's test per exit. With
-several seeds a difference counts as resolved only when it is resolved, with the same sign,
-under every seed.
+several seeds each difference is also averaged over them, image by image, with a bootstrap
+interval over the test images; and it counts as resolved under every seed only when each
+seed resolves it with the same sign.
 
 A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
 test correctness is kept beside its model, keyed by the weights' hash.
@@ -26,7 +27,7 @@ import numpy as np
 from ..artifacts import ABLATION_MARKDOWN, ABLATION_TABLE
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
-from ..evaluation.stats import accuracy_interval, paired_difference
+from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
 from ..files import atomic_path, sha256_file, write_json
 from ..params import Params
 from ..training.config import SparsityMode, TrainConfig
@@ -111,6 +112,7 @@ def run(
     recipe = params.train
     seeds = list(seeds) if seeds else [recipe.seed]
     rows: list[dict[str, Any]] = []
+    scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, test images]
     for seed in seeds:
         reference = None
         for i, (name, mode, shape) in enumerate(VARIANTS):
@@ -119,6 +121,7 @@ def run(
             run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
             result = train(params.model, cfg, data_dir, run_dir)
             correct = exit_correctness(result.model_dir, data, cfg)
+            scores[seed, name] = correct
             reference = correct if reference is None else reference
             rows.append(
                 {
@@ -141,7 +144,7 @@ def run(
                 "test_images": int(correct.shape[1]),
                 "reference": VARIANTS[0][0],
                 "rows": rows,
-                "summary": summary(rows),
+                "summary": summary(rows, scores),
             }
             write_json(out / ABLATION_TABLE, table)
     with atomic_path(out / ABLATION_MARKDOWN) as tmp:
@@ -149,9 +152,13 @@ def run(
     return table
 
 
-def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant: test accuracy per exit averaged over the seeds run, and per exit whether
-    its difference from the reference is resolved the same way under every seed."""
+def summary(
+    rows: list[dict[str, Any]], scores: dict[tuple[int, str], np.ndarray]
+) -> list[dict[str, Any]]:
+    """Per variant: test accuracy per exit averaged over the seeds run; per exit (and over
+    all exits) its difference from the reference averaged over those seeds, with its
+    interval; and per exit whether the difference is resolved the same way under every seed."""
+    reference = VARIANTS[0][0]
     out = []
     for name, *_ in VARIANTS:
         runs = [r for r in rows if r["variant"] == name]
@@ -167,10 +174,14 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "test_mean": float(np.mean([r["test_mean"] for r in runs])),
         }
         if runs[0]["vs_reference"] is not None:
-            entry["difference"] = [
-                float(np.mean([r["vs_reference"][k]["difference"] for r in runs]))
+            pairs = [
+                [(scores[r["seed"], name][k], scores[r["seed"], reference][k]) for r in runs]
                 for k in range(exits)
             ]
+            entry["averaged"] = [averaged_paired_difference(p) for p in pairs]
+            entry["difference"] = [a["difference"] for a in entry["averaged"]]
+            # Every exit of every seed, averaged per image: the variant's mean over exits.
+            entry["mean_difference"] = averaged_paired_difference(sum(pairs, []))
             entry["resolved"] = [
                 _verdict([r["vs_reference"][k] for r in runs]) for k in range(exits)
             ]
@@ -208,26 +219,36 @@ def markdown(table: dict[str, Any], train: TrainConfig) -> str:
             lo, hi = r["test_interval"][k]
             cell = f"{100 * r['test_accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
             if r["vs_reference"] is not None:
-                d = r["vs_reference"][k]
-                a, b = d["interval"]
-                star = "*" if d["resolved"] else ""
-                cell += f"; {100 * d['difference']:+.2f} [{100 * a:+.2f}, {100 * b:+.2f}]{star}"
+                cell += f"; {_difference(r['vs_reference'][k])}"
             cells.append(cell)
         lines.append(
             f"| {r['variant']} | {r['seed']} | {r['loss_weights']} | {' | '.join(cells)} "
             f"| {100 * r['test_mean']:.2f} |"
         )
     if len(table["seeds"]) > 1:
-        lines += ["", "Over the seeds (resolved: the same sign, resolved under every seed):", ""]
+        lines += [
+            "",
+            "Over the seeds: accuracy averaged over them and the difference to the reference "
+            "averaged image by image over them (bootstrap 95% interval over the test images; "
+            "* the interval excludes 0; † resolved with the same sign under every seed).",
+            "",
+            "| variant | " + " | ".join(f"exit {k}" for k in range(n)) + " | mean over exits |",
+            "|---" * (n + 2) + "|",
+        ]
         for s in table["summary"]:
-            accs = ", ".join(f"{100 * a:.2f}" for a in s["test_accuracy"])
-            verdict = ""
-            if "difference" in s:
-                verdict = "; vs reference " + ", ".join(
-                    f"{100 * d:+.2f} ({v})"
-                    for d, v in zip(s["difference"], s["resolved"], strict=True)
-                )
-            lines.append(
-                f"- {s['variant']}: exits {accs}; mean {100 * s['test_mean']:.2f}{verdict}"
-            )
+            cells = [f"{100 * a:.2f}" for a in s["test_accuracy"]] + [f"{100 * s['test_mean']:.2f}"]
+            if "averaged" in s:
+                verdicts = [*s["resolved"], None]
+                for k, (d, v) in enumerate(
+                    zip([*s["averaged"], s["mean_difference"]], verdicts, strict=True)
+                ):
+                    cells[k] += f"; {_difference(d)}{'†' if v in ('better', 'worse') else ''}"
+            lines.append(f"| {s['variant']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
+
+
+def _difference(d: dict[str, Any]) -> str:
+    """``+d [low, high]``, in points, starred when resolved."""
+    a, b = d["interval"]
+    star = "*" if d["resolved"] else ""
+    return f"{100 * d['difference']:+.2f} [{100 * a:+.2f}, {100 * b:+.2f}]{star}"
