@@ -41,8 +41,6 @@ PLOTS_DIR = "plots"
 ACCURACY_PLOT = "accuracy_vs_gflops.png"
 CONFUSION_FILE = "confusion_matrix.json"
 TASK_FILE = "task.txt"  # evaluate, in the VTAB pipeline: the task it evaluated
-ABLATION_TABLE = "ablation.json"
-ABLATION_MARKDOWN = "ablation.md"
 VTAB_TABLE = "vtab.json"
 VTAB_MARKDOWN = "vtab.md"
 REGISTRATION_FILE = "registration.json"  # register
@@ -324,3 +322,13 @@ def accuracy_metrics(val: Sequence[float], test: Sequence[float] | None) -> dict
     out = {f"val_accuracy_exit{k}": float(a) for k, a in enumerate(val)}
     out |= {f"test_accuracy_exit{k}": float(a) for k, a in enumerate(test or [])}
     return out
+
+
+ABLATION_SPLITS = ("test", "calibration")  # the held-out splits ablate scores on
+
+
+def ablation_files(split: str) -> tuple[str, str]:
+    """``ablate``'s table and report for the split it scored: ``ablation.json`` /
+    ``ablation.md`` on test, ``ablation-<split>.json`` / ``.md`` on another."""
+    stem = "ablation" if split == "test" else f"ablation-{split}"
+    return f"{stem}.json", f"{stem}.md"

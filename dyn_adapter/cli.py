@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import commands
+from .artifacts import ABLATION_SPLITS
 from .console import configure_logging, finished
 from .errors import USER_ERRORS
 
@@ -350,10 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "ablate",
         out="outputs/ablation",
-        help="ablation of sparsity halves and loss-weight schedule, scored on test",
+        help="ablation of sparsity halves and loss-weight schedule, scored on held-out images",
         description="Train one model per variant (sparsity none/forward/backward/both, "
-        "scheduled vs constant loss weights) and each training seed; score every exit on the "
-        "test split and compare each variant with the first on the same images (paired "
+        "scheduled vs constant loss weights) and each training seed; score every exit on a "
+        "held-out split (--split) and compare each variant with the first on the same images (paired "
         "interval, McNemar; over several seeds, the difference averaged image by image with "
         "its interval). A rerun continues where it stopped.",
     )
@@ -362,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_list,
         default=None,
         help="comma-separated training seeds (default: train.seed)",
+    )
+    p.add_argument(
+        "--split",
+        choices=ABLATION_SPLITS,
+        default="test",
+        help="the images every exit is scored on: test, to report (ablation.md), or "
+        "calibration, training images that train and val leave, to choose a default without "
+        "reading test (ablation-calibration.md); the same trainings serve both "
+        "(default: test)",
     )
     p.set_defaults(func=commands.cmd_ablate)
     _add_registry_parsers(sub)

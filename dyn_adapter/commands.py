@@ -152,11 +152,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from .artifacts import ABLATION_MARKDOWN
+    from .artifacts import ablation_files
     from .stages import ablate
 
-    ablate.run(params(args), args.data, args.out, seeds=args.seeds)
-    show_report(Path(args.out) / ABLATION_MARKDOWN, "ablation table")
+    ablate.run(params(args), args.data, args.out, seeds=args.seeds, split=args.split)
+    show_report(Path(args.out) / ablation_files(args.split)[1], "ablation table")
     return 0
 
 

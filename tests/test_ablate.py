@@ -1,5 +1,5 @@
-"""The ablation stage: every variant scored on the test split, paired to the reference, seeds
-combined only where they agree, and a rerun that continues instead of starting over."""
+"""The ablation stage: every variant scored on a held-out split, paired to the reference, seeds
+averaged image by image, and a rerun that continues instead of starting over."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from dyn_adapter.stages import ablate
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
     root = tmp_path_factory.mktemp("ablate")
-    data = write_prepared(root / "prepared", sizes={"train": 64, "val": 32, "test": 96})
+    data = write_prepared(
+        root / "prepared", sizes={"train": 64, "val": 32, "test": 96, "calibration": 80}
+    )
     params = tiny_params(root, "train.epochs=1", "train.warmup_epochs=0")
     table = ablate.run(params, data, root / "out", seeds=[0, 1])
     return root, data, params, table
@@ -25,16 +27,20 @@ def ablation(tmp_path_factory):
 def test_every_variant_and_seed_is_scored_on_test(ablation):
     root, _, _, table = ablation
     assert table == json.loads((root / "out" / "ablation.json").read_text())
-    assert table["test_images"] == 96 and table["seeds"] == [0, 1]
+    assert table["split"] == "test" and table["images"] == 96 and table["seeds"] == [0, 1]
     assert [(r["variant"], r["seed"]) for r in table["rows"]] == [
         (name, seed) for seed in (0, 1) for name, *_ in ablate.VARIANTS
     ]
     for row in table["rows"]:
         correct = np.load(
-            next((root / "out" / "runs" / f"seed-{row['seed']}").glob(f"*/{ablate.SCORES_FILE}"))
+            next(
+                (root / "out" / "runs" / f"seed-{row['seed']}").glob(
+                    f"*/{ablate.scores_file('test')}"
+                )
+            )
         )["correct"]
         assert correct.shape[1] == 96
-        for acc, (lo, hi) in zip(row["test_accuracy"], row["test_interval"], strict=True):
+        for acc, (lo, hi) in zip(row["accuracy"], row["interval"], strict=True):
             assert lo <= acc <= hi
     md = (root / "out" / "ablation.md").read_text()
     assert "96 images" in md and "Over the seeds" in md
@@ -57,11 +63,11 @@ def test_each_variant_is_paired_to_the_reference_of_its_own_seed(ablation):
     root, _, _, table = ablation
     for seed in (0, 1):
         runs = sorted((root / "out" / "runs" / f"seed-{seed}").iterdir())
-        ref = np.load(runs[0] / ablate.SCORES_FILE)["correct"]
+        ref = np.load(runs[0] / ablate.scores_file("test"))["correct"]
         rows = [r for r in table["rows"] if r["seed"] == seed]
         assert rows[0]["vs_reference"] is None
         for run, row in zip(runs[1:], rows[1:], strict=True):
-            mine = np.load(run / ablate.SCORES_FILE)["correct"]
+            mine = np.load(run / ablate.scores_file("test"))["correct"]
             for k, d in enumerate(row["vs_reference"]):
                 assert d["difference"] == pytest.approx(mine[k].mean() - ref[k].mean())
                 assert d["only_a_right"] == int(np.sum(mine[k] & ~ref[k]))
@@ -90,6 +96,26 @@ def test_a_rerun_continues_rather_than_retrains(ablation, monkeypatch):
     monkeypatch.setattr(trainer, "cached_epoch", fail)
     monkeypatch.setattr(loop, "exit_logits", fail)
     assert ablate.run(params, data, root / "out", seeds=[0, 1])["rows"] == table["rows"]
+
+
+def test_the_calibration_split_scores_the_same_trainings_beside_the_test_table(
+    ablation, monkeypatch
+):
+    """Choosing a default without reading test: the same models, scored on the calibration
+    split into their own table; the test table is left as it was."""
+    from dyn_adapter.training import trainer
+
+    root, data, params, _ = ablation
+    test_table = (root / "out" / "ablation.json").read_bytes()
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    table = ablate.run(params, data, root / "out", seeds=[0, 1], split="calibration")
+    assert table["split"] == "calibration" and table["images"] == 80
+    assert table == json.loads((root / "out" / "ablation-calibration.json").read_text())
+    assert (
+        "calibration accuracy, 80 images" in (root / "out" / "ablation-calibration.md").read_text()
+    )
+    assert (root / "out" / "ablation.json").read_bytes() == test_table
+    assert len(list((root / "out" / "runs").glob(f"*/*/{ablate.scores_file('calibration')}"))) == 12
 
 
 def test_no_test_split_is_a_clear_error(tmp_path):

@@ -1,17 +1,18 @@
-"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, scored on test.
+"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, scored on held-out data.
 
 Each variant trains from scratch with the same recipe, changing one thing: which halves of
 bidirectional sparsity are on (none / forward / backward / both, at ``train.sparsity``'s
 rates) and whether the exits' loss weights follow the schedule or stay constant. Every exit
-of every variant is scored on the test split (thousands of images, not validation's 200),
-and each variant is compared with the first (the configured recipe without sparsity) on the
-same images and the same training seed: a paired interval and McNemar's test per exit. With
+of every variant is scored on a large held-out split (thousands of images, not validation's
+200): the test split to report, or the calibration split (training images that train and
+val leave) to choose a default without reading test. Each variant is compared with the
+first (the configured recipe without sparsity) on the same images and the same training seed: a paired interval and McNemar's test per exit. With
 several seeds each difference is also averaged over them, image by image, with a bootstrap
-interval over the test images; and it counts as resolved under every seed only when each
+interval over the images; and it counts as resolved under every seed only when each
 seed resolves it with the same sign.
 
 A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
-test correctness is kept beside its model, keyed by the weights' hash.
+correctness on a split is kept beside its model, keyed by the weights' hash.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import ABLATION_MARKDOWN, ABLATION_TABLE
+from ..artifacts import ABLATION_SPLITS, ablation_files
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
 from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
@@ -46,7 +47,11 @@ VARIANTS: list[tuple[str, SparsityMode, WeightShape | None]] = [
     ("none, constant λ", "none", "constant"),
     ("both, constant λ", "both", "constant"),
 ]
-SCORES_FILE = "test_correct.npz"  # per exit and test image: right or wrong
+
+
+def scores_file(split: str) -> str:
+    """Per exit and image of ``split``: right or wrong."""
+    return f"{split}_correct.npz"
 
 
 def variant_config(
@@ -63,13 +68,15 @@ def variant_config(
     )
 
 
-def exit_correctness(model_dir: Path, data: PreparedData, cfg: TrainConfig) -> np.ndarray:
-    """``[exits, test images]``: whether each exit of the saved model is right, as served
+def exit_correctness(
+    model_dir: Path, data: PreparedData, cfg: TrainConfig, split: str
+) -> np.ndarray:
+    """``[exits, images of split]``: whether each exit of the saved model is right, as served
     (merged where the PETL method merges). Kept beside the model, keyed by its weights' hash."""
     from ..models.checkpoint import WEIGHTS_FILE, load_for_inference
     from ..training.loop import exit_logits, resolve_device
 
-    cache = model_dir.parent / SCORES_FILE
+    cache = model_dir.parent / scores_file(split)
     weights = sha256_file(model_dir / WEIGHTS_FILE)
     if cache.is_file():
         with np.load(cache) as saved:
@@ -77,7 +84,7 @@ def exit_correctness(model_dir: Path, data: PreparedData, cfg: TrainConfig) -> n
                 return saved["correct"]
     device = resolve_device(cfg.device)
     model = load_for_inference(model_dir, device)
-    images, labels = data.split("test")
+    images, labels = data.split(split)
     logits = exit_logits(
         model,
         images,
@@ -98,21 +105,28 @@ def run(
     data_dir: str | Path,
     out_dir: str | Path,
     seeds: Sequence[int] | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Train every variant of ``params.model`` and ``params.train`` under each training seed
-    (default: ``train.seed``), score it on the test split, compare it with the reference;
-    write ``ablation.json`` and ``ablation.md``."""
+    (default: ``train.seed``), score it on ``split``, compare it with the reference; write
+    the table and report of ``artifacts.ablation_files``."""
     out = Path(out_dir)
     data = PreparedData(data_dir)
-    if "test" not in data.manifest.get("splits", {}):
+    if split not in ABLATION_SPLITS:
         raise ConfigError(
-            f"{data_dir}: no test split; the ablation is scored on test images (validation's "
-            "are too few to tell the variants apart): prepare the data with a test split"
+            f"ablate: split must be one of {', '.join(ABLATION_SPLITS)}, got {split!r}"
         )
+    if split not in data.manifest.get("splits", {}):
+        raise ConfigError(
+            f"{data_dir}: no {split} split; the ablation is scored on thousands of held-out "
+            "images (validation's are too few to tell the variants apart): prepare the data "
+            "with data.test_size or data.calibration_size > 0"
+        )
+    table_file, report_file = ablation_files(split)
     recipe = params.train
     seeds = list(seeds) if seeds else [recipe.seed]
     rows: list[dict[str, Any]] = []
-    scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, test images]
+    scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, images]
     for seed in seeds:
         reference = None
         for i, (name, mode, shape) in enumerate(VARIANTS):
@@ -120,7 +134,7 @@ def run(
             logger.info("ablation seed %d, %d/%d: %s", seed, i + 1, len(VARIANTS), name)
             run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
             result = train(params.model, cfg, data_dir, run_dir)
-            correct = exit_correctness(result.model_dir, data, cfg)
+            correct = exit_correctness(result.model_dir, data, cfg, split)
             scores[seed, name] = correct
             reference = correct if reference is None else reference
             rows.append(
@@ -130,9 +144,9 @@ def run(
                     "sparsity": mode,
                     "loss_weights": shape or recipe.loss_weights.shape,
                     "val_accuracy": result.val_accuracy,
-                    "test_accuracy": [float(c.mean()) for c in correct],
-                    "test_interval": [accuracy_interval(c) for c in correct],
-                    "test_mean": float(correct.mean()),
+                    "accuracy": [float(c.mean()) for c in correct],
+                    "interval": [accuracy_interval(c) for c in correct],
+                    "mean": float(correct.mean()),
                     "vs_reference": None
                     if i == 0
                     else [paired_difference(c, r) for c, r in zip(correct, reference, strict=True)],
@@ -141,13 +155,14 @@ def run(
             table = {
                 "epochs": recipe.epochs,
                 "seeds": seeds,
-                "test_images": int(correct.shape[1]),
+                "split": split,
+                "images": int(correct.shape[1]),
                 "reference": VARIANTS[0][0],
                 "rows": rows,
                 "summary": summary(rows, scores),
             }
-            write_json(out / ABLATION_TABLE, table)
-    with atomic_path(out / ABLATION_MARKDOWN) as tmp:
+            write_json(out / table_file, table)
+    with atomic_path(out / report_file) as tmp:
         tmp.write_text(markdown(table, recipe))
     return table
 
@@ -155,7 +170,7 @@ def run(
 def summary(
     rows: list[dict[str, Any]], scores: dict[tuple[int, str], np.ndarray]
 ) -> list[dict[str, Any]]:
-    """Per variant: test accuracy per exit averaged over the seeds run; per exit (and over
+    """Per variant: accuracy per exit averaged over the seeds run; per exit (and over
     all exits) its difference from the reference averaged over those seeds, with its
     interval; and per exit whether the difference is resolved the same way under every seed."""
     reference = VARIANTS[0][0]
@@ -164,14 +179,12 @@ def summary(
         runs = [r for r in rows if r["variant"] == name]
         if not runs:
             continue
-        exits = len(runs[0]["test_accuracy"])
+        exits = len(runs[0]["accuracy"])
         entry: dict[str, Any] = {
             "variant": name,
             "seeds": [r["seed"] for r in runs],
-            "test_accuracy": [
-                float(np.mean([r["test_accuracy"][k] for r in runs])) for k in range(exits)
-            ],
-            "test_mean": float(np.mean([r["test_mean"] for r in runs])),
+            "accuracy": [float(np.mean([r["accuracy"][k] for r in runs])) for k in range(exits)],
+            "mean": float(np.mean([r["mean"] for r in runs])),
         }
         if runs[0]["vs_reference"] is not None:
             pairs = [
@@ -200,9 +213,9 @@ def _verdict(diffs: list[dict[str, Any]]) -> str:
 
 def markdown(table: dict[str, Any], train: TrainConfig) -> str:
     rows = table["rows"]
-    n = len(rows[0]["test_accuracy"])
+    n = len(rows[0]["accuracy"])
     lines = [
-        f"Final-epoch test accuracy, {table['test_images']} images ({train.epochs} epochs; "
+        f"Final-epoch {table['split']} accuracy, {table['images']} images ({train.epochs} epochs; "
         f"seeds {', '.join(map(str, table['seeds']))}; sparsity rates: forward "
         f"{train.sparsity.forward_rate:g}, backward keep {train.sparsity.backward_keep:g}). "
         f"Differences are to `{table['reference']}` with the same seed on the same images "
@@ -216,27 +229,27 @@ def markdown(table: dict[str, Any], train: TrainConfig) -> str:
     for r in rows:
         cells = []
         for k in range(n):
-            lo, hi = r["test_interval"][k]
-            cell = f"{100 * r['test_accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+            lo, hi = r["interval"][k]
+            cell = f"{100 * r['accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
             if r["vs_reference"] is not None:
                 cell += f"; {_difference(r['vs_reference'][k])}"
             cells.append(cell)
         lines.append(
             f"| {r['variant']} | {r['seed']} | {r['loss_weights']} | {' | '.join(cells)} "
-            f"| {100 * r['test_mean']:.2f} |"
+            f"| {100 * r['mean']:.2f} |"
         )
     if len(table["seeds"]) > 1:
         lines += [
             "",
             "Over the seeds: accuracy averaged over them and the difference to the reference "
-            "averaged image by image over them (bootstrap 95% interval over the test images; "
+            "averaged image by image over them (bootstrap 95% interval over the images; "
             "* the interval excludes 0; † resolved with the same sign under every seed).",
             "",
             "| variant | " + " | ".join(f"exit {k}" for k in range(n)) + " | mean over exits |",
             "|---" * (n + 2) + "|",
         ]
         for s in table["summary"]:
-            cells = [f"{100 * a:.2f}" for a in s["test_accuracy"]] + [f"{100 * s['test_mean']:.2f}"]
+            cells = [f"{100 * a:.2f}" for a in s["accuracy"]] + [f"{100 * s['mean']:.2f}"]
             if "averaged" in s:
                 verdicts = [*s["resolved"], None]
                 for k, (d, v) in enumerate(
