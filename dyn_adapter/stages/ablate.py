@@ -1,4 +1,4 @@
-"""The ``ablate`` stage: Dyn-Adapter's training strategies, one at a time, scored on held-out data.
+"""The ``ablate`` stage: Dyn-Adapter's training strategies one at a time, on held-out images.
 
 Each variant trains from scratch with the same recipe, changing one thing: which halves of
 bidirectional sparsity are on (none / forward / backward / both, at ``train.sparsity``'s
@@ -6,10 +6,10 @@ rates) and whether the exits' loss weights follow the schedule or stay constant.
 of every variant is scored on a large held-out split (thousands of images, not validation's
 200): the test split to report, or the calibration split (training images that train and
 val leave) to choose a default without reading test. Each variant is compared with the
-first (the configured recipe without sparsity) on the same images and the same training seed: a paired interval and McNemar's test per exit. With
-several seeds each difference is also averaged over them, image by image, with a bootstrap
-interval over the images; and it counts as resolved under every seed only when each
-seed resolves it with the same sign.
+first (the configured recipe without sparsity) on the same images and the same training
+seed: a paired interval and McNemar's test per exit. With several seeds each difference is
+also averaged over them, image by image, with a bootstrap interval over the images; and it
+counts as resolved under every seed only when each seed resolves it with the same sign.
 
 A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
 correctness on a split is kept beside its model, keyed by the weights' hash.
