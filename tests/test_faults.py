@@ -504,6 +504,9 @@ def repro_interrupted_in_train(root: Path, sig: int) -> tuple[int, str]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As from a terminal: a runner started in the background without job control
+            # (`cmd &` in a script) ignores SIGINT, and that would pass down to the stage.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         deadline = time.monotonic() + 600
