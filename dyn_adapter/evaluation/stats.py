@@ -65,15 +65,17 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-def _resampled_means(values: np.ndarray, rounds: int, seed: int) -> np.ndarray:
-    """The mean of ``values`` over ``rounds`` bootstrap samples of its images."""
+def _bootstrap_interval(values: np.ndarray, rounds: int, level: float, seed: int) -> list[float]:
+    """``[low, high]``: the percentile interval of the mean of per-image ``values`` over
+    ``rounds`` bootstrap samples of the images."""
     rng = np.random.default_rng(seed)
     n = len(values)
     means = []
     for start in range(0, rounds, _CHUNK):
         idx = rng.integers(0, n, size=(min(_CHUNK, rounds - start), n))
         means.append(values[idx].mean(axis=-1))
-    return np.concatenate(means)
+    tail = (1 - level) / 2
+    return [float(np.quantile(np.concatenate(means), q)) for q in (tail, 1 - tail)]
 
 
 def paired_difference(
@@ -89,9 +91,7 @@ def paired_difference(
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape:
         raise ValueError(f"paired difference: {a.shape} images against {b.shape}")
-    means = _resampled_means(a.astype(np.float64) - b, rounds, seed)
-    tail = (1 - level) / 2
-    low, high = float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    low, high = _bootstrap_interval(a.astype(np.float64) - b, rounds, level, seed)
     p = mcnemar_p(a, b)
     return {
         "difference": float(a.mean() - b.mean()),
@@ -121,9 +121,7 @@ def averaged_paired_difference(
     if not diffs or any(d.shape != diffs[0].shape for d in diffs):
         raise ValueError(f"averaged paired difference: shapes {[d.shape for d in diffs]}")
     per_image = np.mean(diffs, axis=0)
-    means = _resampled_means(per_image, rounds, seed)
-    tail = (1 - level) / 2
-    low, high = float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+    low, high = _bootstrap_interval(per_image, rounds, level, seed)
     return {
         "difference": float(per_image.mean()),
         "interval": [low, high],

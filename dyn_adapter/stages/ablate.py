@@ -192,7 +192,6 @@ def summary(
                 for k in range(exits)
             ]
             entry["averaged"] = [averaged_paired_difference(p) for p in pairs]
-            entry["difference"] = [a["difference"] for a in entry["averaged"]]
             # Every exit of every seed, averaged per image: the variant's mean over exits.
             entry["mean_difference"] = averaged_paired_difference(sum(pairs, []))
             entry["resolved"] = [
