@@ -324,7 +324,7 @@ def accuracy_metrics(val: Sequence[float], test: Sequence[float] | None) -> dict
     return out
 
 
-ABLATION_SPLITS = ("test", "calibration")  # the held-out splits ablate scores on
+ABLATION_SPLITS = ("test", "selection")  # the held-out splits ablate scores on
 
 
 def ablation_files(split: str) -> tuple[str, str]:

@@ -369,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ABLATION_SPLITS,
         default="test",
         help="the images every exit is scored on: test, to report (ablation.md), or "
-        "calibration, training images that train and val leave, to choose a default without "
-        "reading test (ablation-calibration.md); the same trainings serve both "
-        "(default: test)",
+        "selection (data.selection_size: training images that train, val and calibration "
+        "leave), to choose a default reading neither test nor calibration "
+        "(ablation-selection.md); the same trainings serve both (default: test)",
     )
     p.set_defaults(func=commands.cmd_ablate)
     _add_registry_parsers(sub)

@@ -98,24 +98,31 @@ def test_a_rerun_continues_rather_than_retrains(ablation, monkeypatch):
     assert ablate.run(params, data, root / "out", seeds=[0, 1])["rows"] == table["rows"]
 
 
-def test_the_calibration_split_scores_the_same_trainings_beside_the_test_table(
-    ablation, monkeypatch
-):
-    """Choosing a default without reading test: the same models, scored on the calibration
-    split into their own table; the test table is left as it was."""
+def test_the_selection_split_scores_the_same_trainings_beside_the_test_table(ablation, monkeypatch):
+    """Choosing a default without reading test or calibration: the data prepared again with a
+    selection split (the others unchanged), the same models scored on it into their own table;
+    nothing trains again and the test table is left as it was."""
     from dyn_adapter.training import trainer
 
-    root, data, params, _ = ablation
+    root, _, params, _ = ablation
+    data = write_prepared(
+        root / "prepared-selection",
+        sizes={"train": 64, "val": 32, "test": 96, "calibration": 80, "selection": 72},
+    )
     test_table = (root / "out" / "ablation.json").read_bytes()
     monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
-    table = ablate.run(params, data, root / "out", seeds=[0, 1], split="calibration")
-    assert table["split"] == "calibration" and table["images"] == 80
-    assert table == json.loads((root / "out" / "ablation-calibration.json").read_text())
-    assert (
-        "calibration accuracy, 80 images" in (root / "out" / "ablation-calibration.md").read_text()
-    )
+    table = ablate.run(params, data, root / "out", seeds=[0, 1], split="selection")
+    assert table["split"] == "selection" and table["images"] == 72
+    assert table == json.loads((root / "out" / "ablation-selection.json").read_text())
+    assert "selection accuracy, 72 images" in (root / "out" / "ablation-selection.md").read_text()
     assert (root / "out" / "ablation.json").read_bytes() == test_table
-    assert len(list((root / "out" / "runs").glob(f"*/*/{ablate.scores_file('calibration')}"))) == 12
+    assert len(list((root / "out" / "runs").glob(f"*/*/{ablate.scores_file('selection')}"))) == 12
+
+
+def test_a_missing_selection_split_says_how_to_prepare_it(ablation, tmp_path):
+    _, data, params, _ = ablation
+    with pytest.raises(ConfigError, match=r"no selection split; .* data\.selection_size > 0"):
+        ablate.run(params, data, tmp_path / "out", split="selection")
 
 
 def test_no_test_split_is_a_clear_error(tmp_path):

@@ -152,6 +152,7 @@ def test_the_configuration_is_what_runs_not_the_file_bytes(tmp_path):
     assert bench.configuration_sha256(params, ["register.model_name=other"]) == base
     # the pipeline sets the data source, path and calibration split of every task itself
     assert bench.configuration_sha256(params, ["data.calibration_size=5"]) == base
+    assert bench.configuration_sha256(params, ["data.selection_size=5"]) == base
     assert bench.configuration_sha256(params, ["data.test_size=100"]) != base  # a user override
     assert bench.configuration_sha256(params, ["train.epochs=8"]) != base
     assert bench.configuration_sha256(params, ["model.exits.heads=compact"]) != base

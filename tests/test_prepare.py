@@ -114,6 +114,7 @@ def rows(images: np.ndarray) -> set[bytes]:
         ({"val_size": -1}, r"data\.val_size: must be >= 1"),
         ({"test_size": 0}, r"data\.test_size: must be >= 1"),
         ({"calibration_size": -1}, r"data\.calibration_size: must be >= 0"),
+        ({"selection_size": -1}, r"data\.selection_size: must be >= 0"),
         ({"seed": -1}, r"data\.seed"),
         ({"source": "mnist"}, r"data\.source"),
         ({"on_bad": "ignore"}, r"data\.on_bad"),
@@ -240,6 +241,20 @@ def test_calibration_split_leaves_the_other_splits_as_they_were(tmp_path):
         plain.split("calibration")
 
 
+def test_selection_split_comes_after_calibration_and_leaves_it_as_it_was(tmp_path):
+    root = make_fashion_mnist(tmp_path / "fm", per_class=8, test_per_class=4)
+    sizes = dict(path=str(root), train_size=20, val_size=10, test_size=20, calibration_size=30)
+    _, before = prepare(tmp_path, "before", **sizes)
+    data, manifest = prepare(tmp_path, "with", selection_size=20, **sizes)
+    assert manifest["splits"].keys() - before["splits"].keys() == {"selection"}
+    for split in before["splits"]:
+        assert manifest["splits"][split] == before["splits"][split]
+    selection = data.split("selection")[0]
+    assert (selection[:, 1, 1] == 100).all() and len(rows(selection)) == 20
+    others = set().union(*(rows(data.split(s)[0]) for s in ("train", "val", "calibration")))
+    assert not rows(selection) & others
+
+
 def test_imagefolder_calibration_split_comes_before_the_test_rest(tmp_path):
     root = make_imagefolder(tmp_path / "folder", per_class=6)
     _, manifest = prepare(
@@ -254,12 +269,11 @@ def test_imagefolder_calibration_split_comes_before_the_test_rest(tmp_path):
     assert counts == {"train": [2] * 3, "val": [1] * 3, "calibration": [1] * 3, "test": [2] * 3}
 
 
-def test_vtab_has_no_pool_to_calibrate_on(tmp_path):
+@pytest.mark.parametrize("key", ["calibration_size", "selection_size"])
+def test_vtab_has_no_pool_to_draw_more_splits_from(tmp_path, key):
     root = make_vtab(tmp_path / "task")
-    with pytest.raises(
-        ConfigError, match=r"data.calibration_size=5: .* set data.calibration_size=0"
-    ):
-        prepare(tmp_path, source="vtab", path=str(root), calibration_size=5)
+    with pytest.raises(ConfigError, match=rf"data.{key}=5: .* set data.{key}=0"):
+        prepare(tmp_path, source="vtab", path=str(root), **{key: 5})
     assert not (tmp_path / "out").exists()
 
 

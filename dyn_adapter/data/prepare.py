@@ -26,7 +26,14 @@ from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from ..models.backbone import BackboneConfig
 from . import s3, sources
-from .prepared import CALIBRATION_SPLIT, FORMAT_VERSION, MANIFEST, split_files
+from .prepared import (
+    CALIBRATION_SPLIT,
+    FORMAT_VERSION,
+    MANIFEST,
+    POOL_SPLITS,
+    SELECTION_SPLIT,
+    split_files,
+)
 from .sources import BadData, BadImage, Layout, Pool
 from .transforms import resolve_data_config
 
@@ -56,6 +63,10 @@ class DataConfig:
             ``calibration`` split (0: none). Risk control (``dyn-adapter calibrate``)
             certifies exit thresholds on them; it needs no labels, so any images of the
             served distribution would do. VTAB-1k tasks have no such pool.
+        selection_size: Further unused training images, drawn after calibration as a
+            ``selection`` split (0: none): ``dyn-adapter ablate --split selection`` chooses a
+            recipe on them, so that neither test (which reports) nor calibration (which
+            certifies the chosen model) is read to choose it.
         draw: How each drawn split shares its images among classes: ``balanced`` (equal
             numbers) or ``stratified`` (in the pool's proportions, so that train/val and
             what is left for test keep the data's class proportions).
@@ -72,6 +83,7 @@ class DataConfig:
     val_size: int = 200
     test_size: int | None = None
     calibration_size: int = 0
+    selection_size: int = 0
     draw: Literal["balanced", "stratified"] = "balanced"
     seed: int = 0
     on_bad: Literal["error", "skip"] = "error"
@@ -91,8 +103,9 @@ class DataConfig:
         for key in ("train_size", "val_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.calibration_size < 0:
-            raise ConfigError(f"data.calibration_size: must be >= 0, got {self.calibration_size}")
+        for key in ("calibration_size", "selection_size"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key}: must be >= 0, got {getattr(self, key)}")
         if self.test_size is not None and self.test_size < 1:
             raise ConfigError(f"data.test_size: must be >= 1 or null, got {self.test_size}")
         if self.seed < 0:
@@ -223,22 +236,25 @@ def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool
     train_rng = np.random.default_rng([cfg.seed, 0])
     test_rng = np.random.default_rng([cfg.seed, 1])
     test_size: list[tuple[str, int | None]] = [("test", cfg.test_size)]
+    pool_sizes = [(CALIBRATION_SPLIT, cfg.calibration_size), (SELECTION_SPLIT, cfg.selection_size)]
     if layout.fixed_splits:
-        if cfg.calibration_size:
-            raise ConfigError(
-                f"data.calibration_size={cfg.calibration_size}: {where['train']} fixes its "
-                "splits (VTAB-1k), so no training images are left to calibrate on; set "
-                "data.calibration_size=0 (or calibrate on another prepared dataset)"
-            )
+        for name, size in pool_sizes:
+            if size:
+                key = POOL_SPLITS[name]
+                raise ConfigError(
+                    f"{key}={size}: {where['train']} fixes its splits (VTAB-1k), so no training "
+                    f"images are left for a {name} split; set {key}=0 (or use another prepared "
+                    "dataset)"
+                )
         test = pools["test"]
         if cfg.test_size is not None:
             (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
         return {"train": pools["train"], "val": pools["val"], "test": test}
-    # The calibration images come after train and val in the same seeded draw, so asking for
-    # them leaves train, val and test exactly as they were without.
+    # The calibration and selection images come after train and val (selection after
+    # calibration) in the same seeded draw, so asking for them leaves the splits before them
+    # exactly as they were without (and test, where the source has a test pool).
     sizes: list[tuple[str, int | None]] = [("train", cfg.train_size), ("val", cfg.val_size)]
-    if cfg.calibration_size:
-        sizes.append((CALIBRATION_SPLIT, cfg.calibration_size))
+    sizes += [(name, size) for name, size in pool_sizes if size]
     if "test" in pools:
         drawn = _draw(pools["train"], sizes, layout.classes, train_rng, where["train"], cfg.draw)
         test = pools["test"]
@@ -250,7 +266,7 @@ def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool
         )
     planned = dict(zip((name for name, _ in sizes), drawn, strict=True))
     return {"train": planned["train"], "val": planned["val"], "test": test} | {
-        name: pool for name, pool in planned.items() if name == CALIBRATION_SPLIT
+        name: pool for name, pool in planned.items() if name in POOL_SPLITS
     }
 
 

@@ -5,7 +5,8 @@ Layout::
     out_dir/
       manifest.json                      classes, splits (count, class_counts, sha256), ...
       <split>_images.npy                 uint8 [N, H, W, 3]; splits: train, val, test and,
-                                         with data.calibration_size, calibration
+                                         with data.calibration_size / data.selection_size,
+                                         calibration / selection
       <split>_labels.npy                 int64 [N]
 """
 
@@ -23,6 +24,10 @@ from ..errors import ConfigError
 MANIFEST = MANIFEST_FILE
 FORMAT_VERSION = 1
 CALIBRATION_SPLIT = "calibration"  # optional: written only when data.calibration_size > 0
+SELECTION_SPLIT = "selection"  # optional: written only when data.selection_size > 0
+# The optional splits drawn from the training images that train and val leave, in draw order,
+# with the key that sizes each.
+POOL_SPLITS = {CALIBRATION_SPLIT: "data.calibration_size", SELECTION_SPLIT: "data.selection_size"}
 PREPARE_HINT = "run `dyn-adapter prepare` first"
 
 
@@ -98,9 +103,9 @@ class PreparedData:
             ConfigError: An unknown or empty split, or files that do not match the manifest.
         """
         info = self._splits.get(name)
-        if info is None and name == CALIBRATION_SPLIT:
+        if info is None and name in POOL_SPLITS:
             raise ConfigError(
-                f"{self.out_dir}: no {name} split; prepare with data.calibration_size > 0 "
+                f"{self.out_dir}: no {name} split; prepare with {POOL_SPLITS[name]} > 0 "
                 "(images of the training pool left unused), or name another split"
             )
         if info is None:

@@ -4,8 +4,9 @@ Each variant trains from scratch with the same recipe, changing one thing: which
 bidirectional sparsity are on (none / forward / backward / both, at ``train.sparsity``'s
 rates) and whether the exits' loss weights follow the schedule or stay constant. Every exit
 of every variant is scored on a large held-out split (thousands of images, not validation's
-200): the test split to report, or the calibration split (training images that train and
-val leave) to choose a default without reading test. Each variant is compared with the
+200): the test split to report, or the selection split (training images that train, val
+and calibration leave) to choose a default reading neither test nor the calibration images
+that certify the chosen model. Each variant is compared with the
 first (the configured recipe without sparsity) on the same images and the same training
 seed: a paired interval and McNemar's test per exit. With several seeds each difference is
 also averaged over them, image by image, with a bootstrap interval over the images; and it
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ABLATION_SPLITS, ablation_files
-from ..data.prepared import PreparedData
+from ..data.prepared import POOL_SPLITS, PreparedData
 from ..errors import ConfigError
 from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
 from ..files import atomic_path, sha256_file, write_json
@@ -120,7 +121,7 @@ def run(
         raise ConfigError(
             f"{data_dir}: no {split} split; the ablation is scored on thousands of held-out "
             "images (validation's are too few to tell the variants apart): prepare the data "
-            "with data.test_size or data.calibration_size > 0"
+            f"with {POOL_SPLITS.get(split, 'data.test_size')} > 0"
         )
     table_file, report_file = ablation_files(split)
     recipe = params.train

@@ -41,6 +41,7 @@ from .schedules import cosine_lr, loss_weights
 from .sparsity import GradientMasker, apply_forward_sparsity
 
 logger = logging.getLogger(__name__)
+TRAJECTORY_SPLITS = ("train", "val")  # the splits training epochs read (test only at the end)
 
 
 def build_optimizer(model: DynAdapterViT, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -83,9 +84,10 @@ def train(
     data = PreparedData(data_dir)
     model_cfg = dataclasses.replace(model_cfg, num_classes=data.num_classes)
     config = {"model": to_dict(model_cfg), "train": to_dict(train_cfg)}
-    run_id = config_hash(
-        {**config, "data": data.manifest.get("splits"), "init_from": str(init_from or "")}
-    )
+    # A run is its config and the splits its epochs read: a split added to the data later
+    # (calibration, selection) or another test subset (scored only at the end) leaves it as it was.
+    read = {k: v for k, v in data.manifest.get("splits", {}).items() if k in TRAJECTORY_SPLITS}
+    run_id = config_hash({**config, "data": read, "init_from": str(init_from or "")})
     device = resolve_device(train_cfg.device)
 
     if init_from is not None:  # before building anything: the classes come from the data
