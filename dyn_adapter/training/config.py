@@ -123,7 +123,8 @@ class TrainConfig:
             frozen backbone (no PETL) the whole training runs on that cache, and an epoch is a
             pass over all its views.
         loss_weights: Adaptive prioritisation schedule of the exits' losses.
-        sparsity: Bidirectional sparsity (``mode: none`` to train without).
+        sparsity: Bidirectional sparsity; backward only by default (``ablate --split
+            selection`` chose it), ``mode: none`` trains without.
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         eval_batch_size: Images per forward pass when evaluating.
@@ -142,7 +143,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     head_warmup: HeadWarmupConfig = field(default_factory=HeadWarmupConfig)
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
-    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(mode="none"))
+    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(mode="backward"))
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     eval_batch_size: int = 256
