@@ -50,12 +50,13 @@ class SparsityConfig:
     """Which halves of bidirectional sparsity are on, and how strong at the shallowest stage.
 
     Attributes:
-        mode: ``none``, ``forward``, ``backward`` or ``both`` (for ablations).
+        mode: ``none``, ``forward``, ``backward`` or ``both``. Backward by default: ``ablate
+            --split selection`` found it the one half that helps the early exits.
         forward_rate: Dropout rate at the first stage (0 at the last).
         backward_keep: Gradient keep ratio at the first stage (1 at the last).
     """
 
-    mode: SparsityMode = "both"
+    mode: SparsityMode = "backward"
     forward_rate: float = 0.2
     backward_keep: float = 0.7
 
@@ -123,8 +124,7 @@ class TrainConfig:
             frozen backbone (no PETL) the whole training runs on that cache, and an epoch is a
             pass over all its views.
         loss_weights: Adaptive prioritisation schedule of the exits' losses.
-        sparsity: Bidirectional sparsity; backward only by default (``ablate --split
-            selection`` chose it), ``mode: none`` trains without.
+        sparsity: Bidirectional sparsity (``mode: none`` to train without).
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         eval_batch_size: Images per forward pass when evaluating.
@@ -143,7 +143,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     head_warmup: HeadWarmupConfig = field(default_factory=HeadWarmupConfig)
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
-    sparsity: SparsityConfig = field(default_factory=lambda: SparsityConfig(mode="backward"))
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     eval_batch_size: int = 256
