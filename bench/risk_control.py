@@ -28,16 +28,15 @@ import torch
 
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.files import atomic_path, write_json
-from dyn_adapter.models.checkpoint import load_for_inference
+from dyn_adapter.inference import load_engine, split_scores
 from dyn_adapter.policies import risk
-from dyn_adapter.training.loop import split_scores
 
 
 def task_row(args: argparse.Namespace) -> dict[str, Any]:
     tic = time.perf_counter()
-    model = load_for_inference(args.model, "cpu")
+    engine = load_engine(args.model, torch.device("cpu"))
     data = PreparedData(args.data)
-    scores = split_scores(model, data, "test", 64, torch.device("cpu"))
+    scores = split_scores(engine, data, "test", 64)
     n = len(scores.labels)
     calibration = int(round(args.calibration_fraction * n))
     window = None if args.window == "none" else n - calibration

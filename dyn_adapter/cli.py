@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from . import commands
 from .artifacts import ABLATION_SPLITS
 from .console import configure_logging, finished
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, ConfigError
 
 
 def _int_list(text: str) -> list[int]:
@@ -389,7 +389,26 @@ def _add_plugin_parsers(sub: argparse._SubParsersAction) -> None:
     from importlib.metadata import entry_points
 
     for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        entry.load()(sub)
+        try:
+            add_parser = entry.load()
+        except ModuleNotFoundError as e:  # e.g. kfp on a serving or GPU host: the rest still runs
+            _add_unavailable_parser(sub, entry.name, e.name or str(e))
+            continue
+        add_parser(sub)
+
+
+def _add_unavailable_parser(sub: argparse._SubParsersAction, name: str, missing: str) -> None:
+    """A sub-command whose package needs a module that is not installed: it says so when run."""
+    p = sub.add_parser(name, help=f"(unavailable here: needs {missing})")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def unavailable(args: argparse.Namespace) -> int:
+        raise ConfigError(
+            f"this command needs the Python package {missing!r}, which is not installed here; "
+            "install the project's pinned requirements (make setup) to use it"
+        )
+
+    p.set_defaults(func=unavailable)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from .config import from_dict
 from .data.prepare import DataConfig
 from .errors import ConfigError
 from .evaluation.config import EvaluateConfig
+from .inference.config import InferenceConfig
 from .mlops.gate import RegisterConfig
 from .models import ModelConfig
 from .policies.risk import CalibrateConfig
@@ -39,6 +40,7 @@ class Params:
     search: SearchConfig = field(default_factory=SearchConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
 
 
@@ -129,11 +131,11 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     # the probe baseline: no PETL, a linear probe after each exit block
     "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
     "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
-    "search": ("search", "train.eval_batch_size", "train.device"),
-    "calibrate": ("calibrate", "train.device"),
-    "evaluate": ("evaluate", "train.device"),
-    "register": ("register",),
-    "ablate": ("model", "train"),
+    "search": ("search", "train.eval_batch_size", "train.device", "inference"),
+    "calibrate": ("calibrate", "train.device", "inference"),
+    "evaluate": ("evaluate", "train.device", "inference"),
+    "register": ("register", "inference"),
+    "ablate": ("model", "train", "inference"),
     "vtab": (),  # the VTAB table reads only the tasks' evaluations
     "track": ("register.experiment", "register.tracking_uri"),
 }

@@ -84,7 +84,8 @@ def test_seeds_count_as_resolved_only_when_they_agree():
 
 
 def test_a_rerun_continues_rather_than_retrains(ablation, monkeypatch):
-    from dyn_adapter.training import loop, trainer
+    from dyn_adapter import inference
+    from dyn_adapter.training import trainer
 
     root, data, params, table = ablation
 
@@ -94,7 +95,7 @@ def test_a_rerun_continues_rather_than_retrains(ablation, monkeypatch):
     # Finished trainings resume past their last epoch; scores come from their cache.
     monkeypatch.setattr(trainer, "train_epoch", fail)
     monkeypatch.setattr(trainer, "cached_epoch", fail)
-    monkeypatch.setattr(loop, "exit_logits", fail)
+    monkeypatch.setattr(inference, "exit_logits", fail)
     assert ablate.run(params, data, root / "out", seeds=[0, 1])["rows"] == table["rows"]
 
 

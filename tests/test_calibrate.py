@@ -17,11 +17,10 @@ from dyn_adapter.artifacts import (
 )
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
-from dyn_adapter.models.checkpoint import load_for_inference
+from dyn_adapter.inference import exit_logits, load_engine, split_scores
 from dyn_adapter.policies import risk
 from dyn_adapter.policies.thresholds import ExitScores
 from dyn_adapter.stages import calibrate, evaluate, search, train
-from dyn_adapter.training.loop import exit_logits, split_scores
 
 SIZES = {"train": 128, "val": 64, "test": 96, "calibration": 600}
 CALIBRATE = ["calibrate.epsilons=[0.05, 0.1]", "calibrate.chunk_images=256"]
@@ -42,8 +41,8 @@ def params(tmp_path, *overrides):
 
 
 def one_pass_scores(model_dir, data_dir, split: str) -> ExitScores:
-    model = load_for_inference(model_dir)
-    return split_scores(model, PreparedData(data_dir), split, 64, torch.device("cpu"))
+    engine = load_engine(model_dir, torch.device("cpu"))
+    return split_scores(engine, PreparedData(data_dir), split, 64)
 
 
 def counting_exit_logits(monkeypatch, fail_on: int | None = None) -> list[int]:

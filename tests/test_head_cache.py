@@ -11,6 +11,7 @@ from conftest import tiny_model, tiny_params
 
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.data.transforms import AugmentConfig
+from dyn_adapter.inference import EagerEngine, exit_logits
 from dyn_adapter.models.dyn_vit import DynAdapterViT
 from dyn_adapter.models.heads import ExitHead
 from dyn_adapter.models.petl import petl_parameters
@@ -23,7 +24,6 @@ from dyn_adapter.training.head_cache import (
     cached_logits,
     warm_up_heads,
 )
-from dyn_adapter.training.loop import exit_logits
 
 params = tiny_params
 
@@ -73,14 +73,8 @@ def test_cache_holds_what_the_untrained_model_feeds_its_heads(prepared):
         device=torch.device("cpu"),
     )
     assert len(cache) == len(labels) and cache.features[0].dtype == torch.float16
-    expected = exit_logits(
-        model,
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=16,
-        device=torch.device("cpu"),
-    )
+    engine = EagerEngine(model, torch.device("cpu"), None)
+    expected = exit_logits(engine, images, labels, data_config=data.data_config, batch_size=16)
     for got, want in zip(cached_logits(model, cache, 32), expected, strict=True):
         torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)  # float16 cache
 

@@ -13,10 +13,12 @@ Layout::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..artifacts import MANIFEST_FILE
 from ..errors import ConfigError
@@ -129,3 +131,17 @@ class PreparedData:
                 f"labels, the manifest says {info['count']}; {PREPARE_HINT} again"
             )
         return images, labels
+
+
+def batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.ndarray | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """uint8 image and label tensors, ``batch_size`` at a time, in ``order`` (default: as stored)."""
+    n = len(labels)
+    order = np.arange(n) if order is None else order
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield (
+            torch.from_numpy(np.ascontiguousarray(images[idx])),
+            torch.from_numpy(np.asarray(labels[idx])),
+        )

@@ -18,16 +18,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.exceptions import ConnectionError as EndpointError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
@@ -145,6 +135,8 @@ def download_prefix(
             prefix, an unreachable endpoint, an object key escaping the prefix, or a download
             that does not match its object.
     """
+    from botocore.exceptions import BotoCoreError, ClientError  # boto3 only where S3 is used
+
     loc = parse_url(url)
     endpoint_url = endpoint_url or environment_endpoint()
     target = Path(dest) if dest is not None else default_cache_dir(loc, endpoint_url)
@@ -169,6 +161,9 @@ def download_prefix(
 
 
 def _client(endpoint_url: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
     session = boto3.session.Session()
     if session.get_credentials() is None:
         raise ConfigError(f"no S3 credentials found: {CREDENTIALS_HINT}")
@@ -192,6 +187,14 @@ def max_attempts() -> int:
 
 def _explain(e: Exception, loc: S3Url, endpoint_url: str | None) -> ConfigError:
     """A ConfigError saying what went wrong; boto's messages never contain the secret key."""
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import ConnectionError as EndpointError
+
     where = endpoint_url or "AWS S3"
     if isinstance(e, NoCredentialsError | PartialCredentialsError):
         return ConfigError(f"no usable S3 credentials ({e}): {CREDENTIALS_HINT}")

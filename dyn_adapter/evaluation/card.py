@@ -94,7 +94,8 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
     )
     lines += [
         f"- Wall-clock, dynamic over full: {metrics['speed']['time_ratio_b64']:.3f} at batch 64, "
-        f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}).",
+        f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}; "
+        f"{_served_as(metrics['speed'])}).",
         "",
         "| budget | accuracy [95% interval] | balanced | val accuracy | GFLOPs | ratio | "
         "exit fractions | geometric | frozen probe |",
@@ -160,3 +161,13 @@ def _risk_lines(control: dict[str, Any] | None) -> list[str]:
 def _guaranteed(window_images: int | None) -> str:
     scatter = " (the realised risk of a finite test set scatters around it)"
     return guaranteed_risk(window_images) + (scatter if window_images is None else "")
+
+
+def _served_as(speed: dict[str, Any]) -> str:
+    """How the timed (and served) model ran: engine, precision, device."""
+    machine = speed.get("machine") or {}
+    where = machine.get("gpu") or f"CPU, {machine.get('torch_threads', '?')} threads"
+    return (
+        f"{speed.get('engine', 'eager')} engine, {speed.get('precision', 'fp32')} on {where}; "
+        "answers and timings at this precision"
+    )

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..models import DynAdapterViT
+from ..inference import Engine
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -19,7 +19,7 @@ def _seconds(fn: Callable[[], object]) -> float:
 
 
 def time_ratios(
-    model: DynAdapterViT,
+    engine: Engine,
     images: torch.Tensor,
     thresholds: Sequence[float],
     *,
@@ -27,8 +27,9 @@ def time_ratios(
     repeats: int = 5,
     warmup: int = 1,
 ) -> dict[str, float]:
-    """Seconds of ``forward_dynamic`` and of the static full forward (``forward_final``) over
-    ``images`` in batches of 64 and one by one (the first ``b1_samples``), and their ratios.
+    """Seconds of early-exit inference and of the static full forward (all blocks, the last
+    head only), both run by ``engine``, over ``images`` in batches of 64 and one by one (the
+    first ``b1_samples``), and their ratios.
 
     Full and dynamic passes alternate and each ratio is the median of the per-repeat ratios,
     so a slow stretch of a shared machine slows both sides of a pair alike. Seconds are
@@ -38,15 +39,13 @@ def time_ratios(
 
     def runner(batches: list[torch.Tensor], dynamic: bool) -> Callable[[], None]:
         def go() -> None:
-            with torch.no_grad():
-                for x in batches:
-                    model.forward_dynamic(x, thresholds) if dynamic else model.forward_final(x)
+            for x in batches:
+                engine.dynamic(x, thresholds) if dynamic else engine.static(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 
         return go
 
-    model.eval()
     out: dict[str, float] = {}
     for name, batches in (
         ("b64", list(images.split(64))),

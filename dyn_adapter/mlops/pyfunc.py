@@ -15,8 +15,9 @@ full model's GFLOPs, which picks the thresholds of the largest searched budget n
 ``max_disagreement``, a risk level, which picks the cheapest thresholds certified (``dyn-adapter
 calibrate``) to disagree with the full model on at most that share of images, with
 probability 1 - delta; when given it takes precedence over ``budget``. Every response row says
-which exit answered. Inference is real early exit (:meth:`DynAdapterViT.forward_dynamic`,
-batch compaction).
+which exit answered. Inference is real early exit with batch compaction, run by the inference
+engine and at the precision that ``preprocess.json`` names (``inference.*`` of the registering
+run: on CUDA by default CUDA graphs in bf16).
 
 This is the only module of the package that imports MLflow at module level; everything else
 imports without it.
@@ -43,13 +44,13 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from ..artifacts import RiskPoints, Thresholds
+from ..config import from_dict, to_dict
 from ..data.prepared import PreparedData
 from ..data.sources import to_rgb8
 from ..data.transforms import to_model_input
 from ..errors import ConfigError
 from ..files import atomic_path, write_json
-from ..models.checkpoint import load_for_inference
-from ..training.loop import resolve_device
+from ..inference import InferenceConfig, load_engine, resolve_device
 
 # Keys of the pyfunc model's artifacts (``context.artifacts``).
 MODEL_ARTIFACT = "model"
@@ -104,8 +105,11 @@ def model_signature() -> ModelSignature:
     )
 
 
-def write_preprocess(data: PreparedData, path: str | Path) -> Path:
-    """Write ``preprocess.json``: what serving needs from the prepared data, and nothing else."""
+def write_preprocess(
+    data: PreparedData, path: str | Path, inference: InferenceConfig | None = None
+) -> Path:
+    """Write ``preprocess.json``: what serving needs from the prepared data, and how it runs
+    the model (``inference``: engine and precision; the defaults without it)."""
     path = Path(path)
     write_json(
         path,
@@ -114,6 +118,7 @@ def write_preprocess(data: PreparedData, path: str | Path) -> Path:
             "data_config": data.data_config,
             "classes": data.classes,
             "image_size": list(data.image_size),
+            "inference": to_dict(inference or InferenceConfig()),
         },
     )
     return path
@@ -290,7 +295,10 @@ class DynAdapterPyfunc(PythonModel):
             MlflowException: The artifacts do not fit together (exits, classes) or are empty.
         """
         self.device = resolve_device(device)
-        self.model = load_for_inference(model_dir, self.device)
+        pre = json.loads(Path(preprocess_file).read_text())
+        inference = from_dict(InferenceConfig, pre.get("inference"), "inference")
+        self.engine = load_engine(model_dir, self.device, inference)
+        self.model = self.engine.model
         try:
             self.policies = Thresholds(thresholds_file, self.model.num_exits).budgets
             self.risk_points = (
@@ -298,7 +306,6 @@ class DynAdapterPyfunc(PythonModel):
             )
         except ConfigError as e:
             raise MlflowException(str(e)) from None
-        pre = json.loads(Path(preprocess_file).read_text())
         self.data_config: dict[str, Any] = pre["data_config"]
         self.classes: list[str] = list(pre["classes"])
         height, width = pre["image_size"]
@@ -357,9 +364,7 @@ class DynAdapterPyfunc(PythonModel):
         preds, confs, exits = [], [], []
         for start in range(0, len(images), BATCH_SIZE):
             x8 = torch.from_numpy(np.stack(images[start : start + BATCH_SIZE])).to(self.device)
-            out = self.model.forward_dynamic(
-                to_model_input(x8, self.data_config), policy["thresholds"]
-            )
+            out = self.engine.dynamic(to_model_input(x8, self.data_config), policy["thresholds"])
             preds.append(out.prediction.cpu().numpy())
             confs.append(out.confidence.float().cpu().numpy())
             exits.append(out.exit_index.cpu().numpy())

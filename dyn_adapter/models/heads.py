@@ -61,8 +61,11 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        mixed = self.dwconv(x.transpose(1, 2).reshape(b, c, *self._grid(n)))
-        return self.mlp(x + mixed.flatten(2).transpose(1, 2))
+        # The tokens seen as a channels-last image: a view, not a copy, and the depthwise
+        # convolution runs on NHWC data (on a GPU the NCHW copy and kernel cost more than it).
+        grid = x.reshape(b, *self._grid(n), c).permute(0, 3, 1, 2)
+        mixed = self.dwconv(grid).permute(0, 2, 3, 1).reshape(b, n, c)
+        return self.mlp(x + mixed)
 
     def _grid(self, n: int) -> tuple[int, int]:
         if n == self.grid[0] * self.grid[1]:

@@ -31,6 +31,7 @@ from ..data.prepared import POOL_SPLITS, PreparedData
 from ..errors import ConfigError
 from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
 from ..files import atomic_path, sha256_file, write_json
+from ..inference.config import InferenceConfig
 from ..params import Params
 from ..training.config import SparsityMode, TrainConfig
 from ..training.schedules import WeightShape
@@ -70,34 +71,31 @@ def variant_config(
 
 
 def exit_correctness(
-    model_dir: Path, data: PreparedData, cfg: TrainConfig, split: str
+    model_dir: Path, data: PreparedData, cfg: TrainConfig, split: str, inference: InferenceConfig
 ) -> np.ndarray:
     """``[exits, images of split]``: whether each exit of the saved model is right, as served
-    (merged where the PETL method merges). Kept beside the model, keyed by its weights' hash."""
-    from ..models.checkpoint import WEIGHTS_FILE, load_for_inference
-    from ..training.loop import exit_logits, resolve_device
+    (merged where the PETL method merges, by the inference engine). Kept beside the model,
+    keyed by its weights' hash and the precision it was scored at."""
+    from ..inference import amp_dtype, exit_logits, load_engine, precision_name, resolve_device
+    from ..models.checkpoint import WEIGHTS_FILE
 
     cache = model_dir.parent / scores_file(split)
     weights = sha256_file(model_dir / WEIGHTS_FILE)
+    device = resolve_device(cfg.device)
+    precision = precision_name(amp_dtype(device, inference.amp))
     if cache.is_file():
         with np.load(cache) as saved:
-            if str(saved["weights_sha256"]) == weights:
+            same = str(saved["weights_sha256"]) == weights
+            if same and str(saved.get("precision", "fp32")) == precision:
                 return saved["correct"]
-    device = resolve_device(cfg.device)
-    model = load_for_inference(model_dir, device)
+    engine = load_engine(model_dir, device, inference)
     images, labels = data.split(split)
     logits = exit_logits(
-        model,
-        images,
-        labels,
-        data_config=data.data_config,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        amp=cfg.amp,
+        engine, images, labels, data_config=data.data_config, batch_size=cfg.eval_batch_size
     )
     correct = np.stack([t.argmax(-1).numpy() == labels for t in logits])
     with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-        np.savez(f, correct=correct, weights_sha256=np.array(weights))
+        np.savez(f, correct=correct, weights_sha256=np.array(weights), precision=precision)
     return correct
 
 
@@ -135,7 +133,7 @@ def run(
             logger.info("ablation seed %d, %d/%d: %s", seed, i + 1, len(VARIANTS), name)
             run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
             result = train(params.model, cfg, data_dir, run_dir)
-            correct = exit_correctness(result.model_dir, data, cfg, split)
+            correct = exit_correctness(result.model_dir, data, cfg, split, params.inference)
             scores[seed, name] = correct
             reference = correct if reference is None else reference
             rows.append(

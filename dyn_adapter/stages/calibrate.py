@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..artifacts import (
@@ -33,13 +32,12 @@ from ..config import to_dict
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
 from ..files import atomic_path, sha256_file, write_json
+from ..inference import Engine, exit_logits, load_engine, resolve_device
 from ..manifest import stage_manifest
-from ..models import DynAdapterViT
-from ..models.checkpoint import WEIGHTS_FILE, load_for_inference
+from ..models.checkpoint import WEIGHTS_FILE
 from ..params import Params
 from ..policies import risk
 from ..policies.thresholds import ExitScores
-from ..training.loop import exit_logits, resolve_device
 
 ASSUMPTION = (
     "the calibration images and the images served later are exchangeable (drawn from one "
@@ -82,12 +80,12 @@ def run(
     cfg = params.calibrate
     out = Path(out_dir)
     tic = time.perf_counter()
-    device = resolve_device(params.train.device)
-    model = load_for_inference(model_dir, device)
+    engine = load_engine(model_dir, resolve_device(params.train.device), params.inference)
+    model = engine.model
     gflops = [e.gflops_cumulative for e in model.exit_info]
     if not cfg.epsilons:
         report = _report(cfg, [], 0, gflops, time.perf_counter() - tic, "calibrate.epsilons is []")
-        return _write(out, report, None, cfg, model_dir, data_dir)
+        return _write(out, report, None, params, model_dir, data_dir)
     data = PreparedData(data_dir)
     data.check_model_classes(model.num_classes, model_dir)
     images, labels = data.split(cfg.split)
@@ -99,14 +97,13 @@ def run(
             "more the exits err): prepare more (data.calibration_size) or ask for a larger "
             "epsilon or delta"
         )
-    key = _chunk_key(model_dir, data, cfg)
+    key = _chunk_key(model_dir, data, cfg, engine.precision)
     scores = streamed_scores(
-        model,
+        engine,
         images,
         np.asarray(labels),
         data.data_config,
         cfg,
-        device,
         out / CALIBRATION_CHUNKS_DIR / key,
     )
     points = [
@@ -117,24 +114,23 @@ def run(
         for epsilon in cfg.epsilons
     ]
     report = _report(cfg, points, len(labels), gflops, time.perf_counter() - tic)
-    result = _write(out, report, scores, cfg, model_dir, data_dir)
+    result = _write(out, report, scores, params, model_dir, data_dir)
     shutil.rmtree(out / CALIBRATION_CHUNKS_DIR, ignore_errors=True)  # complete: not needed
     return result
 
 
 def streamed_scores(
-    model: DynAdapterViT,
+    engine: Engine,
     images: np.ndarray,
     labels: np.ndarray,
     data_config: dict[str, Any],
     cfg: risk.CalibrateConfig,
-    device: torch.device,
     chunk_dir: Path,
 ) -> ExitScores:
     """Every exit's confidence and prediction over ``images``, ``cfg.chunk_images`` at a time;
     each chunk is saved to ``chunk_dir`` (atomically) and read back instead of recomputed."""
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    gflops = [e.gflops_cumulative for e in model.exit_info]
+    gflops = [e.gflops_cumulative for e in engine.model.exit_info]
     confidence, prediction = [], []
     n = len(labels)
     with tqdm(total=n, desc="calibration scores", unit="img", disable=None) as bar:
@@ -146,12 +142,11 @@ def streamed_scores(
                     conf, pred = saved["confidence"], saved["prediction"]
             else:
                 logits = exit_logits(
-                    model,
+                    engine,
                     np.asarray(images[start:stop]),
                     labels[start:stop],
                     data_config=data_config,
                     batch_size=cfg.batch_size,
-                    device=device,
                 )
                 chunk = ExitScores.from_logits(logits, labels[start:stop], gflops)
                 conf, pred = chunk.confidence, chunk.prediction.astype(np.int32)
@@ -168,13 +163,15 @@ def streamed_scores(
     )
 
 
-def _chunk_key(model_dir: str | Path, data: PreparedData, cfg: risk.CalibrateConfig) -> str:
-    """Names the chunks of one model on one split: another model, other images or another
-    chunking never reads them."""
+def _chunk_key(
+    model_dir: str | Path, data: PreparedData, cfg: risk.CalibrateConfig, precision: str
+) -> str:
+    """Names the chunks of one model on one split: another model, other images, another
+    chunking or another precision never reads them."""
     h = hashlib.sha256()
     h.update(sha256_file(Path(model_dir) / WEIGHTS_FILE).encode())
     h.update(str(data.manifest["splits"][cfg.split].get("sha256")).encode())
-    h.update(f"{cfg.split}:{cfg.chunk_images}".encode())
+    h.update(f"{cfg.split}:{cfg.chunk_images}:{precision}".encode())
     return h.hexdigest()[:16]
 
 
@@ -207,7 +204,7 @@ def _write(
     out: Path,
     report: dict[str, Any],
     scores: ExitScores | None,
-    cfg: risk.CalibrateConfig,
+    params: Params,
     model_dir: str | Path,
     data_dir: str | Path,
 ) -> CalibrateResult:
@@ -222,7 +219,10 @@ def _write(
     write_json(
         out / MANIFEST_FILE,
         stage_manifest(
-            "calibrate", {"calibrate": to_dict(cfg)}, model=str(model_dir), data=str(data_dir)
+            "calibrate",
+            {"calibrate": to_dict(params.calibrate), "inference": to_dict(params.inference)},
+            model=str(model_dir),
+            data=str(data_dir),
         ),
     )
     return CalibrateResult(out, report)

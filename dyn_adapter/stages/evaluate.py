@@ -1,7 +1,8 @@
 """The ``evaluate`` stage: real dynamic inference on the test split, for every searched budget.
 
-Accuracy, measured GFLOPs and exit fractions come from ``forward_dynamic`` with batch
-compaction (never from a simulation), and are checked against what the cached logits predict.
+Accuracy, measured GFLOPs and exit fractions come from real early exit with batch compaction
+(never from a simulation), run by the configured inference engine at the precision the model is
+served at (``inference.*``), and are checked against what the cached logits predict.
 Baselines read on the same test split: every static exit, the geometric thresholds, the
 frozen-probe early-exit model, and the static PETL model. LoRA and RepAdapter are evaluated
 merged into the backbone. Outputs: ``metrics.json``, plots (PNG, and JSON for ``dvc plots``),
@@ -35,35 +36,14 @@ from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
 from ..evaluation.stats import accuracy_interval, classification_summary, paired_difference
 from ..files import atomic_path, write_json
+from ..inference import Engine, dynamic_predictions, load_engine, resolve_device, split_scores
 from ..manifest import stage_manifest
 from ..models import FLOPS_UNIT, DynAdapterViT
-from ..models.checkpoint import load_for_inference
 from ..params import Params
 from ..policies import risk
 from ..policies.thresholds import ExitScores, correct, exit_indices, oracle, simulate
-from ..training.loop import batches, resolve_device, split_scores
 
 logger = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def dynamic_predictions(
-    model: DynAdapterViT,
-    images: np.ndarray,
-    labels: np.ndarray,
-    data_config: dict[str, Any],
-    thresholds: list[float],
-    batch_size: int,
-    device: torch.device,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and exit indices of real early-exit inference over a whole split."""
-    model.eval()
-    preds, exits = [], []
-    for x8, _ in batches(images, labels, batch_size):
-        out = model.forward_dynamic(to_model_input(x8.to(device), data_config), thresholds)
-        preds.append(out.prediction.cpu())
-        exits.append(out.exit_index.cpu())
-    return torch.cat(preds).numpy(), torch.cat(exits).numpy()
 
 
 def _accuracy(scores: ExitScores, labels: np.ndarray) -> float:
@@ -107,10 +87,11 @@ def run(
     out = Path(out_dir)
     dev = resolve_device(params.train.device)
     data = PreparedData(data_dir)
-    model = load_for_inference(model_dir, dev)
+    engine = load_engine(model_dir, dev, params.inference)
+    model = engine.model
     data.check_model_classes(model.num_classes, model_dir)
     search = Thresholds(search_dir, model.num_exits).data
-    scores = split_scores(model, data, "test", cfg.batch_size, dev)
+    scores = split_scores(engine, data, "test", cfg.batch_size)
     images, labels = data.split("test")
     labels = np.asarray(labels)
     full = scores.full_gflops
@@ -123,10 +104,10 @@ def run(
 
     probe_scores, probe_rows = None, {}
     if probe_model_dir is not None and probe_search_dir is not None:
-        probe = load_for_inference(probe_model_dir, dev)
-        data.check_model_classes(probe.num_classes, probe_model_dir)
+        probe = load_engine(probe_model_dir, dev, params.inference)
+        data.check_model_classes(probe.model.num_classes, probe_model_dir)
         probe_search = Thresholds(probe_search_dir, probe.num_exits).data
-        probe_scores = split_scores(probe, data, "test", cfg.batch_size, dev)
+        probe_scores = split_scores(probe, data, "test", cfg.batch_size)
         probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
 
     budgets = []
@@ -136,7 +117,7 @@ def run(
         thr = row["thresholds"]
         if tuple(thr) not in runs:
             runs[tuple(thr)] = dynamic_predictions(
-                model, images, labels, data.data_config, thr, cfg.batch_size, dev
+                engine, images, labels, data.data_config, thr, cfg.batch_size
             )
         pred, exits = runs[tuple(thr)]
         correct_at[row["budget"]] = pred == labels
@@ -192,15 +173,17 @@ def run(
     ]
     last_correct = scores.prediction[-1] == labels
     val_labels = np.asarray(data.split("val")[1])
-    full_val_accuracy = _accuracy(split_scores(model, data, "val", cfg.batch_size, dev), val_labels)
+    full_val_accuracy = _accuracy(split_scores(engine, data, "val", cfg.batch_size), val_labels)
     static_petl: dict[str, Any] = {"accuracy": None}
     static_correct = None
     if static_dir is not None:
-        static = load_for_inference(TrainedModel(static_dir, "train --static").model_dir, dev)
-        data.check_model_classes(static.num_classes, static_dir)
-        static_pred = split_scores(static, data, "test", cfg.batch_size, dev).prediction[-1]
+        static = load_engine(
+            TrainedModel(static_dir, "train --static").model_dir, dev, params.inference
+        )
+        data.check_model_classes(static.model.num_classes, static_dir)
+        static_pred = split_scores(static, data, "test", cfg.batch_size).prediction[-1]
         static_correct = static_pred == labels
-        static_val = _accuracy(split_scores(static, data, "val", cfg.batch_size, dev), val_labels)
+        static_val = _accuracy(split_scores(static, data, "val", cfg.batch_size), val_labels)
         static_petl = {**summary(static_pred, per_class=True), "val_accuracy": static_val}
 
     # The headline operating point is chosen on validation: the cheapest budget whose
@@ -231,16 +214,18 @@ def run(
     subset = images[: cfg.speed_images]
     x = to_model_input(torch.from_numpy(np.array(subset)).to(dev), data.data_config)
     speed: dict[str, Any] = {
-        **time_ratios(model, x, timed["thresholds"], repeats=cfg.speed_repeats),
+        **time_ratios(engine, x, timed["thresholds"], repeats=cfg.speed_repeats),
         "budget": timed["budget"],
         "images": len(subset),
+        "engine": engine.name,
+        "precision": engine.precision,
         "machine": machine_info(dev),
     }
 
     risk_control = None
     if risk_dir is not None:
         risk_control = _risk_control(
-            model, RiskPoints(risk_dir, model.num_exits), scores, images, labels, x, data, cfg, dev
+            engine, RiskPoints(risk_dir, model.num_exits), scores, images, labels, x, data, cfg
         )
 
     orc = oracle(scores)
@@ -300,7 +285,7 @@ def run(
         out / MANIFEST_FILE,
         stage_manifest(
             "evaluate",
-            {"evaluate": cfg.__dict__},
+            {"evaluate": cfg.__dict__, "inference": params.inference.__dict__},
             model=str(model_dir),
             search=str(search_dir),
             data=str(data_dir),
@@ -312,7 +297,7 @@ def run(
 
 
 def _risk_control(
-    model: DynAdapterViT,
+    engine: Engine,
     points: RiskPoints,
     scores: ExitScores,
     images: np.ndarray,
@@ -320,7 +305,6 @@ def _risk_control(
     timed_images: torch.Tensor,
     data: PreparedData,
     cfg: EvaluateConfig,
-    dev: torch.device,
 ) -> dict[str, Any]:
     """Each certified point on the test split (real early exit: the realised risk, GFLOPs and
     time), and how often its certificate fails over random calibration/test splits of the
@@ -333,11 +317,11 @@ def _risk_control(
     rows = []
     for p in points.points:
         pred, exits = dynamic_predictions(
-            model, images, labels, data.data_config, p["thresholds"], cfg.batch_size, dev
+            engine, images, labels, data.data_config, p["thresholds"], cfg.batch_size
         )
         lost = pred != last if p["risk"] == "disagreement" else (pred != labels) & (last == labels)
         measured = float(scores.gflops[exits].mean())
-        timing = time_ratios(model, timed_images, p["thresholds"], repeats=cfg.speed_repeats)
+        timing = time_ratios(engine, timed_images, p["thresholds"], repeats=cfg.speed_repeats)
         repeated = risk.violation_frequency(
             pooled,
             p["epsilon"],

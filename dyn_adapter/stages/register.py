@@ -114,7 +114,7 @@ def run(
     if risk_dir is not None:
         paths["risk_points"] = RiskPoints(risk_dir).path  # its exits: checked when served
     uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
-    write_preprocess(data, paths["preprocess"])
+    write_preprocess(data, paths["preprocess"], params.inference)
     write_model_code(paths["code"])
     result = register_version(
         cfg, paths, data, evaluation.operating_point(), model_meta, pipeline_run_id, uri

@@ -46,19 +46,18 @@ def run(
     thresholds and the Pareto table."""
     import optuna
 
-    from ..models import load_model
-    from ..training.loop import resolve_device, split_scores
+    from ..inference import load_engine, resolve_device, split_scores
 
     cfg = params.search
     quiet_optuna(logging.getLogger().isEnabledFor(logging.DEBUG))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = PreparedData(data_dir)
-    model = load_model(model_dir)
-    data.check_model_classes(model.num_classes, model_dir)
-    gflops = [e.gflops_cumulative for e in model.exit_info]
-    dev = resolve_device(params.train.device)
-    scores = split_scores(model.to(dev), data, "val", params.train.eval_batch_size, dev)
+    # Scored as served: merged, by the inference engine, at the serving precision.
+    engine = load_engine(model_dir, resolve_device(params.train.device), params.inference)
+    data.check_model_classes(engine.model.num_classes, model_dir)
+    gflops = [e.gflops_cumulative for e in engine.model.exit_info]
+    scores = split_scores(engine, data, "val", params.train.eval_batch_size)
     labels = scores.labels
     tic = time.perf_counter()  # from here on, cached scores only
     storage = make_storage(cfg.storage) or optuna.storages.InMemoryStorage()

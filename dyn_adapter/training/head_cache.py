@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.prepared import batches
 from ..data.transforms import AugmentConfig, to_model_input
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
 from .config import HeadWarmupConfig
-from .loop import EpochStats, StepLoop, autocast, batches
+from .loop import EpochStats, StepLoop, autocast
 from .schedules import cosine_lr
 
 

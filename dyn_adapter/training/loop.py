@@ -1,8 +1,8 @@
-"""Training and evaluation loops over uint8 image arrays (no DataLoader workers: 2-core friendly)."""
+"""The training loop over uint8 image arrays (no DataLoader workers: 2-core friendly)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -11,39 +11,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.prepared import PreparedData
+from ..data.prepared import batches
 from ..data.transforms import AugmentConfig, to_model_input
-from ..errors import ConfigError
+from ..inference.precision import amp_dtype
 from ..models import DynAdapterViT
-from ..policies.thresholds import ExitScores
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
-    """bf16/fp16 autocast on CUDA (``auto`` means bf16 there); full precision on CPU."""
+    """Training autocast: bf16/fp16 on CUDA (``auto`` means bf16 there); full precision on CPU."""
     if device.type != "cuda" or amp == "off":
         return nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def batches(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, order: np.ndarray | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """uint8 image and label tensors, ``batch_size`` at a time, in ``order`` (default: as stored)."""
-    n = len(labels)
-    order = np.arange(n) if order is None else order
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        yield (
-            torch.from_numpy(np.ascontiguousarray(images[idx])),
-            torch.from_numpy(np.asarray(labels[idx])),
-        )
+    return torch.autocast(device_type="cuda", dtype=amp_dtype(device, amp))
 
 
 @dataclass
@@ -168,55 +146,6 @@ class StepLoop:
                 )
         n = max(1, self.seen)
         return EpochStats((self.loss_sum / n).tolist(), (self.correct / n).tolist())
-
-
-@torch.no_grad()
-def exit_logits(
-    model: DynAdapterViT,
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    data_config: dict[str, Any],
-    batch_size: int,
-    device: torch.device,
-    amp: str = "auto",
-) -> list[torch.Tensor]:
-    """Every exit's logits (float32, on CPU) for a whole split, in stored order.
-
-    Raises:
-        ConfigError: A label outside the model's classes: the model was trained on other data.
-    """
-    top = int(np.max(labels)) if len(labels) else -1
-    if top >= model.num_classes:
-        raise ConfigError(
-            f"the data has labels up to {top}, but the model has {model.num_classes} classes: it "
-            "was trained on other data; use the model trained on this prepared data"
-        )
-    model.eval()
-    chunks: list[list[torch.Tensor]] = [[] for _ in range(model.num_exits)]
-    for x8, _ in batches(images, labels, batch_size):
-        x = to_model_input(x8.to(device), data_config)
-        with autocast(device, amp):
-            for k, t in enumerate(model.forward_exits(x)):
-                chunks[k].append(t.float().cpu())
-    return [torch.cat(c) for c in chunks]
-
-
-def split_scores(
-    model: DynAdapterViT,
-    data: PreparedData,
-    split: str,
-    batch_size: int,
-    device: torch.device,
-) -> ExitScores:
-    """Every exit's confidence and prediction over one prepared split, from one pass."""
-    images, labels = data.split(split)
-    logits = exit_logits(
-        model, images, labels, data_config=data.data_config, batch_size=batch_size, device=device
-    )
-    return ExitScores.from_logits(
-        logits, np.asarray(labels), [e.gflops_cumulative for e in model.exit_info]
-    )
 
 
 def exit_stats(logits: list[torch.Tensor], labels: np.ndarray) -> EpochStats:

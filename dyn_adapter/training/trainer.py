@@ -23,6 +23,7 @@ from ..config import to_dict
 from ..data.prepared import PreparedData
 from ..errors import ConfigError, TrainingDiverged
 from ..files import write_json
+from ..inference import EagerEngine, amp_dtype, exit_logits, resolve_device
 from ..manifest import config_hash, stage_manifest
 from ..models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_trainable, save_trainable
 from ..models.checkpoint import read_config
@@ -35,7 +36,7 @@ from .head_cache import (
     cached_logits,
     warm_up_heads,
 )
-from .loop import EpochStats, exit_logits, exit_stats, resolve_device, train_epoch
+from .loop import EpochStats, exit_stats, train_epoch
 from .resume import latest_training_state, load_training_state, save_training_state
 from .schedules import cosine_lr, loss_weights
 from .sparsity import GradientMasker, apply_forward_sparsity
@@ -379,14 +380,11 @@ def _evaluate(
     cfg: TrainConfig,
     device: torch.device,
 ) -> EpochStats:
+    # Validated as trained: autocast on CUDA only, the weights left in float32.
+    dtype = amp_dtype(device, cfg.amp) if device.type == "cuda" else None
+    engine = EagerEngine(model, device, dtype)
     logits = exit_logits(
-        model,
-        images,
-        labels,
-        data_config=data_config,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        amp=cfg.amp,
+        engine, images, labels, data_config=data_config, batch_size=cfg.eval_batch_size
     )
     return exit_stats(logits, labels)
 
