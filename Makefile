@@ -70,8 +70,8 @@ lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff format --check dyn_adapter components pipeline tests bench
 	$(BIN)/mypy
 
-bench: setup  ## dynamic vs full inference speed; multi- vs single-exit training step
-	$(BIN)/python bench/dynamic_speed.py
+bench: setup  ## early exit vs static inference speed on this machine (both engines); multi- vs single-exit training step
+	$(BIN)/python bench/dynamic_speed.py --weights packaged
 	$(BIN)/python bench/train_step.py
 
 clean:  ## remove the venv and caches

@@ -15,8 +15,9 @@ made them, and ``plain_cast``, linear weights stored in the autocast dtype), und
 autocast. Each dynamic row's ``flops_ratio`` is the GFLOPs of the exits its samples took
 over the static forward's GFLOPs (all blocks, the last head; torch's counter, fp32 on the CPU);
 ``time_ratio`` is its time over the same engine's static time (medians of alternating passes);
-``time_over_flops`` their quotient. Weights are random (speed depends on shapes and on
-which exit each sample takes, which the thresholds fix), images random tensors.
+``time_over_flops`` their quotient. Weights are random unless ``--weights`` says otherwise
+(speed depends on shapes and on which exit each sample takes, which the thresholds fix),
+images random tensors.
 
 Needs only torch, timm, numpy and this package. One JSON file out (default
 ``bench/results/dynamic_speed.json``); ``--preset gpu`` is the full matrix for a GPU.
@@ -66,7 +67,7 @@ PRESETS = {
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def model_config(spec: str) -> ModelConfig:
+def model_config(spec: str, weights: str = "none") -> ModelConfig:
     name, _, size = spec.partition("@")
     if name == "tiny":
         backbone = BackboneConfig(
@@ -74,7 +75,7 @@ def model_config(spec: str) -> ModelConfig:
         )
         return ModelConfig(backbone=backbone, num_classes=10)
     return ModelConfig(
-        backbone=BackboneConfig(name=name, weights="none", img_size=int(size)), num_classes=10
+        backbone=BackboneConfig(name=name, weights=weights, img_size=int(size)), num_classes=10
     )
 
 
@@ -121,7 +122,7 @@ def measure(
 
 
 def bench_model(spec: str, amps: list[str], batches: list[int], args, device) -> list[dict]:
-    cfg = model_config(spec)
+    cfg = model_config(spec, args.weights)
     torch.manual_seed(0)
     model = create_dyn_adapter(cfg).eval()
     # Measured on the CPU in fp32: each exit's cumulative GFLOPs (blocks and every head on the
@@ -306,6 +307,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--models", nargs="+", help="name@img_size, overriding the preset's")
     parser.add_argument("--amps", nargs="+", choices=sorted(DTYPES))
     parser.add_argument("--batches", nargs="+", type=int)
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="backbone weights: none (random, the default), packaged (the demo's DINOv2) or a file",
+    )
     parser.add_argument("--images", type=int, default=256, help="images per timed pass")
     parser.add_argument("--images-b1", type=int, default=32, help="images per pass at batch 1")
     parser.add_argument("--threshold-images", type=int, default=512)
@@ -328,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
         "models": models,
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "weights": "random",
+        "weights": "random" if args.weights == "none" else args.weights,
         "rows": [],
     }
     tic = time.perf_counter()

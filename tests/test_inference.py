@@ -117,6 +117,14 @@ def test_bucket_sizes_bound_the_padding():
     assert bucket_sizes(100)[-1] == 100
 
 
+def test_inputs_of_another_size_are_refused_by_name():
+    engine = CompiledEngine(merged_model("adapter"), CPU, None)
+    with pytest.raises(
+        ValueError, match=r"built for inputs of shape \[3, 28, 28\], got \[3, 56, 56\]"
+    ):
+        engine.dynamic(torch.randn(2, 3, 56, 56), [0.5, 0.5, 0.0])
+
+
 def test_graphs_need_cuda():
     with pytest.raises(ValueError, match="CUDA"):
         CompiledEngine(merged_model("adapter"), CPU, None, graphs=True)

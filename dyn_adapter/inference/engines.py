@@ -257,6 +257,12 @@ class CompiledEngine(Engine):
     def _start(self, x: torch.Tensor) -> int:
         """Load one pass's images; returns its batch size."""
         n = x.shape[0]
+        if x.shape[1:] != self._images.shape[1:]:
+            raise ValueError(
+                f"the compiled engine was built for inputs of shape {list(self._images.shape[1:])}"
+                f", got {list(x.shape[1:])}: resize the images to the model's input size (the "
+                "eager engine takes other sizes)"
+            )
         self._images[:n].copy_(x)
         self._real.fill_(n)
         return self._bucket(n)
