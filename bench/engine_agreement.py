@@ -30,8 +30,7 @@ from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.files import write_json
 from dyn_adapter.inference import CompiledEngine, EagerEngine, Engine, cast_matmul_weights
 from dyn_adapter.models import create_dyn_adapter, load_trainable
-from dyn_adapter.models.checkpoint import read_config
-from dyn_adapter.models.petl import MergeableLayer, petl_layers
+from dyn_adapter.models.checkpoint import merge_if_mergeable, read_config
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -44,9 +43,7 @@ def load(model_dir: Path, weights: str | None, device: torch.device):
     if weights:
         model.backbone_sha256 = None  # replaced on purpose: see --weights
     load_trainable(model, model_dir)
-    layers = petl_layers(model)
-    if layers and all(isinstance(m, MergeableLayer) for m in layers):
-        model.merge()
+    merge_if_mergeable(model)
     model.exit_info  # noqa: B018 (FLOPs counted in float32)
     return model.to(device).eval()
 

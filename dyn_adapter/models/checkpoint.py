@@ -147,8 +147,13 @@ def load_for_inference(ckpt_dir: str | Path, device: torch.device | str = "cpu")
     backbone's FLOPs; adapters that cannot merge run as trained. The evaluate stage and the
     MLflow serving model both load through here, so they measure and serve the same network.
     """
-    model = load_model(ckpt_dir)
+    model = merge_if_mergeable(load_model(ckpt_dir))
+    return model.to(torch.device(device)).eval()
+
+
+def merge_if_mergeable(model: DynAdapterViT) -> DynAdapterViT:
+    """Fold the PETL layers into the frozen weights when every one of them can be."""
     layers = petl_layers(model)
     if layers and all(isinstance(m, MergeableLayer) for m in layers):
         model.merge()
-    return model.to(torch.device(device)).eval()
+    return model
