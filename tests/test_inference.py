@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -105,6 +106,34 @@ def test_one_host_read_per_early_exit():
     compiled.dynamic(x, thresholds)  # segments built once, not counted
     assert host_reads(lambda: compiled.dynamic(x, thresholds)) == model.num_exits - 1
     assert host_reads(lambda: eager.dynamic(x, thresholds)) > 2 * (model.num_exits - 1)
+
+
+def test_concurrent_callers_get_their_own_answers():
+    """A model server calls one engine from several request threads at once: every call must
+    answer as if it ran alone, though all passes share the engine's buffers."""
+    model = merged_model("adapter")
+    engine = CompiledEngine(model, CPU, None, pad=True)
+    gen = torch.Generator().manual_seed(3)
+    inputs = [torch.randn(int(n), 3, 28, 28, generator=gen) for n in (5, 9, 13, 17, 3, 11)]
+    policies = [median_thresholds(engine, x) for x in inputs]
+    alone = [engine.dynamic(x, t) for x, t in zip(inputs, policies, strict=True)]
+    static_alone = [engine.static(x) for x in inputs]
+
+    def call(i: int):
+        x, t = inputs[i % len(inputs)], policies[i % len(inputs)]
+        if i % 3 == 2:
+            return engine.static(x)
+        return engine.dynamic(x, t)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(call, range(60)))
+    for i, got in enumerate(answers):
+        j = i % len(inputs)
+        if i % 3 == 2:
+            assert torch.equal(got, static_alone[j]), f"call {i}: static logits changed"
+        else:
+            assert torch.equal(got.exit_index, alone[j].exit_index), f"call {i}: exits changed"
+            assert torch.equal(got.logits, alone[j].logits), f"call {i}: logits changed"
 
 
 def test_bucket_sizes_bound_the_padding():

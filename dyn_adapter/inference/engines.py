@@ -17,6 +17,7 @@ early-exit predictions under thresholds (:meth:`dynamic`) and the static model's
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -149,6 +150,9 @@ class CompiledEngine(Engine):
         pad: Pad batches up to :func:`bucket_sizes` (default: where graphs are captured; on the
             CPU padding would only add work, but it can be switched on to test that padded
             rows never change an answer).
+
+    One pass runs at a time: every pass goes through the engine's buffers, so concurrent
+    callers (a model server's request threads) take turns.
     """
 
     name = "compiled"
@@ -174,6 +178,7 @@ class CompiledEngine(Engine):
         self._stages = model.stages()
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None
         self._segments: dict[tuple[str, int, int], _Segment] = {}
+        self._lock = threading.Lock()
         self._allocate_buffers()
 
     def _allocate_buffers(self) -> None:
@@ -271,6 +276,10 @@ class CompiledEngine(Engine):
 
     @torch.no_grad()
     def exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with self._lock:
+            return self._exits(x)
+
+    def _exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         self._load_thresholds([float("inf")] * self.num_exits)  # no sample leaves early
         chunks = []
         for c in x.split(self.max_batch):
@@ -283,8 +292,10 @@ class CompiledEngine(Engine):
 
     @torch.no_grad()
     def dynamic(self, x: torch.Tensor, thresholds: Sequence[float]) -> DynamicOutput:
-        self._load_thresholds(check_thresholds(thresholds, self.num_exits))
-        parts = [self._dynamic_chunk(c) for c in x.split(self.max_batch)]
+        values = check_thresholds(thresholds, self.num_exits)
+        with self._lock:
+            self._load_thresholds(values)
+            parts = [self._dynamic_chunk(c) for c in x.split(self.max_batch)]
         if len(parts) == 1:
             return parts[0]
         return DynamicOutput(
@@ -313,10 +324,11 @@ class CompiledEngine(Engine):
 
     @torch.no_grad()
     def static(self, x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for c in x.split(self.max_batch):
-            out.append(self._run("static", 0, self._start(c))[: len(c)].clone())
-        return torch.cat(out)
+        with self._lock:
+            chunks = x.split(self.max_batch)
+            return torch.cat(
+                [self._run("static", 0, self._start(c))[: len(c)].clone() for c in chunks]
+            )
 
     def _load_thresholds(self, thresholds: list[float]) -> None:
         if thresholds != self._loaded:  # a host-to-device copy only when the policy changes
