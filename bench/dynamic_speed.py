@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import numpy as np
 import timm
 import torch
 
+from dyn_adapter.evaluation.speed import cpu_name
 from dyn_adapter.files import write_json
 from dyn_adapter.inference import CompiledEngine, EagerEngine, Engine, autocast
 from dyn_adapter.inference.precision import cast_matmul_weights
@@ -283,7 +283,7 @@ def environment(device: torch.device) -> dict:
     return {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 from dyn_adapter.data.prepared import PreparedData
+from dyn_adapter.evaluation.speed import cpu_name
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.inference import load_engine, split_scores
 from dyn_adapter.policies import risk
@@ -69,7 +69,7 @@ def task_row(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": time.perf_counter() - tic,
         "model": str(args.model),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads",
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
     }
 
 
