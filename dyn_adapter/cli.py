@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_convert_weights)
 
+    from .data.clipart import OPENCLIPART_DIR
     from .data.packaged import TASKS
 
     p = sub.add_parser(
@@ -238,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fashion-mnist",
         default="data/fashion-mnist",
         help="the Fashion-MNIST IDX files (`make setup`) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--openclipart",
+        default=str(OPENCLIPART_DIR),
+        help="the png/ folder of Debian's openclipart-png (`make setup`) (default: %(default)s)",
     )
     p.set_defaults(func=commands.cmd_vtab_data)
 

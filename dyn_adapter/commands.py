@@ -51,7 +51,14 @@ def cmd_vtab_data(args: argparse.Namespace) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"--max-test {args.max_test}: must be >= 1")
-    written = write_tasks(args.out, args.tasks, args.seed, args.max_test, args.fashion_mnist)
+    written = write_tasks(
+        args.out,
+        args.tasks,
+        args.seed,
+        args.max_test,
+        fashion_mnist_dir=args.fashion_mnist,
+        openclipart_dir=args.openclipart,
+    )
     for name, record in written.items():
         counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())
         print(f"{args.out}/{name}: {counts} ({record['licence']})")

