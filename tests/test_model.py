@@ -20,6 +20,7 @@ from dyn_adapter.models import (
     load_trainable,
     save_trainable,
 )
+from dyn_adapter.training.config import TrainConfig
 
 
 @pytest.fixture
@@ -33,6 +34,39 @@ def test_forward_exits_shapes(model, images):
     logits = model.forward_exits(images)
     assert [tuple(t.shape) for t in logits] == [(16, 5)] * 3
     assert model.exit_blocks == [2, 4, 6]
+
+
+def _grads(model, x, y, exit_gradient, which=None):
+    """Gradients of the trainable weights: of every exit's loss summed, or of exit ``which``."""
+    model.zero_grad(set_to_none=True)
+    logits = model.forward_exits(x, exit_gradient)
+    picked = logits if which is None else [logits[which]]
+    sum(torch.nn.functional.cross_entropy(t, y) for t in picked).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_exit_gradient_scales_what_early_exits_send_into_the_blocks(images, share):
+    """Block (PETL) gradients: the last exit's plus ``share`` of the early exits'; head
+    gradients: unchanged. At 0 the PETL modules learn exactly what the last exit asks."""
+    model = tiny_model()
+    randomize_trainable(model)
+    model.train()
+    y = torch.arange(len(images)) % model.num_classes
+    joint, scaled = _grads(model, images, y, 1.0), _grads(model, images, y, share)
+    last = _grads(model, images, y, 1.0, which=model.num_exits - 1)
+    blocks = [n for n in joint if n.startswith("backbone.")]
+    assert blocks and any(not torch.allclose(joint[n], last[n]) for n in blocks)
+    for n in blocks:
+        torch.testing.assert_close(scaled[n], last[n] + share * (joint[n] - last[n]))
+    for n in joint:
+        if n.startswith("heads."):
+            torch.testing.assert_close(scaled[n], joint[n])
+
+
+def test_exit_gradient_is_a_share():
+    with pytest.raises(ConfigError, match=r"train.exit_gradient: must be in \[0, 1\]"):
+        TrainConfig(exit_gradient=1.5)
 
 
 def test_default_exits_every_third_block():

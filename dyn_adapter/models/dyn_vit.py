@@ -10,6 +10,7 @@ import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -159,9 +160,23 @@ class DynAdapterViT(nn.Module):
                 if not bool(step.keep.all()):
                     h, rows = h[step.keep], rows[step.keep]
 
-    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of every exit, in one pass over all blocks."""
-        return [self.heads[s.index](s.tokens) for s in self.forward_intermediates(x)]
+    def forward_exits(self, x: torch.Tensor, exit_gradient: float = 1.0) -> list[torch.Tensor]:
+        """Logits of every exit, in one pass over all blocks.
+
+        Args:
+            x: Images ``[B, 3, H, W]``.
+            exit_gradient: The share of each early exit's gradient that flows back into the
+                blocks (and their PETL modules), which later exits share; its head gets all of
+                it. 1: all (the paper's training); 0: none, so the PETL modules learn from the
+                last exit alone, as the static model's do.
+        """
+        last = self.num_exits - 1
+        return [
+            self.heads[s.index](
+                s.tokens if s.index == last else scale_gradient(s.tokens, exit_gradient)
+            )
+            for s in self.forward_intermediates(x)
+        ]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_exits(x)
@@ -223,6 +238,26 @@ class DynAdapterViT(nn.Module):
         if self._exit_info is None:
             self._exit_info = measure_exit_info(self)
         return self._exit_info
+
+
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x`` unchanged, its gradient multiplied by ``scale`` on the way back."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return _ScaleGradient.apply(x, scale)
 
 
 def check_thresholds(thresholds: Sequence[float] | torch.Tensor, num_exits: int) -> list[float]:

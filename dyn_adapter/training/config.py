@@ -125,6 +125,10 @@ class TrainConfig:
             pass over all its views.
         loss_weights: Adaptive prioritisation schedule of the exits' losses.
         sparsity: Bidirectional sparsity (``mode: none`` to train without).
+        exit_gradient: Share of each early exit's loss gradient that reaches the blocks and
+            PETL modules later exits share (its head always gets all of it): 1, the paper's
+            joint training; 0, the PETL modules learn from the last exit alone, as the static
+            model's do, and the early heads learn on top of them.
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         eval_batch_size: Images per forward pass when evaluating.
@@ -144,6 +148,7 @@ class TrainConfig:
     head_warmup: HeadWarmupConfig = field(default_factory=HeadWarmupConfig)
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    exit_gradient: float = 1.0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     eval_batch_size: int = 256
@@ -159,6 +164,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}: must be a finite number, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if not 0.0 <= self.exit_gradient <= 1.0:
+            raise ConfigError(
+                f"train.exit_gradient: must be in [0, 1] (a share of the gradient), got "
+                f"{self.exit_gradient}"
+            )
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(
                 f"train.warmup_epochs: must be in [0, epochs], got {self.warmup_epochs}"

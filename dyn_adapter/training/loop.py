@@ -48,6 +48,7 @@ def train_epoch(
     device: torch.device,
     amp: str = "auto",
     label_smoothing: float = 0.0,
+    exit_gradient: float = 1.0,
     after_backward: Callable[[], None] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     progress: Callable[[float], None] | None = None,
@@ -66,7 +67,7 @@ def train_epoch(
         y = y.to(device)
         steps.set_lr()
         with autocast(device, amp):
-            logits = model.forward_exits(x)
+            logits = model.forward_exits(x, exit_gradient)
         steps.step(logits, y, after_backward, scaler)
         if progress is not None:
             progress(len(y))

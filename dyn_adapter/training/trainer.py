@@ -188,6 +188,7 @@ def train(
                         device=device,
                         amp=train_cfg.amp,
                         label_smoothing=train_cfg.label_smoothing,
+                        exit_gradient=train_cfg.exit_gradient,
                         after_backward=masker if train_cfg.sparsity.backward else None,
                         scaler=scaler,
                         progress=bar.update,
