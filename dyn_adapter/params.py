@@ -115,6 +115,8 @@ SPARSIFY_TRAIN_KEYS = tuple(
         "label_smoothing",
         "augment",
         "loss_weights",
+        "exit_gradient",
+        "distill",
         "amp",
         "device",
         "eval_batch_size",

@@ -19,6 +19,8 @@ from dyn_adapter.models.petl import petl_layers
 from dyn_adapter.params import load_params
 from dyn_adapter.stages import sparsify, train
 from dyn_adapter.training import trainer
+from dyn_adapter.training.config import DistillConfig
+from dyn_adapter.training.loop import exit_losses
 from dyn_adapter.training.schedules import LossWeightsConfig, cosine_lr, loss_weights
 from dyn_adapter.training.sparsity import (
     GradientMasker,
@@ -301,3 +303,30 @@ def test_last_stage_rates_are_exact(stages):
         assert stage_dropout_rates(cfg, stages)[-1] == 0.0
         assert stage_keep_ratios(cfg, stages)[-1] == 1.0
         assert min(stage_dropout_rates(cfg, stages)) >= 0.0
+
+
+def test_self_distillation_teaches_the_early_exits_the_last_exits_answer():
+    """Each early exit's loss gains weight x T^2 x KL(last exit's softened answer || its own);
+    the last exit's loss, and its gradient, stay the cross-entropy alone."""
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(8, 5, generator=g, requires_grad=True) for _ in range(3)]
+    y = torch.arange(8) % 5
+    plain = exit_losses(logits, y)
+    distilled = exit_losses(logits, y, distill=DistillConfig(weight=0.5, temperature=2.0))
+    teacher = torch.softmax(logits[-1].detach() / 2.0, -1)
+    for k in range(2):
+        student = torch.softmax(logits[k].detach() / 2.0, -1)
+        kl = (teacher * (teacher.log() - student.log())).sum(-1).mean()
+        torch.testing.assert_close(distilled[k], plain[k] + 0.5 * 4.0 * kl)
+    assert distilled[-1] == plain[-1]
+    (last_grad,) = torch.autograd.grad(distilled.sum(), logits[-1])
+    (plain_grad,) = torch.autograd.grad(plain.sum(), logits[-1])
+    torch.testing.assert_close(last_grad, plain_grad)  # the teacher is a target, not a student
+    assert torch.equal(exit_losses(logits, y, distill=DistillConfig(weight=0.0)), plain)
+
+
+def test_distillation_settings_are_checked():
+    with pytest.raises(ConfigError, match="train.distill.temperature: must be > 0"):
+        DistillConfig(temperature=0.0)
+    with pytest.raises(ConfigError, match="train.distill.weight: must be >= 0"):
+        DistillConfig(weight=-1.0)

@@ -76,6 +76,29 @@ class SparsityConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Self-distillation: each early exit also learns the last exit's softened answer (as in
+    BYOT and LGViT), a target richer than the label that the early exits' heads can meet
+    without pulling the shared blocks away from what the last exit needs.
+
+    Attributes:
+        weight: Of the distillation term (KL divergence from the last exit's softened
+            distribution, times ``temperature`` squared) beside each early exit's
+            cross-entropy; 0: off.
+        temperature: Softening of both distributions.
+    """
+
+    weight: float = 0.0
+    temperature: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ConfigError(f"train.distill.weight: must be >= 0, got {self.weight}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"train.distill.temperature: must be > 0, got {self.temperature}")
+
+
+@dataclass
 class SparsifyConfig:
     """Bidirectional sparsity tuning: a seeded grid of short fine-tuning runs from ``train``'s model.
 
@@ -129,6 +152,7 @@ class TrainConfig:
             PETL modules later exits share (its head always gets all of it): 1, the paper's
             joint training; 0, the PETL modules learn from the last exit alone, as the static
             model's do, and the early heads learn on top of them.
+        distill: Self-distillation of the early exits from the last (off by default).
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
         eval_batch_size: Images per forward pass when evaluating.
@@ -149,6 +173,7 @@ class TrainConfig:
     loss_weights: LossWeightsConfig = field(default_factory=LossWeightsConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     exit_gradient: float = 1.0
+    distill: DistillConfig = field(default_factory=DistillConfig)
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     eval_batch_size: int = 256

@@ -25,7 +25,7 @@ from ..data.prepared import batches
 from ..data.transforms import AugmentConfig, to_model_input
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
-from .config import HeadWarmupConfig
+from .config import DistillConfig, HeadWarmupConfig
 from .loop import EpochStats, StepLoop, autocast
 from .schedules import cosine_lr
 
@@ -94,12 +94,13 @@ def cached_epoch(
     generator: torch.Generator,
     device: torch.device,
     label_smoothing: float = 0.0,
+    distill: DistillConfig | None = None,
     after_backward: Callable[[], None] | None = None,
 ) -> EpochStats:
     """One shuffled pass over the cache, training the heads only (same loss as ``train_epoch``)."""
     model.heads.train()
     order = torch.randperm(len(cache), generator=generator)
-    steps = StepLoop(model, optimizer, weights, lr_at, first_step, device, label_smoothing)
+    steps = StepLoop(model, optimizer, weights, lr_at, first_step, device, label_smoothing, distill)
     for start in range(0, len(cache), batch_size):
         idx = order[start : start + batch_size]
         steps.set_lr()

@@ -15,6 +15,7 @@ from ..data.prepared import batches
 from ..data.transforms import AugmentConfig, to_model_input
 from ..inference.precision import amp_dtype
 from ..models import DynAdapterViT
+from .config import DistillConfig
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
@@ -48,6 +49,7 @@ def train_epoch(
     device: torch.device,
     amp: str = "auto",
     label_smoothing: float = 0.0,
+    distill: DistillConfig | None = None,
     exit_gradient: float = 1.0,
     after_backward: Callable[[], None] | None = None,
     scaler: torch.amp.GradScaler | None = None,
@@ -61,7 +63,7 @@ def train_epoch(
     """
     model.train()
     order = torch.randperm(len(labels), generator=generator).numpy()
-    steps = StepLoop(model, optimizer, weights, lr_at, first_step, device, label_smoothing)
+    steps = StepLoop(model, optimizer, weights, lr_at, first_step, device, label_smoothing, distill)
     for x8, y in batches(images, labels, batch_size, order):
         x = to_model_input(x8.to(device), data_config, augment, generator)
         y = y.to(device)
@@ -89,8 +91,10 @@ class StepLoop:
         first_step: int,
         device: torch.device,
         label_smoothing: float,
+        distill: DistillConfig | None = None,
     ) -> None:
         self.optimizer = optimizer
+        self.distill = distill
         self.lr_at = lr_at
         self.step_index = first_step
         self.weights = torch.tensor(weights, device=device)
@@ -110,9 +114,7 @@ class StepLoop:
         after_backward: Callable[[], None] | None = None,
         scaler: torch.amp.GradScaler | None = None,
     ) -> None:
-        losses = torch.stack(
-            [F.cross_entropy(t.float(), y, label_smoothing=self.label_smoothing) for t in logits]
-        )
+        losses = exit_losses(logits, y, self.label_smoothing, self.distill)
         loss = (losses * self.weights).sum()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {self.step_index}")
@@ -147,6 +149,25 @@ class StepLoop:
                 )
         n = max(1, self.seen)
         return EpochStats((self.loss_sum / n).tolist(), (self.correct / n).tolist())
+
+
+def exit_losses(
+    logits: list[torch.Tensor],
+    y: torch.Tensor,
+    label_smoothing: float = 0.0,
+    distill: DistillConfig | None = None,
+) -> torch.Tensor:
+    """Each exit's loss ``[exits]``: cross-entropy, plus for the early exits the distillation
+    term when ``distill`` is on (the last exit's answer is a target, not trained by it)."""
+    losses = [F.cross_entropy(t.float(), y, label_smoothing=label_smoothing) for t in logits]
+    if distill is not None and distill.weight > 0:
+        temp = distill.temperature
+        teacher = F.softmax(logits[-1].detach().float() / temp, dim=-1)
+        for k in range(len(logits) - 1):
+            student = F.log_softmax(logits[k].float() / temp, dim=-1)
+            kl = F.kl_div(student, teacher, reduction="batchmean") * temp**2
+            losses[k] = losses[k] + distill.weight * kl
+    return torch.stack(losses)
 
 
 def exit_stats(logits: list[torch.Tensor], labels: np.ndarray) -> EpochStats:

@@ -169,6 +169,7 @@ def train(
                         generator=generator,
                         device=device,
                         label_smoothing=train_cfg.label_smoothing,
+                        distill=train_cfg.distill,
                         after_backward=masker if train_cfg.sparsity.backward else None,
                     )
                     bar.update(epoch_size)
@@ -188,6 +189,7 @@ def train(
                         device=device,
                         amp=train_cfg.amp,
                         label_smoothing=train_cfg.label_smoothing,
+                        distill=train_cfg.distill,
                         exit_gradient=train_cfg.exit_gradient,
                         after_backward=masker if train_cfg.sparsity.backward else None,
                         scaler=scaler,
