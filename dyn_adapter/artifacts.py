@@ -325,10 +325,13 @@ def accuracy_metrics(val: Sequence[float], test: Sequence[float] | None) -> dict
 
 
 ABLATION_SPLITS = ("test", "selection")  # the held-out splits ablate scores on
+ABLATION_STUDIES = ("sparsity", "last-exit")  # stages.ablate.STUDIES (the CLI starts without it)
 
 
-def ablation_files(split: str) -> tuple[str, str]:
-    """``ablate``'s table and report for the split it scored: ``ablation.json`` /
-    ``ablation.md`` on test, ``ablation-<split>.json`` / ``.md`` on another."""
-    stem = "ablation" if split == "test" else f"ablation-{split}"
+def ablation_files(split: str, study: str = "sparsity") -> tuple[str, str]:
+    """``ablate``'s table and report for the study it ran and the split it scored:
+    ``ablation.json`` / ``ablation.md`` for the sparsity study on test, ``<study>.json`` for
+    another study, ``-<split>`` appended on another split (``last-exit-selection.md``)."""
+    stem = "ablation" if study == "sparsity" else study
+    stem = stem if split == "test" else f"{stem}-{split}"
     return f"{stem}.json", f"{stem}.md"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from . import commands
-from .artifacts import ABLATION_SPLITS
+from .artifacts import ABLATION_SPLITS, ABLATION_STUDIES
 from .console import configure_logging, finished
 from .errors import USER_ERRORS, ConfigError
 
@@ -357,12 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "ablate",
         out="outputs/ablation",
-        help="ablation of sparsity halves and loss-weight schedule, scored on held-out images",
-        description="Train one model per variant (sparsity none/forward/backward/both, "
-        "scheduled vs constant loss weights) and each training seed; score every exit on a "
-        "held-out split (--split) and compare each variant with the first on the same images (paired "
-        "interval, McNemar; over several seeds, the difference averaged image by image with "
-        "its interval). A rerun continues where it stopped.",
+        help="studies of the training recipe (sparsity halves, loss weights; what keeps the "
+        "last exit as good as the static model), scored on held-out images",
+        description="Train one model per variant of a study (--study) and each training seed; "
+        "score every exit on a held-out split (--split) and compare each variant with the first "
+        "on the same images (paired interval, McNemar; over several seeds, the difference "
+        "averaged image by image with its interval). The sparsity study: none / forward / "
+        "backward / both, scheduled vs constant loss weights. The last-exit study: the "
+        "configured (joint) recipe, the static PETL model, and candidates (train.exit_gradient "
+        "0 and 0.3, train.distill, both), each last exit compared with the static model's. "
+        "A rerun continues where it stopped.",
+    )
+    p.add_argument(
+        "--study",
+        choices=ABLATION_STUDIES,
+        default="sparsity",
+        help="which variants to train: sparsity (ablation*.json) or last-exit "
+        "(last-exit*.json) (default: %(default)s)",
     )
     p.add_argument(
         "--seeds",

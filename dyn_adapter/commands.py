@@ -162,8 +162,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .artifacts import ablation_files
     from .stages import ablate
 
-    ablate.run(params(args), args.data, args.out, seeds=args.seeds, split=args.split)
-    show_report(Path(args.out) / ablation_files(args.split)[1], "ablation table")
+    ablate.run(
+        params(args), args.data, args.out, seeds=args.seeds, split=args.split, study=args.study
+    )
+    show_report(Path(args.out) / ablation_files(args.split, args.study)[1], "ablation table")
     return 0
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from conftest import tiny_params, write_prepared
 
+from dyn_adapter.artifacts import ABLATION_STUDIES
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.stages import ablate
+from dyn_adapter.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_every_variant_and_seed_is_scored_on_test(ablation):
     assert table == json.loads((root / "out" / "ablation.json").read_text())
     assert table["split"] == "test" and table["images"] == 96 and table["seeds"] == [0, 1]
     assert [(r["variant"], r["seed"]) for r in table["rows"]] == [
-        (name, seed) for seed in (0, 1) for name, *_ in ablate.VARIANTS
+        (v.name, seed) for seed in (0, 1) for v in ablate.STUDIES["sparsity"]
     ]
     for row in table["rows"]:
         correct = np.load(
@@ -131,3 +133,43 @@ def test_no_test_split_is_a_clear_error(tmp_path):
     params = tiny_params(tmp_path, "train.epochs=1")
     with pytest.raises(ConfigError, match="no test split"):
         ablate.run(params, data, tmp_path / "out")
+
+
+def test_the_studies_are_the_ones_the_cli_offers():
+    assert tuple(ablate.STUDIES) == ABLATION_STUDIES
+    for variants in ablate.STUDIES.values():
+        assert len({v.slug for v in variants}) == len(variants)
+        assert not variants[0].static  # the reference has every exit
+
+
+def test_variant_changes_reach_the_training_recipe():
+    recipe = TrainConfig()
+    cfg = ablate.variant_config(
+        recipe, ablate.Variant("x", "x", {"exit_gradient": 0.0, "distill.weight": 1.0}), seed=7
+    )
+    assert (cfg.exit_gradient, cfg.distill.weight, cfg.seed) == (0.0, 1.0, 7)
+    assert cfg.distill.temperature == recipe.distill.temperature and not cfg.evaluate_test
+
+
+def test_the_last_exit_study_compares_each_last_exit_with_the_static_model(tmp_path):
+    data = write_prepared(tmp_path / "prepared", sizes={"train": 48, "val": 16, "selection": 40})
+    params = tiny_params(tmp_path, "train.epochs=1", "train.warmup_epochs=0")
+    table = ablate.run(params, data, tmp_path / "out", split="selection", study="last-exit")
+    assert table == json.loads((tmp_path / "out" / "last-exit-selection.json").read_text())
+    assert [r["variant"] for r in table["rows"]] == [v.name for v in ablate.STUDIES["last-exit"]]
+    runs = tmp_path / "out" / "runs-last-exit" / "seed-0"
+    static = np.load(runs / "static" / ablate.scores_file("selection"))["correct"]
+    assert static.shape == (1, 40)
+    for row in table["rows"]:
+        if row["static"]:
+            assert row["vs_reference"] is None and "last_vs_static" not in row
+            continue
+        slug = next(v.slug for v in ablate.STUDIES["last-exit"] if v.name == row["variant"])
+        mine = np.load(runs / slug / ablate.scores_file("selection"))["correct"]
+        d = row["last_vs_static"]
+        assert d["difference"] == pytest.approx(mine[-1].mean() - static[0].mean())
+        assert d["only_a_right"] == int(np.sum(mine[-1] & ~static[0]))
+    md = (tmp_path / "out" / "last-exit-selection.md").read_text()
+    assert "last exit − static" in md and "exit_gradient=0.0" in md
+    entry = next(s for s in table["summary"] if s["variant"] == "exit gradient 0")
+    assert entry["last_vs_static"]["pairs"] == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +34,64 @@ from ..evaluation.stats import accuracy_interval, averaged_paired_difference, pa
 from ..files import atomic_path, sha256_file, write_json
 from ..inference.config import InferenceConfig
 from ..params import Params
-from ..training.config import SparsityMode, TrainConfig
-from ..training.schedules import WeightShape
+from ..training.config import TrainConfig
 from ..training.trainer import train
+from .train import static_petl
 
 logger = logging.getLogger(__name__)
 
-# (name, sparsity mode, loss-weight shape or None for the configured schedule); the first is
-# the reference every other variant is compared with.
-VARIANTS: list[tuple[str, SparsityMode, WeightShape | None]] = [
-    ("none", "none", None),
-    ("forward", "forward", None),
-    ("backward", "backward", None),
-    ("both", "both", None),
-    ("none, constant λ", "none", "constant"),
-    ("both, constant λ", "both", "constant"),
-]
+
+@dataclass(frozen=True)
+class Variant:
+    """One training of a study.
+
+    Attributes:
+        name: As the tables show it.
+        slug: Its run directory, ``runs/seed-<seed>/<slug>``.
+        train: ``train.*`` values it changes, by dotted key (``sparsity.mode``).
+        static: The static PETL model (the last exit alone) instead of ``params.model``.
+    """
+
+    name: str
+    slug: str
+    train: dict[str, Any] = field(default_factory=dict)
+    static: bool = False
+
+
+# The first variant of a study is the reference every other one is compared with.
+STUDIES: dict[str, tuple[Variant, ...]] = {
+    # Which halves of bidirectional sparsity help, and does the loss-weight schedule.
+    "sparsity": (
+        Variant("none", "0-none-schedule", {"sparsity.mode": "none"}),
+        Variant("forward", "1-forward-schedule", {"sparsity.mode": "forward"}),
+        Variant("backward", "2-backward-schedule", {"sparsity.mode": "backward"}),
+        Variant("both", "3-both-schedule", {"sparsity.mode": "both"}),
+        Variant(
+            "none, constant λ",
+            "4-none-constant",
+            {"sparsity.mode": "none", "loss_weights.shape": "constant"},
+        ),
+        Variant(
+            "both, constant λ",
+            "5-both-constant",
+            {"sparsity.mode": "both", "loss_weights.shape": "constant"},
+        ),
+    ),
+    # Which recipe keeps the last exit as accurate as the static PETL model: the configured
+    # (joint) training against the static model and the candidates.
+    "last-exit": (
+        Variant("joint", "joint"),
+        Variant("static", "static", static=True),
+        Variant("exit gradient 0", "exit-gradient-0", {"exit_gradient": 0.0}),
+        Variant("exit gradient 0.3", "exit-gradient-0.3", {"exit_gradient": 0.3}),
+        Variant("distill", "distill", {"distill.weight": 1.0}),
+        Variant(
+            "exit gradient 0, distill",
+            "exit-gradient-0-distill",
+            {"exit_gradient": 0.0, "distill.weight": 1.0},
+        ),
+    ),
+}
 
 
 def scores_file(split: str) -> str:
@@ -56,17 +99,18 @@ def scores_file(split: str) -> str:
     return f"{split}_correct.npz"
 
 
-def variant_config(
-    train: TrainConfig, mode: SparsityMode, shape: WeightShape | None, seed: int
-) -> TrainConfig:
-    sparsity = dataclasses.replace(train.sparsity, mode=mode)
-    weights = (
-        train.loss_weights
-        if shape is None
-        else dataclasses.replace(train.loss_weights, shape=shape)
-    )
+def variant_config(train: TrainConfig, variant: Variant, seed: int) -> TrainConfig:
+    """``train`` with the variant's changes, its seed, and no test evaluation."""
+    cfg = dataclasses.replace(train, evaluate_test=False, seed=seed)
+    for key, value in variant.train.items():
+        cfg = _replaced(cfg, key.split("."), value)
+    return cfg
+
+
+def _replaced(obj: Any, path: list[str], value: Any) -> Any:
+    head, *rest = path
     return dataclasses.replace(
-        train, sparsity=sparsity, loss_weights=weights, evaluate_test=False, seed=seed
+        obj, **{head: _replaced(getattr(obj, head), rest, value) if rest else value}
     )
 
 
@@ -99,16 +143,25 @@ def exit_correctness(
     return correct
 
 
+def study_variants(study: str) -> tuple[Variant, ...]:
+    if study not in STUDIES:
+        raise ConfigError(f"ablate: study must be one of {', '.join(STUDIES)}, got {study!r}")
+    return STUDIES[study]
+
+
 def run(
     params: Params,
     data_dir: str | Path,
     out_dir: str | Path,
     seeds: Sequence[int] | None = None,
     split: str = "test",
+    study: str = "sparsity",
 ) -> dict[str, Any]:
-    """Train every variant of ``params.model`` and ``params.train`` under each training seed
-    (default: ``train.seed``), score it on ``split``, compare it with the reference; write
+    """Train every variant of ``study`` from ``params.model`` and ``params.train`` under each
+    training seed (default: ``train.seed``), score it on ``split``, compare it with the
+    reference (and, where the study trains it, its last exit with the static model); write
     the table and report of ``artifacts.ablation_files``."""
+    variants = study_variants(study)
     out = Path(out_dir)
     data = PreparedData(data_dir)
     if split not in ABLATION_SPLITS:
@@ -121,44 +174,44 @@ def run(
             "images (validation's are too few to tell the variants apart): prepare the data "
             f"with {POOL_SPLITS.get(split, 'data.test_size')} > 0"
         )
-    table_file, report_file = ablation_files(split)
+    table_file, report_file = ablation_files(split, study)
+    runs = out / ("runs" if study == "sparsity" else f"runs-{study}")
     recipe = params.train
     seeds = list(seeds) if seeds else [recipe.seed]
     rows: list[dict[str, Any]] = []
     scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, images]
     for seed in seeds:
-        reference = None
-        for i, (name, mode, shape) in enumerate(VARIANTS):
-            cfg = variant_config(recipe, mode, shape, seed)
-            logger.info("ablation seed %d, %d/%d: %s", seed, i + 1, len(VARIANTS), name)
-            run_dir = out / "runs" / f"seed-{seed}" / f"{i}-{mode}-{shape or 'schedule'}"
-            result = train(params.model, cfg, data_dir, run_dir)
+        for i, variant in enumerate(variants):
+            cfg = variant_config(recipe, variant, seed)
+            logger.info(
+                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(variants), variant.name
+            )
+            model = static_petl(params.model) if variant.static else params.model
+            result = train(model, cfg, data_dir, runs / f"seed-{seed}" / variant.slug)
             correct = exit_correctness(result.model_dir, data, cfg, split, params.inference)
-            scores[seed, name] = correct
-            reference = correct if reference is None else reference
+            scores[seed, variant.name] = correct
             rows.append(
                 {
-                    "variant": name,
+                    "variant": variant.name,
                     "seed": seed,
-                    "sparsity": mode,
-                    "loss_weights": shape or recipe.loss_weights.shape,
+                    "changes": dict(variant.train),
+                    "static": variant.static,
                     "val_accuracy": result.val_accuracy,
                     "accuracy": [float(c.mean()) for c in correct],
                     "interval": [accuracy_interval(c) for c in correct],
                     "mean": float(correct.mean()),
-                    "vs_reference": None
-                    if i == 0
-                    else [paired_difference(c, r) for c, r in zip(correct, reference, strict=True)],
                 }
             )
             table = {
+                "study": study,
                 "epochs": recipe.epochs,
                 "seeds": seeds,
                 "split": split,
                 "images": int(correct.shape[1]),
-                "reference": VARIANTS[0][0],
-                "rows": rows,
-                "summary": summary(rows, scores),
+                "reference": variants[0].name,
+                "static": next((v.name for v in variants if v.static), None),
+                "rows": compared(rows, scores, variants),
+                "summary": summary(rows, scores, variants),
             }
             write_json(out / table_file, table)
     with atomic_path(out / report_file) as tmp:
@@ -166,16 +219,49 @@ def run(
     return table
 
 
+def compared(
+    rows: list[dict[str, Any]],
+    scores: dict[tuple[int, str], np.ndarray],
+    variants: Sequence[Variant],
+) -> list[dict[str, Any]]:
+    """``rows`` with their paired differences on the same images and seed: per exit to the
+    reference (``vs_reference``; None for the reference and the static model), and the last
+    exit's to the static model's (``last_vs_static``, where the study trains one)."""
+    reference = variants[0].name
+    static = next((v.name for v in variants if v.static), None)
+    out = []
+    for r in rows:
+        mine, seed = scores[r["seed"], r["variant"]], r["seed"]
+        ref = scores.get((seed, reference))
+        row = dict(r)
+        row["vs_reference"] = (
+            None
+            if r["variant"] == reference or r["static"] or ref is None
+            else [paired_difference(c, f) for c, f in zip(mine, ref, strict=True)]
+        )
+        if static is not None and not r["static"]:
+            base = scores.get((seed, static))
+            row["last_vs_static"] = None if base is None else paired_difference(mine[-1], base[-1])
+        out.append(row)
+    return out
+
+
 def summary(
-    rows: list[dict[str, Any]], scores: dict[tuple[int, str], np.ndarray]
+    rows: list[dict[str, Any]],
+    scores: dict[tuple[int, str], np.ndarray],
+    variants: Sequence[Variant],
 ) -> list[dict[str, Any]]:
     """Per variant: accuracy per exit averaged over the seeds run; per exit (and over
     all exits) its difference from the reference averaged over those seeds, with its
-    interval; and per exit whether the difference is resolved the same way under every seed."""
-    reference = VARIANTS[0][0]
+    interval; per exit whether the difference is resolved the same way under every seed;
+    and, where the study trains the static model, the last exit's difference to it."""
+    reference = variants[0].name
+    static = next((v.name for v in variants if v.static), None)
+    checked = compared(rows, scores, variants)
     out = []
-    for name, *_ in VARIANTS:
-        runs = [r for r in rows if r["variant"] == name]
+    for variant in variants:
+        name = variant.name
+        runs = [r for r in checked if r["variant"] == name]
         if not runs:
             continue
         exits = len(runs[0]["accuracy"])
@@ -185,17 +271,24 @@ def summary(
             "accuracy": [float(np.mean([r["accuracy"][k] for r in runs])) for k in range(exits)],
             "mean": float(np.mean([r["mean"] for r in runs])),
         }
-        if runs[0]["vs_reference"] is not None:
+        paired = [r for r in runs if r["vs_reference"] is not None]
+        if paired:
             pairs = [
-                [(scores[r["seed"], name][k], scores[r["seed"], reference][k]) for r in runs]
+                [(scores[r["seed"], name][k], scores[r["seed"], reference][k]) for r in paired]
                 for k in range(exits)
             ]
             entry["averaged"] = [averaged_paired_difference(p) for p in pairs]
             # Every exit of every seed, averaged per image: the variant's mean over exits.
             entry["mean_difference"] = averaged_paired_difference(sum(pairs, []))
             entry["resolved"] = [
-                _verdict([r["vs_reference"][k] for r in runs]) for k in range(exits)
+                _verdict([r["vs_reference"][k] for r in paired]) for k in range(exits)
             ]
+        with_static = [r for r in runs if r.get("last_vs_static") is not None]
+        if static is not None and with_static:
+            entry["last_vs_static"] = averaged_paired_difference(
+                [(scores[r["seed"], name][-1], scores[r["seed"], static][-1]) for r in with_static]
+            )
+            entry["last_vs_static_resolved"] = _verdict([r["last_vs_static"] for r in with_static])
         out.append(entry)
     return out
 
@@ -211,31 +304,37 @@ def _verdict(diffs: list[dict[str, Any]]) -> str:
 
 def markdown(table: dict[str, Any], train: TrainConfig) -> str:
     rows = table["rows"]
-    n = len(rows[0]["accuracy"])
+    n = max(len(r["accuracy"]) for r in rows)
+    static = table.get("static")
+    vs_static = [" last exit − static |"] if static else []
     lines = [
         f"Final-epoch {table['split']} accuracy, {table['images']} images ({train.epochs} epochs; "
         f"seeds {', '.join(map(str, table['seeds']))}; sparsity rates: forward "
         f"{train.sparsity.forward_rate:g}, backward keep {train.sparsity.backward_keep:g}). "
         f"Differences are to `{table['reference']}` with the same seed on the same images "
-        "(paired bootstrap 95% interval; * resolved: the interval excludes 0 and McNemar p < 0.05).",
+        "(paired bootstrap 95% interval; * resolved: the interval excludes 0 and McNemar p < 0.05)"
+        + (f"; the last column, the last exit's to `{static}`'s." if static else "."),
         "",
-        "| variant | seed | loss weights | "
+        "| variant | seed | changes | "
         + " | ".join(f"exit {k}" for k in range(n))
-        + " | mean |",
-        "|---" * (n + 4) + "|",
+        + " | mean |"
+        + "".join(vs_static),
+        "|---" * (n + 4 + len(vs_static)) + "|",
     ]
     for r in rows:
-        cells = []
-        for k in range(n):
+        cells = ["—"] * (n - len(r["accuracy"]))  # the static model: its one exit is the last
+        for k in range(len(r["accuracy"])):
             lo, hi = r["interval"][k]
             cell = f"{100 * r['accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
             if r["vs_reference"] is not None:
                 cell += f"; {_difference(r['vs_reference'][k])}"
             cells.append(cell)
-        lines.append(
-            f"| {r['variant']} | {r['seed']} | {r['loss_weights']} | {' | '.join(cells)} "
-            f"| {100 * r['mean']:.2f} |"
-        )
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
+        line = f"| {r['variant']} | {r['seed']} | {changes} | {' | '.join(cells)} | {100 * r['mean']:.2f} |"
+        if static:
+            d = r.get("last_vs_static")
+            line += f" {_difference(d) if d else '—'} |"
+        lines.append(line)
     if len(table["seeds"]) > 1:
         lines += [
             "",
@@ -243,17 +342,25 @@ def markdown(table: dict[str, Any], train: TrainConfig) -> str:
             "averaged image by image over them (bootstrap 95% interval over the images; "
             "* the interval excludes 0; † resolved with the same sign under every seed).",
             "",
-            "| variant | " + " | ".join(f"exit {k}" for k in range(n)) + " | mean over exits |",
-            "|---" * (n + 2) + "|",
+            "| variant | "
+            + " | ".join(f"exit {k}" for k in range(n))
+            + " | mean over exits |"
+            + "".join(vs_static),
+            "|---" * (n + 2 + len(vs_static)) + "|",
         ]
         for s in table["summary"]:
-            cells = [f"{100 * a:.2f}" for a in s["accuracy"]] + [f"{100 * s['mean']:.2f}"]
+            cells = ["—"] * (n - len(s["accuracy"]))
+            cells += [f"{100 * a:.2f}" for a in s["accuracy"]] + [f"{100 * s['mean']:.2f}"]
             if "averaged" in s:
                 verdicts = [*s["resolved"], None]
                 for k, (d, v) in enumerate(
                     zip([*s["averaged"], s["mean_difference"]], verdicts, strict=True)
                 ):
                     cells[k] += f"; {_difference(d)}{'†' if v in ('better', 'worse') else ''}"
+            if static:
+                d = s.get("last_vs_static")
+                mark = "†" if s.get("last_vs_static_resolved") in ("better", "worse") else ""
+                cells.append(f"{_difference(d)}{mark}" if d else "—")
             lines.append(f"| {s['variant']} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
