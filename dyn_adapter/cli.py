@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         "averaged image by image with its interval). The sparsity study: none / forward / "
         "backward / both, scheduled vs constant loss weights. The last-exit study: the "
         "configured (joint) recipe, the static PETL model, and candidates (train.exit_gradient "
-        "0 and 0.3, train.distill, both), each last exit compared with the static model's. "
+        "0, alone and with train.distill, and 0.3), each last exit compared with the static "
+        "model's. "
         "A rerun continues where it stopped.",
     )
     p.add_argument(
