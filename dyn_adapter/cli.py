@@ -241,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Fashion-MNIST IDX files (`make setup`) (default: %(default)s)",
     )
     p.add_argument(
+        "--selection",
+        type=int,
+        default=0,
+        help="also draw this many images, class-balanced, into selection.txt: the split "
+        "`ablate --split selection` chooses defaults on, apart from test (prepare with "
+        "data.selection_size > 0 to keep it) (default: %(default)s)",
+    )
+    p.add_argument(
         "--openclipart",
         default=str(OPENCLIPART_DIR),
         help="the png/ folder of Debian's openclipart-png (`make setup`) (default: %(default)s)",

@@ -46,11 +46,12 @@ def params(args: argparse.Namespace):  # -> Params
 
 def cmd_vtab_data(args: argparse.Namespace) -> int:
     from .data.packaged import write_tasks
+    from .errors import ConfigError
 
     if args.max_test < 1:
-        from .errors import ConfigError
-
         raise ConfigError(f"--max-test {args.max_test}: must be >= 1")
+    if args.selection < 0:
+        raise ConfigError(f"--selection {args.selection}: must be >= 0")
     written = write_tasks(
         args.out,
         args.tasks,
@@ -58,6 +59,7 @@ def cmd_vtab_data(args: argparse.Namespace) -> int:
         args.max_test,
         fashion_mnist_dir=args.fashion_mnist,
         openclipart_dir=args.openclipart,
+        selection_size=args.selection,
     )
     for name, record in written.items():
         counts = ", ".join(f"{k} {v}" for k, v in record["counts"].items())

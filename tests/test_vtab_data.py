@@ -182,3 +182,29 @@ def test_clipart_task_from_the_package(tmp_path):
             assert pixels not in seen, f"{line} repeats {seen.get(pixels)}"  # no leak
             seen[pixels] = (split, line)
     assert "public domain" in record["licence"]
+
+
+def test_a_selection_split_apart_from_test(tmp_path):
+    """--selection draws the split defaults are chosen on, disjoint from train, val and test;
+    prepare keeps it when asked for one, and asking a task without one says how to get it."""
+    (record,) = write_tasks(tmp_path / "vtab", ["digits"], selection_size=100).values()
+    assert record["counts"] == {"train": 800, "val": 200, "test": 697, "selection": 100}
+    assert record["class_counts"]["selection"] == [10] * 10
+    task = tmp_path / "vtab" / "digits"
+    names = {s: f"{s}.txt" for s in ("test", "selection")} | {
+        "train": "train800.txt",
+        "val": "val200.txt",
+    }
+    files = {
+        s: {line.split()[0] for line in (task / f).read_text().splitlines()}
+        for s, f in names.items()
+    }
+    assert sum(len(f) for f in files.values()) == len(set().union(*files.values())) == 1797
+    cfg = DataConfig(source="vtab", path=str(task), selection_size=60)
+    prepare(cfg, TINY, tmp_path / "prepared")
+    images, labels = PreparedData(tmp_path / "prepared").split("selection")
+    assert len(labels) == 60 and np.bincount(labels).tolist() == [6] * 10
+    write_tasks(tmp_path / "plain", ["digits"])
+    plain = DataConfig(source="vtab", path=str(tmp_path / "plain" / "digits"), selection_size=60)
+    with pytest.raises(ConfigError, match="vtab-data --selection N"):
+        prepare(plain, TINY, tmp_path / "prepared-plain")

@@ -23,12 +23,13 @@ from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from .clipart import OPENCLIPART_DIR, read_clipart
 from .prepare import DataConfig, plan_splits
-from .sources import VTAB_SPLIT_FILES, BadData, Layout, Pool
+from .sources import VTAB_SELECTION, VTAB_SPLIT_FILES, BadData, Layout, Pool
 from .sources import load_fashion_mnist as read_fashion_mnist
 
 logger = logging.getLogger(__name__)
 
 SOURCE_FILE = "source.json"  # marks a task directory this module wrote
+SPLIT_FILES = VTAB_SPLIT_FILES | dict([VTAB_SELECTION])
 DIGITS = [str(d) for d in range(10)]
 
 
@@ -128,12 +129,16 @@ def write_tasks(
     openclipart_dir: str | Path = OPENCLIPART_DIR,
     train_size: int = 800,
     val_size: int = 200,
+    selection_size: int = 0,
 ) -> dict[str, dict]:
     """Write each of ``tasks`` to ``out_root/<task>/`` in the VTAB-1k layout; returns each
     task's ``source.json``.
 
     Train and val are drawn class-balanced with ``seed``; test is the task's test split (or
-    what train and val leave), a seeded class-balanced ``max_test`` of it where larger. Each
+    what train and val leave), a seeded class-balanced ``max_test`` of it where larger. With
+    ``selection_size``, a selection split (``selection.txt``: images to choose defaults on) is
+    drawn class-balanced after train and val, from the training pool; test is then what all
+    three leave, where the task has no test split of its own. Each
     task directory is written complete or not at all; an existing one is replaced only if
     this function wrote it.
     """
@@ -149,7 +154,7 @@ def write_tasks(
         check_replaceable(out, SOURCE_FILE, "a task written by `dyn-adapter vtab-data`")
         layout, notes = task.read(inputs)
         test_pool = len(layout.pools["test"]) if "test" in layout.pools else None
-        left = len(layout.pools["train"]) - train_size - val_size
+        left = len(layout.pools["train"]) - train_size - val_size - selection_size
         test_size = _capped(test_pool if test_pool is not None else left, max_test)
         cfg = DataConfig(
             source="vtab",
@@ -157,6 +162,7 @@ def write_tasks(
             train_size=train_size,
             val_size=val_size,
             test_size=test_size,
+            selection_size=selection_size,
             seed=seed,
         )
         splits = plan_splits(layout, cfg, BadData("error", name))
@@ -201,7 +207,7 @@ def _write_task(
             rel = f"images/{split}_{i:05d}.png"
             Image.fromarray(image).save(tmp / rel)
             lines.append(f"{rel} {int(label)}\n")
-        (tmp / VTAB_SPLIT_FILES[split]).write_text("".join(lines))
+        (tmp / SPLIT_FILES[split]).write_text("".join(lines))
     (tmp / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     record = {
         "task": task.name,

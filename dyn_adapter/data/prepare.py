@@ -239,17 +239,32 @@ def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool
     pool_sizes = [(CALIBRATION_SPLIT, cfg.calibration_size), (SELECTION_SPLIT, cfg.selection_size)]
     if layout.fixed_splits:
         for name, size in pool_sizes:
-            if size:
+            if size and name not in pools:
                 key = POOL_SPLITS[name]
+                hint = (
+                    " (`dyn-adapter vtab-data --selection N` writes one)"
+                    if name == SELECTION_SPLIT
+                    else ""
+                )
                 raise ConfigError(
-                    f"{key}={size}: {where['train']} fixes its splits (VTAB-1k), so no training "
-                    f"images are left for a {name} split; set {key}=0 (or use another prepared "
-                    "dataset)"
+                    f"{key}={size}: {where['train']} fixes its splits (VTAB-1k) and has no "
+                    f"{name} split{hint}, so no training images are left for one; set {key}=0 "
+                    "(or use another prepared dataset)"
                 )
         test = pools["test"]
         if cfg.test_size is not None:
             (test,) = _draw(test, test_size, layout.classes, test_rng, where["test"], cfg.draw)
-        return {"train": pools["train"], "val": pools["val"], "test": test}
+        fixed = {"train": pools["train"], "val": pools["val"], "test": test}
+        for name, size in pool_sizes:  # a split the task's files define, where asked for
+            if size and name in pools:
+                pool = pools[name]
+                if size < len(pool):
+                    rng = np.random.default_rng([cfg.seed, 2])
+                    (pool,) = _draw(
+                        pool, [(name, size)], layout.classes, rng, where[name], cfg.draw
+                    )
+                fixed[name] = pool
+        return fixed
     # The calibration and selection images come after train and val (selection after
     # calibration) in the same seeded draw, so asking for them leaves the splits before them
     # exactly as they were without (and test, where the source has a test pool).

@@ -42,6 +42,8 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 
 VTAB_SPLIT_FILES = {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}
+# Optional: images to choose defaults on, apart from test (`dyn-adapter vtab-data --selection`).
+VTAB_SELECTION = ("selection", "selection.txt")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 SKIP_HINT = "or set data.on_bad=skip to skip bad images"
@@ -194,14 +196,18 @@ def _read_idx(path: Path, magic: int, ndim: int, bad: BadData) -> np.ndarray:
 
 
 def load_vtab(root: Path, bad: BadData) -> Layout:
-    """A VTAB-1k task: ``images/`` plus ``train800.txt``, ``val200.txt`` and ``test.txt``.
+    """A VTAB-1k task: ``images/`` plus ``train800.txt``, ``val200.txt`` and ``test.txt`` (and
+    ``selection.txt``, the selection split, where it exists).
 
     Each split-file line is ``<path> <label>``, the path relative to the task directory, with or
     without the leading ``images/``. Class names come from ``classes.txt`` (one per line) when it
     exists, else ``class_<i>`` for labels ``0..max``.
     """
     names = _read_class_names(root / "classes.txt")
-    entries = {split: _read_split_file(root, name, bad) for split, name in VTAB_SPLIT_FILES.items()}
+    files = dict(VTAB_SPLIT_FILES)
+    if (root / VTAB_SELECTION[1]).is_file():
+        files[VTAB_SELECTION[0]] = VTAB_SELECTION[1]
+    entries = {split: _read_split_file(root, name, bad) for split, name in files.items()}
     num_classes = (
         len(names)
         if names is not None
@@ -213,7 +219,7 @@ def load_vtab(root: Path, bad: BadData) -> Layout:
         for rel, label, line in rows:
             if label >= num_classes:
                 bad.report(
-                    f"{VTAB_SPLIT_FILES[split]}:{line}",
+                    f"{files[split]}:{line}",
                     f"label {label} out of range: classes.txt has {num_classes} classes",
                     "fix the label or classes.txt",
                 )
@@ -224,7 +230,7 @@ def load_vtab(root: Path, bad: BadData) -> Layout:
             files=[rel for rel, _ in kept],
         )
     classes = names if names is not None else [f"class_{i}" for i in range(num_classes)]
-    return Layout(classes, pools, dict(VTAB_SPLIT_FILES), fixed_splits=True)
+    return Layout(classes, pools, files, fixed_splits=True)
 
 
 def _read_class_names(path: Path) -> list[str] | None:
