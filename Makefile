@@ -43,7 +43,7 @@ $(FMNIST):
 	scripts/install-fashion-mnist.sh
 
 $(CLIPART):  # the clip-art task of `dyn-adapter vtab-data`
-	scripts/apt-install.sh openclipart-png $(CLIPART) "131 MB"
+	scripts/apt-install.sh openclipart-png
 
 weights: $(STAMP)
 	@$(BIN)/dyn-adapter convert-weights

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# Install a Debian package that ships data, once: apt-install.sh PACKAGE FILE DESCRIPTION
-# (FILE: a file the package installs; present means installed).
+# Install Debian packages (as root, or through sudo): apt-install.sh PACKAGE...
+# Callers check first whether they are needed.
 set -euo pipefail
-package=$1 file=$2 what=$3
-[ -e "$file" ] && exit 0
 sudo=""
 if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { echo "installing $package needs root (or sudo)" >&2; exit 1; }
+  command -v sudo >/dev/null || { echo "installing $* needs root (or sudo)" >&2; exit 1; }
   sudo=sudo
 fi
-echo "installing the Debian package $package ($what)"
+echo "installing the Debian packages $*"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$package" >/dev/null
-test -e "$file"
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null

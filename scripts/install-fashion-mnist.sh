@@ -5,7 +5,7 @@
 set -euo pipefail
 dir=/usr/share/datasets/fashion-mnist
 dest="$(dirname "$0")/../data/fashion-mnist"
-"$(dirname "$0")/apt-install.sh" dataset-fashion-mnist "$dir/train-images-idx3-ubyte.gz" "31 MB"
+[ -f "$dir/train-images-idx3-ubyte.gz" ] || "$(dirname "$0")/apt-install.sh" dataset-fashion-mnist
 mkdir -p "$dest"
 for f in "$dir"/*-ubyte.gz; do
   [ -f "$dest/$(basename "$f")" ] || cp -p "$f" "$dest/"
