@@ -9,4 +9,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing the Debian packages $*"
 $sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null

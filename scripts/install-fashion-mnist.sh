@@ -6,6 +6,7 @@ set -euo pipefail
 dir=/usr/share/datasets/fashion-mnist
 dest="$(dirname "$0")/../data/fashion-mnist"
 [ -f "$dir/train-images-idx3-ubyte.gz" ] || "$(dirname "$0")/apt-install.sh" dataset-fashion-mnist
+test -f "$dir/train-images-idx3-ubyte.gz"
 mkdir -p "$dest"
 for f in "$dir"/*-ubyte.gz; do
   [ -f "$dest/$(basename "$f")" ] || cp -p "$f" "$dest/"

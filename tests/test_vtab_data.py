@@ -120,6 +120,13 @@ def make_clipart(root, per_class=12):
     (root / "food" / "both.png").write_bytes((root / "animals" / "sub0" / "p0.png").read_bytes())
     # a link within its own category: one picture
     (root / "shapes" / "sub0" / "again.png").symlink_to(root / "shapes" / "sub1" / "p1.png")
+    # other bytes, the same pixels: merged within a category, dropped across two
+    Image.open(root / "shapes" / "sub0" / "p2.png").save(
+        root / "shapes" / "p2b.png", compress_level=1
+    )
+    Image.open(root / "food" / "sub1" / "p3.png").save(
+        root / "animals" / "p3b.png", compress_level=1
+    )
     return root
 
 
@@ -133,7 +140,8 @@ def test_clipart_rules_on_a_miniature_package(tmp_path):
     assert layout.classes == ["animals", "food", "shapes"]  # unsorted is never a class
     assert record["dropped_in_two_categories"] == 1  # animals/sub0/p0 = food/both
     assert record["skipped_over_max_pixels"] == 1
-    assert record["pictures_per_class"] == {"animals": 11, "food": 13, "shapes": 12}
+    assert record["same_pixels_merged"] == 1 and record["same_pixels_in_two_categories"] == 2
+    assert record["pictures_per_class"] == {"animals": 11, "food": 12, "shapes": 12}
     pool = layout.pools["train"]
     assert np.bincount(pool.labels).tolist() == [10, 10, 10]
     assert pool.images.shape == (30, 32, 32, 3) and pool.images.dtype == np.uint8

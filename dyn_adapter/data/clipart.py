@@ -14,8 +14,9 @@ picture:
 4. Classes: every category with at least :data:`MIN_PER_CLASS` pictures, except ``unsorted``
    (it names no subject): twelve categories, which leaves each class test images after a
    class-balanced 800 / 200 train / val draw.
-5. A class keeps at most :data:`MAX_PER_CLASS` pictures, a seeded draw, so that icons and
-   stars (about 1,600 pictures each) do not make up most of the test split; the test split is
+5. A class keeps at most :data:`MAX_PER_CLASS` pictures, a seeded draw, so that ``computer``
+   and ``shapes`` (mostly icons and stars, about 1,600 pictures each) do not make up most of
+   the test split; the test split is
    what train and val leave: 2,369 pictures with the package as Debian 12 ships it.
 """
 
@@ -71,6 +72,7 @@ def read_clipart(
         "dropped_in_two_categories": len(by_content) - len(labelled),
     }
     rendered: dict[bytes, tuple[str, np.ndarray]] = {}
+    copies: dict[bytes, int] = defaultdict(int)  # pictures that render to each key
     conflicts: set[bytes] = set()
     too_large = 0
     chosen = sorted(h for h, c in labelled.items() if c in candidates)
@@ -83,25 +85,31 @@ def read_clipart(
         if key in rendered and rendered[key][0] != labelled[h]:
             conflicts.add(key)
         rendered.setdefault(key, (labelled[h], image))
+        copies[key] += 1
     for key in conflicts:
         del rendered[key]
     record |= {
         "skipped_over_max_pixels": too_large,
-        "same_pixels_merged": len(chosen) - too_large - len(rendered) - len(conflicts),
-        "same_pixels_in_two_categories": len(conflicts),
+        # pictures folded into another of the same category, and pictures dropped because one
+        # like them (same pixels) is filed under another category
+        "same_pixels_merged": sum(copies[k] - 1 for k in rendered),
+        "same_pixels_in_two_categories": sum(copies[k] for k in conflicts),
     }
     per_class: dict[str, list[np.ndarray]] = defaultdict(list)
     for key in sorted(rendered):  # a fixed order, whatever the file system's
         label, image = rendered[key]
         per_class[label].append(image)
     classes = sorted(c for c in per_class if len(per_class[c]) >= min_per_class)
+    record["dropped_classes_under_min"] = {
+        c: len(per_class[c]) for c in sorted(per_class) if c not in classes
+    }
     if len(classes) < 2:
         raise ConfigError(
             f"{root}: fewer than two categories with {min_per_class} or more distinct pictures "
             f"({dict(_count(label for label, _ in rendered.values()))}); is this the png/ folder "
             "of openclipart-png?"
         )
-    rng = np.random.default_rng([seed, 2])  # a stream of its own: the split draws use 0 and 1
+    rng = np.random.default_rng([seed, 2])
     images, labels = [], []
     for index, name in enumerate(classes):
         pictures = per_class[name]

@@ -258,6 +258,11 @@ def plan_splits(layout: Layout, cfg: DataConfig, bad: BadData) -> dict[str, Pool
         for name, size in pool_sizes:  # a split the task's files define, where asked for
             if size and name in pools:
                 pool = pools[name]
+                if size > len(pool):
+                    raise ConfigError(
+                        f"{POOL_SPLITS[name]}={size}: {where[name]} holds {len(pool)} images "
+                        f"for its {name} split; ask for at most that many"
+                    )
                 if size < len(pool):
                     rng = np.random.default_rng([cfg.seed, 2])
                     (pool,) = _draw(

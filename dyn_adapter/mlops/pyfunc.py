@@ -30,7 +30,9 @@ import binascii
 import io
 import json
 import math
+import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +297,10 @@ class DynAdapterPyfunc(PythonModel):
             MlflowException: The artifacts do not fit together (exits, classes) or are empty.
         """
         self.device = resolve_device(device)
+        # On CUDA one request at a time from upload to answer: the engine captures a CUDA
+        # graph the first time it meets a batch size, and a capture fails if another thread
+        # uses the GPU meanwhile (the engine's own lock covers only its passes).
+        self._gpu_turn = threading.Lock() if self.device.type == "cuda" else nullcontext()
         pre = json.loads(Path(preprocess_file).read_text())
         inference = from_dict(InferenceConfig, pre.get("inference"), "inference")
         self.engine = load_engine(model_dir, self.device, inference)
@@ -363,11 +369,13 @@ class DynAdapterPyfunc(PythonModel):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         preds, confs, exits = [], [], []
         for start in range(0, len(images), BATCH_SIZE):
-            x8 = torch.from_numpy(np.stack(images[start : start + BATCH_SIZE])).to(self.device)
-            out = self.engine.dynamic(to_model_input(x8, self.data_config), policy["thresholds"])
-            preds.append(out.prediction.cpu().numpy())
-            confs.append(out.confidence.float().cpu().numpy())
-            exits.append(out.exit_index.cpu().numpy())
+            with self._gpu_turn:
+                x8 = torch.from_numpy(np.stack(images[start : start + BATCH_SIZE]))
+                x = to_model_input(x8.to(self.device), self.data_config)
+                out = self.engine.dynamic(x, policy["thresholds"])
+                preds.append(out.prediction.cpu().numpy())
+                confs.append(out.confidence.float().cpu().numpy())
+                exits.append(out.exit_index.cpu().numpy())
         if not preds:
             return (np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64))
         return np.concatenate(preds), np.concatenate(confs), np.concatenate(exits)

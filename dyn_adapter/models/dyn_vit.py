@@ -168,7 +168,8 @@ class DynAdapterViT(nn.Module):
             exit_gradient: The share of each early exit's gradient that flows back into the
                 blocks (and their PETL modules), which later exits share; its head gets all of
                 it. 1: all (the paper's training); 0: none, so the PETL modules learn from the
-                last exit alone, as the static model's do.
+                last exit alone, as the static model's do
+                (up to the weight the loss schedule gives the last exit).
         """
         last = self.num_exits - 1
         return [

@@ -299,6 +299,8 @@ def summary(
 
 def _verdict(diffs: list[dict[str, Any]]) -> str:
     """``better`` / ``worse`` when resolved with that sign under every seed, else ``n.s.``."""
+    if not diffs:
+        return "n.s."
     if all(d["resolved"] and d["difference"] > 0 for d in diffs):
         return "better"
     if all(d["resolved"] and d["difference"] < 0 for d in diffs):

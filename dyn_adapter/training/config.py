@@ -151,7 +151,8 @@ class TrainConfig:
         exit_gradient: Share of each early exit's loss gradient that reaches the blocks and
             PETL modules later exits share (its head always gets all of it): 1, the paper's
             joint training; 0, the PETL modules learn from the last exit alone, as the static
-            model's do, and the early heads learn on top of them.
+            model's do (up to the weight the loss schedule gives the last exit), and the early
+            heads learn on top of them.
         distill: Self-distillation of the early exits from the last (off by default).
         amp: ``auto`` (bf16 on CUDA, off on CPU), ``bf16``, ``fp16`` (with gradient scaling) or ``off``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
