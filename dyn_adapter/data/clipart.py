@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ def read_clipart(
         )
     by_content, files = _unique_files(root)
     labelled = {h: next(iter(c)) for h, c in by_content.items() if len(c) == 1}
-    counts = _count(labelled.values())
+    counts = Counter(labelled.values())
     candidates = sorted(c for c, n in counts.items() if n >= min_per_class and c not in EXCLUDED)
     record: dict = {
         "files": sum(len(f) for f in files.values()),
@@ -106,7 +106,7 @@ def read_clipart(
     if len(classes) < 2:
         raise ConfigError(
             f"{root}: fewer than two categories with {min_per_class} or more distinct pictures "
-            f"({dict(_count(label for label, _ in rendered.values()))}); is this the png/ folder "
+            f"({dict(Counter(label for label, _ in rendered.values()))}); is this the png/ folder "
             "of openclipart-png?"
         )
     rng = np.random.default_rng([seed, 2])
@@ -143,13 +143,6 @@ def _unique_files(root: Path) -> tuple[dict[str, set[str]], dict[str, list[Path]
         categories[h].add(path.relative_to(root).parts[0])
         files[h].append(path)
     return categories, files
-
-
-def _count(labels) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for label in labels:
-        counts[label] += 1
-    return counts
 
 
 def render(path: Path, size: int = SIZE, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:

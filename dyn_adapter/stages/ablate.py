@@ -206,6 +206,7 @@ def run(
                     "mean": float(correct.mean()),
                 }
             )
+            checked = compared(rows, scores, variants)
             table = {
                 "study": study,
                 "epochs": recipe.epochs,
@@ -213,14 +214,19 @@ def run(
                 "split": split,
                 "images": int(correct.shape[1]),
                 "reference": variants[0].name,
-                "static": next((v.name for v in variants if v.static), None),
-                "rows": compared(rows, scores, variants),
-                "summary": summary(rows, scores, variants),
+                "static": static_name(variants),
+                "rows": checked,
+                "summary": summary(checked, scores, variants),
             }
             write_json(out / table_file, table)
     with atomic_path(out / report_file) as tmp:
         tmp.write_text(markdown(table, recipe))
     return table
+
+
+def static_name(variants: Sequence[Variant]) -> str | None:
+    """The study's static-model variant, if it trains one."""
+    return next((v.name for v in variants if v.static), None)
 
 
 def compared(
@@ -232,7 +238,7 @@ def compared(
     reference (``vs_reference``; None for the reference and the static model), and the last
     exit's to the static model's (``last_vs_static``, where the study trains one)."""
     reference = variants[0].name
-    static = next((v.name for v in variants if v.static), None)
+    static = static_name(variants)
     out = []
     for r in rows:
         mine, seed = scores[r["seed"], r["variant"]], r["seed"]
@@ -251,17 +257,17 @@ def compared(
 
 
 def summary(
-    rows: list[dict[str, Any]],
+    checked: list[dict[str, Any]],
     scores: dict[tuple[int, str], np.ndarray],
     variants: Sequence[Variant],
 ) -> list[dict[str, Any]]:
-    """Per variant: accuracy per exit averaged over the seeds run; per exit (and over
+    """Per variant of ``checked`` (rows with their comparisons, see :func:`compared`):
+    accuracy per exit averaged over the seeds run; per exit (and over
     all exits) its difference from the reference averaged over those seeds, with its
     interval; per exit whether the difference is resolved the same way under every seed;
     and, where the study trains the static model, the last exit's difference to it."""
     reference = variants[0].name
-    static = next((v.name for v in variants if v.static), None)
-    checked = compared(rows, scores, variants)
+    static = static_name(variants)
     out = []
     for variant in variants:
         name = variant.name
