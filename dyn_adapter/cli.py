@@ -22,6 +22,10 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
 
 
+def _str_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .models.config import HEAD_SETTINGS
     from .models.petl import PETL_METHODS
@@ -389,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_list,
         default=None,
         help="comma-separated training seeds (default: train.seed)",
+    )
+    p.add_argument(
+        "--variants",
+        type=_str_list,
+        default=None,
+        help="comma-separated run-directory names of the variants to train (e.g. "
+        "joint,static; default: the whole study); the table compares what has run",
     )
     p.add_argument(
         "--split",

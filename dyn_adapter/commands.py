@@ -165,7 +165,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from .stages import ablate
 
     ablate.run(
-        params(args), args.data, args.out, seeds=args.seeds, split=args.split, study=args.study
+        params(args),
+        args.data,
+        args.out,
+        seeds=args.seeds,
+        split=args.split,
+        study=args.study,
+        only=args.variants,
     )
     show_report(Path(args.out) / ablation_files(args.split, args.study)[1], "ablation table")
     return 0

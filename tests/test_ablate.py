@@ -173,3 +173,17 @@ def test_the_last_exit_study_compares_each_last_exit_with_the_static_model(tmp_p
     assert "last exit − static" in md and "exit_gradient=0.0" in md
     entry = next(s for s in table["summary"] if s["variant"] == "exit gradient 0")
     assert entry["last_vs_static"]["pairs"] == 1
+
+
+def test_a_subset_of_variants_trains_only_those(tmp_path):
+    data = write_prepared(tmp_path / "prepared", sizes={"train": 48, "val": 16, "selection": 40})
+    params = tiny_params(tmp_path, "train.epochs=1", "train.warmup_epochs=0")
+    table = ablate.run(
+        params, data, tmp_path / "out", split="selection", study="last-exit", only=["static"]
+    )
+    assert [r["variant"] for r in table["rows"]] == ["static"]
+    assert [p.name for p in (tmp_path / "out" / "runs-last-exit" / "seed-0").iterdir()] == [
+        "static"
+    ]
+    with pytest.raises(ConfigError, match=r"no variant statik .* its variants are joint, static"):
+        ablate.run(params, data, tmp_path / "out", study="last-exit", only=["statik"])

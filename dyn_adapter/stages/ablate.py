@@ -147,10 +147,21 @@ def exit_correctness(
     return correct
 
 
-def study_variants(study: str) -> tuple[Variant, ...]:
+def study_variants(study: str, only: Sequence[str] | None = None) -> tuple[Variant, ...]:
+    """The study's variants in its order; with ``only`` (slugs), just those."""
     if study not in STUDIES:
         raise ConfigError(f"ablate: study must be one of {', '.join(STUDIES)}, got {study!r}")
-    return STUDIES[study]
+    variants = STUDIES[study]
+    if not only:
+        return variants
+    slugs = [v.slug for v in variants]
+    unknown = [s for s in only if s not in slugs]
+    if unknown:
+        raise ConfigError(
+            f"ablate: no variant {', '.join(unknown)} in the {study} study; "
+            f"its variants are {', '.join(slugs)}"
+        )
+    return tuple(v for v in variants if v.slug in only)
 
 
 def run(
@@ -160,12 +171,14 @@ def run(
     seeds: Sequence[int] | None = None,
     split: str = "test",
     study: str = "sparsity",
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Train every variant of ``study`` from ``params.model`` and ``params.train`` under each
+    """Train every variant of ``study`` (or those whose slugs ``only`` names) from ``params.model`` and ``params.train`` under each
     training seed (default: ``train.seed``), score it on ``split``, compare it with the
     reference (and, where the study trains it, its last exit with the static model); write
     the table and report of ``artifacts.ablation_files``."""
     variants = study_variants(study)
+    chosen = study_variants(study, only)
     out = Path(out_dir)
     data = PreparedData(data_dir)
     if split not in ABLATION_SPLITS:
@@ -185,10 +198,10 @@ def run(
     rows: list[dict[str, Any]] = []
     scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, images]
     for seed in seeds:
-        for i, variant in enumerate(variants):
+        for i, variant in enumerate(chosen):
             cfg = variant_config(recipe, variant, seed)
             logger.info(
-                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(variants), variant.name
+                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(chosen), variant.name
             )
             model = static_petl(params.model) if variant.static else params.model
             result = train(model, cfg, data_dir, runs / f"seed-{seed}" / variant.slug)
