@@ -137,3 +137,50 @@ def test_repadapter_is_evaluated_merged(tmp_path):
     # Merged, the adapters cost nothing: exactly the plain backbone (and the same heads).
     assert m["full"]["gflops"] == pytest.approx(plain.gflops_cumulative)
     assert m["full"]["gflops"] < unmerged
+
+
+def _with_validation_curve(root, name, rows):
+    """The search output with its validation columns (accuracy, GFLOPs ratio per budget)
+    replaced by ``rows``: {budget: (accuracy, gflops_ratio)}."""
+    thresholds = json.loads((root / "search" / "thresholds.json").read_text())
+    for row in thresholds["budgets"]:
+        row["accuracy"], row["gflops_ratio"] = rows[row["budget"]]
+    out = root / name
+    out.mkdir()
+    (out / "thresholds.json").write_text(json.dumps(thresholds))
+    return out
+
+
+@pytest.mark.slow
+def test_the_operating_point_is_chosen_on_validation_at_the_tolerance_boundary(trained):
+    """Constructed validation curves against the real test curve: a budget exactly at
+    reference - tolerance qualifies, one just below does not though it is cheaper, and the test
+    column (which, at tolerance 1, every budget passes) is never read; with no budget
+    qualifying there is no iso point and the middle budget is timed."""
+    import dataclasses
+
+    root, data, p = trained
+    model = root / "train" / "model"
+    r = evaluate.run(p, model, root / "search", data, root / "eval-r")["iso_accuracy"][
+        "reference_val_accuracy"
+    ]
+    tolerant = dataclasses.replace(p, evaluate=dataclasses.replace(p.evaluate, iso_tolerance=1.0))
+    boundary = r - 1.0
+    search_dir = _with_validation_curve(
+        root, "search-boundary", {0.5: (boundary, 0.5), 0.8: (boundary - 0.01, 0.2), 1.0: (r, 1.0)}
+    )
+    m = evaluate.run(tolerant, model, search_dir, data, root / "eval-boundary")
+    assert m["iso_accuracy"]["budget"] == 0.5
+    assert m["iso_accuracy"]["test_read"]["budget"] is not None  # test would qualify some budget
+    assert m["speed"]["budget"] == 0.5
+
+    strict = dataclasses.replace(p, evaluate=dataclasses.replace(p.evaluate, iso_tolerance=0.0))
+    search_dir = _with_validation_curve(
+        root, "search-none", {0.5: (r - 0.2, 0.5), 0.8: (r - 0.1, 0.8), 1.0: (r - 0.01, 1.0)}
+    )
+    m = evaluate.run(strict, model, search_dir, data, root / "eval-none")
+    assert m["iso_accuracy"]["budget"] is None and m["iso_accuracy"]["accuracy"] is None
+    assert m["speed"]["budget"] == 0.8
+    from dyn_adapter.artifacts import Evaluation
+
+    assert Evaluation(root / "eval-none").operating_point().budget == 1.0
