@@ -83,20 +83,31 @@ def test_the_choice_reads_the_validation_columns_when_told_to():
     """Validation and test disagree: validation says 0.5 is the cheapest budget that keeps the
     reference, test would say 0.3; the validation keys decide."""
     rows = [
-        {"budget": 0.3, "accuracy": 0.86, "gflops_ratio": 0.3, "val_accuracy": 0.70,
-         "val_gflops_ratio": 0.3},
-        {"budget": 0.5, "accuracy": 0.80, "gflops_ratio": 0.5, "val_accuracy": 0.85,
-         "val_gflops_ratio": 0.5},
-        {"budget": 1.0, "accuracy": 0.86, "gflops_ratio": 1.0, "val_accuracy": 0.86,
-         "val_gflops_ratio": 0.2},
+        {
+            "budget": 0.3,
+            "accuracy": 0.86,
+            "gflops_ratio": 0.3,
+            "val_accuracy": 0.70,
+            "val_gflops_ratio": 0.3,
+        },
+        {
+            "budget": 0.5,
+            "accuracy": 0.80,
+            "gflops_ratio": 0.5,
+            "val_accuracy": 0.85,
+            "val_gflops_ratio": 0.5,
+        },
+        {
+            "budget": 1.0,
+            "accuracy": 0.86,
+            "gflops_ratio": 1.0,
+            "val_accuracy": 0.86,
+            "val_gflops_ratio": 0.2,
+        },
     ]
     # (budget 1.0's validation cost is made the lowest so that reading either column alone fails)
-    point = iso_accuracy_point(
-        rows, 0.85, 0.0, accuracy="val_accuracy", cost="val_gflops_ratio"
-    )
+    point = iso_accuracy_point(rows, 0.85, 0.0, accuracy="val_accuracy", cost="val_gflops_ratio")
     assert point["budget"] == 1.0
     rows[2]["val_accuracy"] = 0.84
-    point = iso_accuracy_point(
-        rows, 0.85, 0.0, accuracy="val_accuracy", cost="val_gflops_ratio"
-    )
+    point = iso_accuracy_point(rows, 0.85, 0.0, accuracy="val_accuracy", cost="val_gflops_ratio")
     assert point["budget"] == 0.5
