@@ -128,3 +128,28 @@ def test_the_window_level_is_the_binomial_quantile_below_epsilon():
     assert risk.min_calibration_size(0.05, 0.05, 5000) > risk.min_calibration_size(0.05, 0.05)
     with pytest.raises(ConfigError, match="window_images 0: must be a whole number"):
         risk.CalibrateConfig(epsilons=[0.05], window_images=0)
+
+
+def test_the_search_stops_at_the_first_level_it_cannot_certify():
+    """Fixed-sequence testing: thresholds are tried from the safest down and the first one
+    that fails ends the search. Here the risk curve is not monotone: the middle exit is
+    confident (0.7) and wrong on 30% of the images, the first exit barely confident (0.3) and
+    always right, so thresholds in (0.3, 0.7] fail and those below pass again on these images.
+    Skipping the failed levels would test a thousand hypotheses at level delta each and lose
+    the guarantee; the certified threshold stays above 0.7."""
+    n = 10_000
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    confident_and_wrong = np.arange(n) < 3 * n // 10
+    scores = ExitScores(
+        confidence=np.stack([np.full(n, 0.3), np.where(confident_and_wrong, 0.7, 0.0), np.ones(n)]),
+        prediction=np.stack(
+            [labels, np.where(confident_and_wrong, (labels + 1) % 10, labels), labels]
+        ),
+        labels=labels,
+        gflops=np.array([0.3, 0.6, 1.0]),
+    )
+    assert risk.losses(scores, [0.2, 0.2, 0.0], "disagreement").sum() == 0  # passes again
+    point = risk.calibrate(scores, epsilon=0.05, delta=0.05, risk="disagreement")
+    assert point.threshold > 0.7 and point.empirical_risk == 0.0
+    assert point.exit_fractions == [0.0, 0.0, 1.0]
