@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import PETL_METHODS, randomize_trainable, tiny_config, tiny_model
 
-from dyn_adapter.models import create_backbone
+from dyn_adapter.models import create_backbone, create_dyn_adapter
 from dyn_adapter.models.petl import LoraLinear, ParallelAdapter, RepAdapterLinear, petl_layers
 
 
@@ -73,10 +75,18 @@ def test_every_trainable_parameter_gets_a_gradient(petl, images):
             assert p.grad is None, f"frozen {n} got a gradient"
 
 
-@pytest.mark.parametrize("petl", ["lora", "repadapter"])
-def test_merged_equals_unmerged(petl, images):
-    model = tiny_model(petl)
+def _scaled(petl: str, scale: float):
+    cfg = tiny_config(petl)
+    torch.manual_seed(0)
+    model = create_dyn_adapter(replace(cfg, petl=replace(cfg.petl, scale=scale))).eval()
     randomize_trainable(model)
+    return model
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+@pytest.mark.parametrize("petl", ["lora", "repadapter"])
+def test_merged_equals_unmerged(petl, scale, images):
+    model = _scaled(petl, scale)
     with torch.no_grad():
         unmerged = model.forward_exits(images)
         flops_unmerged = model.exit_info[-1].gflops_cumulative
@@ -94,6 +104,28 @@ def test_merged_equals_unmerged(petl, images):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
         torch.testing.assert_close(c, a, rtol=0, atol=1e-5)
     assert not torch.allclose(unmerged[-1], tiny_model("none").forward_exits(images)[-1], atol=1e-3)
+    if scale != 1.0:  # the scale reaches the update path, so merging had to fold it in
+        with torch.no_grad():
+            unscaled = _scaled(petl, 1.0).forward_exits(images)[-1]
+        assert not torch.allclose(unmerged[-1], unscaled, atol=1e-3)
+
+
+@pytest.mark.parametrize("petl", PETL_METHODS)
+def test_training_moves_every_petl_tensor(petl, images):
+    """Two steps (the zero-initialised up-projection moves first, then what feeds it): every
+    tensor of every PETL layer has left its initial value."""
+    model = tiny_model(petl).train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        _loss(model, images).backward()
+        opt.step()
+    petl_tensors = [n for n in before if not n.startswith("heads.") and ".base_layer." not in n]
+    assert petl_tensors
+    params = dict(model.named_parameters())
+    for n in petl_tensors:
+        assert not torch.equal(before[n], params[n]), f"{n} did not move"
 
 
 def test_adapter_cannot_merge():
