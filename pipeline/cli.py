@@ -15,6 +15,7 @@ from components import DEFAULT_IMAGE
 from dyn_adapter.cli import add_params_args
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.files import write_json
+from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
 from dyn_adapter.params import parse_assignment
 
 
@@ -232,7 +233,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compiled pipeline (default: %(default)s)",
     )
     s.add_argument(
-        "--experiment", default="dyn-adapter", help="KFP experiment (default: %(default)s)"
+        "--experiment", default=DEFAULT_EXPERIMENT, help="KFP experiment (default: %(default)s)"
     )
     s.add_argument("--namespace", default=None, help="Kubeflow namespace (multi-user clusters)")
     s.add_argument(

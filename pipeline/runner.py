@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from components import DEFAULT_IMAGE
 from dyn_adapter.errors import ConfigError
+from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
 from dyn_adapter.params import params_from_dict, read_params_file
 from dyn_adapter.stages import sparsify
 
@@ -123,7 +124,7 @@ def run_local(
     """
     from kfp import local
 
-    from dyn_adapter.mlops.store import resolve_tracking_uri
+    from dyn_adapter.mlops.store import redact_uri, resolve_tracking_uri
 
     if runner not in ("subprocess", "docker"):
         raise ConfigError(f"runner {runner!r}: expected subprocess or docker")
@@ -133,7 +134,7 @@ def run_local(
     arguments = pipeline_arguments(kind, arguments or {})
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    uri = resolve_tracking_uri(tracking_uri or params.register.tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, params.register.tracking_uri)
     # On a few cores, branches running side by side only slow each other down.
     parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
     if kind == "demo":
@@ -170,15 +171,16 @@ def run_local(
             said = f" It said: {view.user_errors[-1]}" if view.user_errors else ""
             raise ConfigError(f"{message}{said} Its whole log: {log}") from None
         seconds = time.perf_counter() - tic
+    shown = redact_uri(uri)  # $MLFLOW_TRACKING_URI may carry what a summary must not show
     if kind == "demo":
         summary = summarize(
             Path(task.outputs["evaluation"].path),
             Path(task.outputs["registration"].path),
             seconds,
-            uri,
+            shown,
         )
     else:
-        summary = summarize_vtab(Path(task.output.path), seconds, uri)
+        summary = summarize_vtab(Path(task.output.path), seconds, shown)
     return summary | {"log": str(log), "steps": view.finished}
 
 
@@ -437,7 +439,7 @@ def submit(
     host: str,
     package: str | Path = COMPILED["demo"],
     arguments: dict[str, Any] | None = None,
-    experiment: str = "dyn-adapter",
+    experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     namespace: str | None = None,
     existing_token: str | None = None,

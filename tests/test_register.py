@@ -221,7 +221,7 @@ def test_params_yaml_has_a_register_section():
 
 def test_embedded_store_paths(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = resolve_tracking_uri(None, tmp_path)
+    uri = resolve_tracking_uri(root=tmp_path)
     assert uri == f"sqlite:///{tmp_path.resolve()}/outputs/mlflow/mlflow.db"
     assert (
         default_artifact_location(uri)
@@ -229,6 +229,21 @@ def test_embedded_store_paths(tmp_path, monkeypatch):
     )
     assert default_artifact_location("http://127.0.0.1:5000") is None
     assert redact_uri("https://u:p@host:1/x?token=t") == "https://host:1/x"
+
+
+def test_the_tracking_store_precedence(tmp_path, monkeypatch):
+    """--tracking-uri, then register.tracking_uri, then $MLFLOW_TRACKING_URI, then embedded."""
+    flag, configured, env = "http://flag:1", "http://configured:2", "http://env:3"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    assert resolve_tracking_uri(flag, configured) == flag
+    assert resolve_tracking_uri(None, configured) == configured
+    assert resolve_tracking_uri(None, None) == env
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert resolve_tracking_uri(root=tmp_path).startswith("sqlite:///")
+    with pytest.raises(ConfigError, match="^register.tracking_uri: the URI carries credentials"):
+        resolve_tracking_uri(None, "https://bob:s3cret@host")
+    with pytest.raises(ConfigError, match="^--tracking-uri: the URI carries credentials"):
+        resolve_tracking_uri("https://bob:s3cret@host", configured)
 
 
 # -- registration on the embedded store ---------------------------------------------------

@@ -21,7 +21,7 @@ from conftest import TINY_PARAMS, tiny_params, write_prepared
 from dyn_adapter.mlops import runs as tracking
 from dyn_adapter.mlops import stage_outputs
 from dyn_adapter.mlops.redaction import is_credential_key, redact
-from dyn_adapter.mlops.store import default_artifact_location, embedded_store, embedded_tracking_uri
+from dyn_adapter.mlops.store import default_artifact_location, embedded_tracking_uri
 from dyn_adapter.params import stage_params
 
 FAKE_SECRETS = {
@@ -77,7 +77,8 @@ def child_runs(c, parent_id: str):
 
 
 def test_embedded_store_keeps_artifacts_beside_the_database(tmp_path):
-    uri, location = embedded_store(tmp_path / "m")
+    uri = embedded_tracking_uri(tmp_path / "m")
+    location = default_artifact_location(uri)
     assert uri == f"sqlite:///{tmp_path.resolve()}/m/mlflow.db"
     assert location == (tmp_path.resolve() / "m" / "artifacts").as_uri()
     assert default_artifact_location("http://127.0.0.1:5000") is None

@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..artifacts import OperatingPoint
 from ..errors import ConfigError
+from .names import DEFAULT_EXPERIMENT, DEFAULT_MODEL_NAME
 from .store import check_no_credentials
 
 
@@ -43,9 +44,9 @@ class RegisterConfig:
             this instead, which must also have kept its level on the test split.
     """
 
-    model_name: str = "dyn-adapter"
+    model_name: str = DEFAULT_MODEL_NAME
     tracking_uri: str | None = None
-    experiment: str = "dyn-adapter"
+    experiment: str = DEFAULT_EXPERIMENT
     accuracy_tolerance: float = 0.005
     max_gflops_ratio: float | None = 0.6
     gate_metric: Literal["accuracy", "balanced_accuracy"] = "accuracy"

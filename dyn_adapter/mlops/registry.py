@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..artifacts import OperatingPoint
 from ..errors import ConfigError
 from .gate import GateDecision, RegisterConfig, gate
+from .names import HISTORY_TAG, PIPELINE_RUN_TAG
 from .store import (
     experiment_id,
     fluent_api,
@@ -37,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"
-HISTORY_TAG = "champion_history"
-RUN_ID_TAG = "pipeline_run_id"
 HISTORY_LIMIT = 100  # registered-model tag values are bounded (5000 characters)
 # Libraries the pyfunc model needs, pinned to what is installed: MLflow's own inference loads
 # the model once more in a subprocess (slow). dyn_adapter itself must be installed where the
@@ -118,7 +117,7 @@ def _champion(
 
 def _find_version(client: MlflowClient, name: str, pipeline_run_id: str) -> Any | None:
     found = client.search_model_versions(
-        f"name = '{_quote(name)}' and tags.{RUN_ID_TAG} = '{_quote(pipeline_run_id)}'"
+        f"name = '{_quote(name)}' and tags.{PIPELINE_RUN_TAG} = '{_quote(pipeline_run_id)}'"
     )
     return min(found, key=lambda v: int(v.version)) if found else None
 
@@ -172,8 +171,15 @@ def _promote(client: MlflowClient, name: str, version: str) -> dict[str, Any]:
     return {"name": name, "version": version, "previous": previous, "history": history}
 
 
-def promote(name: str, version: str | int, tracking_uri: str | None = None) -> dict[str, Any]:
+def promote(
+    name: str,
+    version: str | int,
+    tracking_uri: str | None = None,
+    configured: str | None = None,
+) -> dict[str, Any]:
     """Make ``version`` the champion by hand (no gate), recording it in the champion history.
+    The store: :func:`~dyn_adapter.mlops.store.resolve_tracking_uri` of ``tracking_uri``
+    (``--tracking-uri``) and ``configured`` (``register.tracking_uri``).
 
     Returns:
         ``name``, ``version`` (the new champion), ``previous`` (the old one or ``None``) and
@@ -182,15 +188,18 @@ def promote(name: str, version: str | int, tracking_uri: str | None = None) -> d
     Raises:
         ConfigError: No such registered model or version.
     """
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, configured)
     with server_errors(uri):
         client = mlflow_client(uri, registry_uri=uri)
         _model_version(client, name, str(version))
         return _promote(client, name, str(version))
 
 
-def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Move ``champion`` back to the champion before the current one.
+def rollback(
+    name: str, tracking_uri: str | None = None, configured: str | None = None
+) -> dict[str, Any]:
+    """Move ``champion`` back to the champion before the current one (the store as for
+    :func:`promote`).
 
     The current champion is dropped from the end of the history; versions deleted since are
     skipped.
@@ -202,7 +211,7 @@ def rollback(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: No champion, or no earlier champion to go back to.
     """
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, configured)
     with server_errors(uri):
         return _rollback(mlflow_client(uri, registry_uri=uri), name)
 
@@ -281,8 +290,8 @@ def _log_and_register(
     experiment = experiment_id(client, cfg.experiment, tracking_uri, where="register.experiment")
     with mlflow.start_run(
         experiment_id=experiment,
-        run_name=f"register-{tags[RUN_ID_TAG]}",
-        tags={RUN_ID_TAG: tags[RUN_ID_TAG]},
+        run_name=f"register-{tags[PIPELINE_RUN_TAG]}",
+        tags={PIPELINE_RUN_TAG: tags[PIPELINE_RUN_TAG]},
         nested=mlflow.active_run() is not None,
     ) as run:
         mlflow.log_params(
@@ -337,7 +346,7 @@ def _version_tags(
     """Tags of a new model version: what produced it, its numbers and the gate's verdict."""
     ratio = candidate.gflops_ratio
     return {
-        RUN_ID_TAG: pipeline_run_id,
+        PIPELINE_RUN_TAG: pipeline_run_id,
         "accuracy": f"{candidate.accuracy:.6f}",
         "balanced_accuracy": (
             "" if candidate.balanced_accuracy is None else f"{candidate.balanced_accuracy:.6f}"

@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts import MANIFEST_FILE
 from ..errors import ConfigError
+from .names import (
+    DEFAULT_EXPERIMENT,
+    PARENT_TAG,
+    PIPELINE_ROLE,
+    PIPELINE_RUN_TAG,
+    ROLE_TAG,
+    RUN_NAME_TAG,
+    STAGE_TAG,
+)
 from .redaction import redact, redact_items, secret_values
 from .stage_outputs import (
     artifact_files,
@@ -45,17 +54,6 @@ if TYPE_CHECKING:
     from ..params import Params
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_EXPERIMENT = "dyn-adapter"
-
-PIPELINE_RUN_TAG = "pipeline_run_id"
-STAGE_TAG = "pipeline_stage"
-# Stage runs and the registration run carry the pipeline run id too: this tag marks the one
-# run that stands for the whole pipeline run.
-ROLE_TAG = "pipeline_role"
-PIPELINE_ROLE = "pipeline"
-PARENT_TAG = "mlflow.parentRunId"
-RUN_NAME_TAG = "mlflow.runName"
 
 
 def _entity_key(name: str, secrets: Sequence[str]) -> str:

@@ -111,7 +111,7 @@ def epoch_metrics(log: Mapping[str, Any], prefix: str = "") -> list[tuple[str, f
     for i, record in enumerate(log.get("epochs", [])):
         step = int(record.get("epoch", i + 1))
         for key, value in record.items():
-            if key == "epoch":
+            if key in ("epoch", "session"):  # the step, and which process ran it
                 continue
             name = prefix + EPOCH_METRIC_NAMES.get(key, key)
             values = value if isinstance(value, list) else [value]

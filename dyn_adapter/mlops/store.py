@@ -43,14 +43,6 @@ def embedded_tracking_uri(root: str | os.PathLike[str] = DEFAULT_ROOT) -> str:
     return f"sqlite:///{path / DB_FILE}"
 
 
-def embedded_store(root: str | os.PathLike[str] = DEFAULT_ROOT) -> tuple[str, str]:
-    """The embedded store's tracking URI and artifact location (a ``file://`` URI)."""
-    uri = embedded_tracking_uri(root)
-    location = default_artifact_location(uri)
-    assert location is not None  # a sqlite URI always has one
-    return uri, location
-
-
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Where new experiments keep artifacts: beside the database for a ``sqlite:///`` store.
 
@@ -97,18 +89,21 @@ HTTP_DEFAULTS = {
 
 
 def resolve_tracking_uri(
-    configured: str | None = None, root: str | Path = ".", where: str = "--tracking-uri"
+    flag: str | None = None, configured: str | None = None, root: str | Path = "."
 ) -> str:
-    """The tracking store: ``configured``, else ``$MLFLOW_TRACKING_URI``, else the embedded
-    store under ``root`` (``outputs/mlflow``). The only place this rule is written.
+    """The tracking store: ``flag`` (``--tracking-uri``), else ``configured``
+    (``register.tracking_uri``), else ``$MLFLOW_TRACKING_URI``, else the embedded store under
+    ``root`` (``outputs/mlflow``). The only place this rule is written.
 
     Raises:
-        ConfigError: ``configured`` carries credentials (``where`` names the option).
+        ConfigError: ``flag`` or ``configured`` carries credentials (the message names which).
     """
-    if configured:
-        check_no_credentials(configured, where)
+    for value, where in ((flag, "--tracking-uri"), (configured, "register.tracking_uri")):
+        if value:
+            check_no_credentials(value, where)
     uri = (
-        configured
+        flag
+        or configured
         or os.environ.get("MLFLOW_TRACKING_URI")
         or embedded_tracking_uri(Path(root) / DEFAULT_ROOT)
     )

@@ -86,13 +86,12 @@ def run(
     """
     from ..mlops.pyfunc import write_model_code, write_preprocess
     from ..mlops.registry import register_version
-    from ..mlops.store import check_no_credentials, redact_uri, resolve_tracking_uri
+    from ..mlops.store import redact_uri, resolve_tracking_uri
 
     cfg = params.register
     if not pipeline_run_id.strip():
         raise ConfigError("register: pipeline_run_id must not be empty")
-    if tracking_uri:
-        check_no_credentials(tracking_uri, "--tracking-uri")
+    uri = resolve_tracking_uri(tracking_uri, cfg.tracking_uri)  # refuses credentials early
     out = Path(out_dir)
     model_cfg, model_meta = read_config(model_dir)
     thresholds = Thresholds(search_dir)
@@ -113,7 +112,6 @@ def run(
     }
     if risk_dir is not None:
         paths["risk_points"] = RiskPoints(risk_dir).path  # its exits: checked when served
-    uri = resolve_tracking_uri(tracking_uri or cfg.tracking_uri)
     write_preprocess(data, paths["preprocess"], params.inference)
     write_model_code(paths["code"])
     result = register_version(

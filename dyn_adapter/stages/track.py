@@ -64,8 +64,7 @@ def run(
 ) -> dict[str, Any]:
     """Log :data:`DVC_OUTPUTS` into the pipeline run ``pipeline_run_id`` (default: the one
     ``outputs/register`` registered); writes ``tracking.json``."""
-    from ..mlops.redaction import redact
-    from ..mlops.store import resolve_tracking_uri
+    from ..mlops.store import redact_uri, resolve_tracking_uri
 
     run_id = pipeline_run_id
     if not run_id:
@@ -73,13 +72,13 @@ def run(
         if not registration.is_file():
             raise ConfigError(f"{registration}: missing; run `dyn-adapter register` first")
         run_id = read_json(registration, "register")["pipeline_run_id"]
-    uri = resolve_tracking_uri(tracking_uri or params.register.tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, params.register.tracking_uri)
     mlflow_run = track_outputs(params, DVC_OUTPUTS, uri, run_id, DVC_OUTPUTS["prepare"])
     record = {
         "mlflow_run_id": mlflow_run,
         "pipeline_run_id": run_id,
         "experiment": params.register.experiment,
-        "tracking_uri": redact(uri),
+        "tracking_uri": redact_uri(uri),
         "stages": DVC_OUTPUTS,
     }
     write_json(Path(out_dir) / TRACKING_FILE, record)

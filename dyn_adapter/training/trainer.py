@@ -112,6 +112,7 @@ def train(
 
     log: list[dict[str, Any]] = []
     start_epoch = 0
+    session = 0  # which process trained an epoch: 0 the first, +1 each time the run resumes
     latest = latest_training_state(out / CHECKPOINTS_DIR)
     if latest is not None:
         state = load_training_state(latest, model, optimizer)
@@ -120,7 +121,7 @@ def train(
                 f"{out} holds a training run with another config or data; use a new output "
                 f"directory, or delete {out / CHECKPOINTS_DIR} to start over"
             )
-        start_epoch, log = state["epoch"], state["log"]
+        start_epoch, log, session = state["epoch"], state["log"], state.get("session", 0) + 1
         logger.info("resuming %s after epoch %d", out, start_epoch)
     elif not frozen and init_from is None and train_cfg.head_warmup.epochs > 0:
         _warm_up(model, train_x, train_y, data.data_config, train_cfg, device)
@@ -209,6 +210,7 @@ def train(
                 stats,
                 val,
                 time.perf_counter() - tic,
+                session,
             )
         )
         logger.info(
@@ -219,7 +221,11 @@ def train(
             _fmt(val.accuracy),
         )
         save_training_state(
-            out / CHECKPOINTS_DIR, epoch + 1, model, optimizer, {"run_id": run_id, "log": log}
+            out / CHECKPOINTS_DIR,
+            epoch + 1,
+            model,
+            optimizer,
+            {"run_id": run_id, "log": log, "session": session},
         )
         write_json(out / TRAIN_LOG, {"epochs": log})
 
@@ -307,7 +313,13 @@ def _diverged(e: FloatingPointError, epoch: int, cfg: TrainConfig, out: Path) ->
 
 
 def _epoch_record(
-    epoch: int, lr: float, weights: list[float], train: EpochStats, val: EpochStats, seconds: float
+    epoch: int,
+    lr: float,
+    weights: list[float],
+    train: EpochStats,
+    val: EpochStats,
+    seconds: float,
+    session: int,
 ) -> dict[str, Any]:
     return {
         "epoch": epoch + 1,
@@ -318,6 +330,7 @@ def _epoch_record(
         "val_loss": val.loss,
         "val_accuracy": val.accuracy,
         "seconds": seconds,
+        "session": session,
     }
 
 

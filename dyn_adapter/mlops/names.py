@@ -1,0 +1,15 @@
+"""What the project calls things in MLflow (and its KFP experiment): names only, no MLflow import,
+so that configs and the pipeline read them without loading the tracking code."""
+
+DEFAULT_EXPERIMENT = "dyn-adapter"
+DEFAULT_MODEL_NAME = "dyn-adapter"
+
+PIPELINE_RUN_TAG = "pipeline_run_id"
+STAGE_TAG = "pipeline_stage"
+# Stage runs and the registration run carry the pipeline run id too: this tag marks the one
+# run that stands for the whole pipeline run.
+ROLE_TAG = "pipeline_role"
+PIPELINE_ROLE = "pipeline"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+HISTORY_TAG = "champion_history"  # on the registered model: the champions, oldest first
