@@ -54,6 +54,12 @@ def test_evaluate_writes_metrics_plots_and_card(trained):
         # Real early exit agrees with what the cached logits predict.
         assert b["accuracy"] == pytest.approx(b["simulated_accuracy"], abs=1 / 64)
         assert b["gflops"] == pytest.approx(b["simulated_gflops"], rel=0.05)
+        # ... and its GFLOPs are those of the exits it took, weighted by how often
+        taken = sum(
+            f * e["gflops_cumulative"]
+            for f, e in zip(b["exit_fractions"], saved["exits"], strict=True)
+        )
+        assert b["gflops"] == pytest.approx(taken, rel=1e-9)
         assert sum(b["exit_fractions"]) == pytest.approx(1.0)
         assert b["frozen_probe_accuracy"] is not None
         assert {"geometric_accuracy", "gflops_ratio", "budget"} <= b.keys()

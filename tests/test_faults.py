@@ -148,10 +148,8 @@ def test_s3_server_stopped_during_prepare_then_restarted(tmp_path, s3_env, monke
 
         monkeypatch.setattr(s3, "_list_objects", list_then_stop)
         caplog.set_level(logging.DEBUG, logger="botocore.retries.standard")
-        tic = time.monotonic()
         with pytest.raises(ConfigError) as info:
             prepare(cfg, TINY, out)
-        elapsed = time.monotonic() - tic
         message = str(info.value)
         assert message.startswith(f"s3://{BUCKET}/data: cannot reach the S3 endpoint {endpoint}")
         assert f"gave up after {S3_TRIES} tries" in message
@@ -165,7 +163,6 @@ def test_s3_server_stopped_during_prepare_then_restarted(tmp_path, s3_env, monke
         ]
         assert len(delays) >= S3_TRIES - 1 and all(0 <= d <= 2 for d in delays)
         assert f"Max attempts of {S3_TRIES} reached." in caplog.text
-        assert elapsed < 60  # includes stopping the server
         # Atomic: no prepared directory, no temporary one, no half-downloaded file.
         assert not out.exists() and not list(tmp_path.glob(".prepared.tmp-*"))
         assert not list((tmp_path / "cache").rglob(f"*{s3.PART_SUFFIX}"))
@@ -270,17 +267,14 @@ def test_registration_with_the_server_down_then_up_twice(
         monkeypatch.delenv(var, raising=False)
     port = free_ports(1)[0]  # nothing listens there
     out = tmp_path / "down"
-    tic = time.monotonic()
     with pytest.raises(ServiceUnavailable) as info:
         register_tiny(model_outputs, out, "run-1", f"http://127.0.0.1:{port}")
-    elapsed = time.monotonic() - tic
     message = str(info.value)
     assert message.startswith(
         f"cannot reach the MLflow tracking server at http://127.0.0.1:{port} "
         "(3 retries, 30 s timeout each)"
     ), message
     assert "Connection refused" in message and "MLFLOW_HTTP_REQUEST_MAX_RETRIES" in message
-    assert elapsed < 30, f"took {elapsed:.1f} s"  # 3 retries, 0 + 2 + 4 s apart (+ jitter)
     assert not (out / REGISTRATION_FILE).exists()
     assert not any(var in os.environ for var in HTTP_DEFAULTS)  # put back
 

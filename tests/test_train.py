@@ -98,6 +98,7 @@ def test_gradient_masks_keep_the_expected_update():
 # -- the train stage ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains
 def test_train_writes_outputs_and_learns(tmp_path, prepared):
     p = params(tmp_path, "train.epochs=4")
     result = trainer.train(p.model, p.train, prepared, tmp_path / "out")
@@ -116,6 +117,7 @@ def test_train_writes_outputs_and_learns(tmp_path, prepared):
     assert manifest["inputs"]["backbone_sha256"]
 
 
+@pytest.mark.slow  # trains
 def test_train_is_deterministic(tmp_path, prepared):
     p = params(tmp_path, "train.sparsity.mode=both", "train.evaluate_test=false")
     train.run(p, "dyn", prepared, tmp_path / "a")
@@ -125,6 +127,7 @@ def test_train_is_deterministic(tmp_path, prepared):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # trains
 def test_rerun_on_a_finished_run_is_a_resume(tmp_path, prepared):
     p = params(tmp_path, "train.evaluate_test=false")
     first = train.run(p, "dyn", prepared, tmp_path / "out")
@@ -132,6 +135,7 @@ def test_rerun_on_a_finished_run_is_a_resume(tmp_path, prepared):
     assert again.val_accuracy == first.val_accuracy
 
 
+@pytest.mark.slow  # trains
 def test_changed_config_does_not_resume_silently(tmp_path, prepared):
     p = params(tmp_path, "train.evaluate_test=false")
     train.run(p, "dyn", prepared, tmp_path / "out")
@@ -149,6 +153,7 @@ def test_frozen_probe_trains_linear_heads_only(tmp_path, prepared):
     assert all(k.startswith("heads.") for k in weights)
 
 
+@pytest.mark.slow  # trains
 def test_resume_trains_only_the_remaining_epochs(tmp_path, prepared, monkeypatch):
     """Killed after epoch 1 of 3, a run started again on the same directory trains epochs 2
     and 3 only (counted where the epochs run) and ends with the uninterrupted run's weights."""
@@ -243,6 +248,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_params_file):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow  # trains
 def test_sparsify_tunes_and_keeps_the_best(tmp_path, prepared):
     p = params(
         tmp_path,
