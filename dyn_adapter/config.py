@@ -44,6 +44,29 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "") -> 
         raise ConfigError(f"{where or cls.__name__}: {e}") from e
 
 
+def check_choices(obj: Any, section: str) -> None:
+    """Every ``Literal``-typed field (or ``list`` of them) of dataclass ``obj`` holds one of its
+    choices: the one
+    check, whether the config came from ``params.yaml`` (:func:`from_dict` checks on the way
+    in) or was built in code.
+
+    Raises:
+        ConfigError: Naming ``section.field``, the value and the choices.
+    """
+    hints = get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        tp, value, where = hints[f.name], getattr(obj, f.name), f"{section}.{f.name}"
+        if get_origin(tp) is list and get_origin(get_args(tp)[0]) is Literal:  # list[Literal]
+            tp, items = get_args(tp)[0], [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(where, value)]
+        if get_origin(tp) is not Literal:
+            continue
+        for where, value in items:
+            if value not in get_args(tp):
+                raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+
+
 def to_dict(obj: Any) -> Any:
     """Plain JSON/YAML-ready data from a (nested) dataclass."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

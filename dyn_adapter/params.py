@@ -16,14 +16,13 @@ from typing import Any
 import yaml
 
 from .config import from_dict
-from .data.prepare import DataConfig
+from .data.config import DataConfig
 from .errors import ConfigError
 from .evaluation.config import EvaluateConfig
 from .inference.config import InferenceConfig
-from .mlops.gate import RegisterConfig
+from .mlops.config import RegisterConfig
 from .models import ModelConfig
-from .policies.risk import CalibrateConfig
-from .policies.search import SearchConfig
+from .policies.config import CalibrateConfig, SearchConfig
 from .training.config import SparsifyConfig, TrainConfig
 
 DEFAULT_PARAMS = Path("params.yaml")

@@ -122,7 +122,7 @@ def test_no_levels_compute_nothing(tmp_path, trained, monkeypatch):
     [
         ("calibrate.epsilons=[0]", r"calibrate.epsilons 0.0: must be strictly between 0 and 1"),
         ("calibrate.delta=1.5", r"calibrate.delta 1.5: must be strictly between"),
-        ("calibrate.risks=[coverage]", r"calibrate.risks: 'coverage' is not one of"),
+        ("calibrate.risks=[coverage]", r"calibrate.risks\[0\]: 'coverage' is not one of"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, override, match):

@@ -42,10 +42,11 @@ from test_prepare import TINY, make_fashion_mnist, make_imagefolder
 
 from dyn_adapter.artifacts import REGISTRATION_FILE
 from dyn_adapter.data import s3
-from dyn_adapter.data.prepare import DataConfig, prepare
+from dyn_adapter.data.config import DataConfig
+from dyn_adapter.data.prepare import prepare
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError, ServiceUnavailable
-from dyn_adapter.mlops.registry import RegisterConfig
+from dyn_adapter.mlops.config import RegisterConfig
 from dyn_adapter.mlops.store import HTTP_DEFAULTS
 from dyn_adapter.models import save_trainable
 from dyn_adapter.params import Params
@@ -310,7 +311,8 @@ WORKER = textwrap.dedent(
     from dataclasses import asdict
 
     import optuna, torch
-    from dyn_adapter.policies.search import SearchConfig, best_geometric, quiet_optuna, search_budget
+    from dyn_adapter.policies.config import SearchConfig
+    from dyn_adapter.policies.search import best_geometric, quiet_optuna, search_budget
     from dyn_adapter.policies.thresholds import ExitScores, geometric_curve
 
     logits_file, storage, out, go, trials, budget = sys.argv[1:7]
@@ -358,7 +360,8 @@ def synthetic_logits(path: Path, n: int = 300, classes: int = 5) -> dict:
 def test_four_workers_share_one_sqlite_study(tmp_path):
     import optuna
 
-    from dyn_adapter.policies.search import SearchConfig, search_budget
+    from dyn_adapter.policies.config import SearchConfig
+    from dyn_adapter.policies.search import search_budget
     from dyn_adapter.policies.thresholds import ExitScores, simulate
 
     saved = synthetic_logits(tmp_path / "logits.pt")

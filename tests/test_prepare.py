@@ -13,7 +13,8 @@ from PIL import Image
 
 from dyn_adapter.config import from_dict
 from dyn_adapter.data import sources
-from dyn_adapter.data.prepare import DataConfig, balanced_quota, stratified_quota
+from dyn_adapter.data.config import DataConfig
+from dyn_adapter.data.prepare import balanced_quota, stratified_quota
 from dyn_adapter.data.prepare import prepare as prepare_data
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
@@ -122,7 +123,7 @@ def rows(images: np.ndarray) -> set[bytes]:
         ({"tran_size": 800}, r"data\.tran_size: unknown key"),
         ({"path": "s3://"}, r"data\.path"),
         ({"s3_endpoint_url": "localhost:9000"}, r"data\.s3_endpoint_url"),
-        ({"s3_endpoint_url": "http://key:secret@host"}, r"must not contain credentials"),
+        ({"s3_endpoint_url": "http://key:secret@host"}, r"carries credentials"),
     ],
 )
 def test_config_errors_name_the_key(data, match):

@@ -39,7 +39,8 @@ from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops import pyfunc as serving
 from dyn_adapter.mlops import registry
-from dyn_adapter.mlops.registry import RegisterConfig, gate
+from dyn_adapter.mlops.config import RegisterConfig
+from dyn_adapter.mlops.registry import gate
 from dyn_adapter.mlops.store import (
     default_artifact_location,
     embedded_tracking_uri,
@@ -240,9 +241,9 @@ def test_the_tracking_store_precedence(tmp_path, monkeypatch):
     assert resolve_tracking_uri(None, None) == env
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert resolve_tracking_uri(root=tmp_path).startswith("sqlite:///")
-    with pytest.raises(ConfigError, match="^register.tracking_uri: the URI carries credentials"):
+    with pytest.raises(ConfigError, match="^register.tracking_uri: the URL carries credentials"):
         resolve_tracking_uri(None, "https://bob:s3cret@host")
-    with pytest.raises(ConfigError, match="^--tracking-uri: the URI carries credentials"):
+    with pytest.raises(ConfigError, match="^--tracking-uri: the URL carries credentials"):
         resolve_tracking_uri("https://bob:s3cret@host", configured)
 
 

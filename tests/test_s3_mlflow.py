@@ -23,7 +23,7 @@ from servers import MlflowServer, mlflow_server, seaweedfs
 from test_register import _env, predict_like_forward_dynamic
 
 from dyn_adapter.mlops import runs as tracking
-from dyn_adapter.mlops.registry import RegisterConfig
+from dyn_adapter.mlops.config import RegisterConfig
 from dyn_adapter.params import Params, stage_params
 from dyn_adapter.stages import register
 

@@ -14,7 +14,8 @@ from servers import s3_client, seaweedfs
 from test_prepare import TINY, make_imagefolder, make_vtab, save_image
 
 from dyn_adapter.data import s3
-from dyn_adapter.data.prepare import DataConfig, prepare
+from dyn_adapter.data.config import DataConfig
+from dyn_adapter.data.prepare import prepare
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
 

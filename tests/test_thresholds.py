@@ -81,7 +81,8 @@ def test_oracle_bounds_every_policy(cached):
 
 
 def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
-    from dyn_adapter.policies.search import SearchConfig, best_geometric, search_budget
+    from dyn_adapter.policies.config import SearchConfig
+    from dyn_adapter.policies.search import best_geometric, search_budget
 
     model, images, scores = cached
     cfg = SearchConfig(trials=40)
@@ -97,7 +98,8 @@ def test_search_matches_or_beats_geometric_on_its_data(cached, tmp_path):
 
 def test_search_rejects_budget_below_first_exit(cached, tmp_path):
     from dyn_adapter.errors import ConfigError
-    from dyn_adapter.policies.search import SearchConfig, search_budget
+    from dyn_adapter.policies.config import SearchConfig
+    from dyn_adapter.policies.search import search_budget
 
     model, images, scores = cached
     tiny_budget = 0.5 * scores.gflops[0] / scores.full_gflops

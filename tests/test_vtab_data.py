@@ -11,8 +11,9 @@ from test_prepare import TINY, make_fashion_mnist
 
 from dyn_adapter.cli import main
 from dyn_adapter.data.clipart import OPENCLIPART_DIR, read_clipart, render
+from dyn_adapter.data.config import DataConfig
 from dyn_adapter.data.packaged import write_tasks
-from dyn_adapter.data.prepare import DataConfig, prepare
+from dyn_adapter.data.prepare import prepare
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
 

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from .clipart import OPENCLIPART_DIR, read_clipart
-from .prepare import DataConfig, plan_splits
+from .config import DataConfig
+from .prepare import plan_splits
 from .sources import VTAB_SELECTION, VTAB_SPLIT_FILES, BadData, Layout, Pool
 from .sources import load_fashion_mnist as read_fashion_mnist
 

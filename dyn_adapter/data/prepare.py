@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from ..models.backbone import BackboneConfig
 from . import s3, sources
+from .config import DataConfig
 from .prepared import (
     CALIBRATION_SPLIT,
     FORMAT_VERSION,
@@ -39,91 +40,9 @@ from .transforms import resolve_data_config
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("fashion-mnist", "vtab", "imagefolder")
-ON_BAD = ("error", "skip")
-DRAWS = ("balanced", "stratified")
 # Test class proportions this far (total variation distance) from train/val's are "marked":
 # the thresholds were tuned on other proportions than the ones they are tested on.
 MARKED_SHIFT = 0.1
-
-
-@dataclass
-class DataConfig:
-    """Which images to prepare, and how many.
-
-    Attributes:
-        source: ``fashion-mnist`` (IDX files), ``vtab`` (a VTAB-1k task directory: its
-            ``train800.txt``/``val200.txt``/``test.txt`` are the splits, so ``train_size`` and
-            ``val_size`` are not used) or ``imagefolder`` (``<class>/<image>`` folders).
-        path: A local directory, or ``s3://bucket/prefix`` (mirrored into a local cache).
-        train_size: Training images, drawn with ``seed`` from the training pool.
-        val_size: Validation images, disjoint from train.
-        test_size: None: the whole test split; else a seeded subset.
-        calibration_size: Images of the training pool that train and val leave, drawn as a
-            ``calibration`` split (0: none). Risk control (``dyn-adapter calibrate``)
-            certifies exit thresholds on them; it needs no labels, so any images of the
-            served distribution would do. VTAB-1k tasks have no such pool.
-        selection_size: Further unused training images, drawn after calibration as a
-            ``selection`` split (0: none): ``dyn-adapter ablate --split selection`` chooses a
-            recipe on them, so that neither test (which reports) nor calibration (which
-            certifies the chosen model) is read to choose it.
-        draw: How each drawn split shares its images among classes: ``balanced`` (equal
-            numbers) or ``stratified`` (in the pool's proportions, so that train/val and
-            what is left for test keep the data's class proportions).
-        seed: Seed of every random draw; same seed, same arrays.
-        on_bad: ``error`` stops at the first bad image or list line; ``skip`` leaves it out,
-            lists it in the manifest and warns (paths outside the data are never skipped).
-        s3_endpoint_url: An S3-compatible endpoint for ``s3://`` paths; None for AWS.
-            Credentials come from the environment (``AWS_ACCESS_KEY_ID`` etc.), never from here.
-    """
-
-    source: Literal["fashion-mnist", "vtab", "imagefolder"] = "fashion-mnist"
-    path: str = "/usr/share/datasets/fashion-mnist"
-    train_size: int = 800
-    val_size: int = 200
-    test_size: int | None = None
-    calibration_size: int = 0
-    selection_size: int = 0
-    draw: Literal["balanced", "stratified"] = "balanced"
-    seed: int = 0
-    on_bad: Literal["error", "skip"] = "error"
-    s3_endpoint_url: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"data.source: {self.source!r} is not one of {list(SOURCES)}")
-        if self.draw not in DRAWS:
-            raise ConfigError(f"data.draw: {self.draw!r} is not one of {list(DRAWS)}")
-        if self.on_bad not in ON_BAD:
-            raise ConfigError(f"data.on_bad: {self.on_bad!r} is not one of {list(ON_BAD)}")
-        if not self.path:
-            raise ConfigError("data.path: must be a directory or an s3://bucket/prefix URL")
-        if s3.is_s3_url(self.path):
-            s3.parse_url(self.path)
-        for key in ("train_size", "val_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("calibration_size", "selection_size"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"data.{key}: must be >= 0, got {getattr(self, key)}")
-        if self.test_size is not None and self.test_size < 1:
-            raise ConfigError(f"data.test_size: must be >= 1 or null, got {self.test_size}")
-        if self.seed < 0:
-            raise ConfigError(f"data.seed: must be >= 0, got {self.seed}")
-        if self.s3_endpoint_url is not None:
-            _check_endpoint(self.s3_endpoint_url)
-
-
-def _check_endpoint(url: str) -> None:
-    scheme, _, rest = url.partition("://")
-    if scheme not in ("http", "https") or not rest:
-        raise ConfigError(f"data.s3_endpoint_url: {url!r} is not an http(s):// URL")
-    if "@" in rest.split("/", 1)[0]:
-        # The config is logged and stored in the manifest: no secrets in it.
-        raise ConfigError(
-            "data.s3_endpoint_url: must not contain credentials; set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY in the environment instead"
-        )
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError
+from .config import SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def load(source: str, root: Path, bad: BadData) -> Layout:
         return load_vtab(root, bad)
     if source == "imagefolder":
         return load_imagefolder(root, bad)
-    raise ConfigError(f"data.source: {source!r} is not one of fashion-mnist, vtab, imagefolder")
+    raise ConfigError(f"data.source: {source!r} is not one of {list(SOURCES)}")
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from ..config import check_choices
 from ..errors import ConfigError
 
 EngineName = Literal["eager", "compiled"]
@@ -34,5 +35,6 @@ class InferenceConfig:
     max_batch: int = 256
 
     def __post_init__(self) -> None:
+        check_choices(self, "inference")
         if self.max_batch < 1:
             raise ConfigError(f"inference.max_batch: must be >= 1, got {self.max_batch}")

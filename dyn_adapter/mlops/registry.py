@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts import OperatingPoint
 from ..errors import ConfigError
-from .gate import GateDecision, RegisterConfig, gate
+from .config import RegisterConfig
+from .gate import GateDecision, gate
 from .names import HISTORY_TAG, PIPELINE_RUN_TAG
 from .store import (
     experiment_id,

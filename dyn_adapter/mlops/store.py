@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from ..errors import ConfigError, ServiceUnavailable
+from ..urls import check_no_credentials, redact_uri
+from .config import MLFLOW_CREDENTIALS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -100,7 +101,7 @@ def resolve_tracking_uri(
     """
     for value, where in ((flag, "--tracking-uri"), (configured, "register.tracking_uri")):
         if value:
-            check_no_credentials(value, where)
+            check_no_credentials(value, where, MLFLOW_CREDENTIALS)
     uri = (
         flag
         or configured
@@ -111,28 +112,6 @@ def resolve_tracking_uri(
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # SQLite does not create directories
     return uri
-
-
-def check_no_credentials(uri: str, where: str) -> None:
-    """Refuse a URI that carries a user name or password (it would end up in files and logs).
-
-    Raises:
-        ConfigError: ``user:password@`` in the URI.
-    """
-    if urlsplit(uri).username is not None or urlsplit(uri).password is not None:
-        raise ConfigError(
-            f"{where}: the URI carries credentials; remove them and set MLFLOW_TRACKING_USERNAME/"
-            "MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN in the environment instead"
-        )
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without user info and query string: safe to write down."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc and not parts.query:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 @contextmanager

@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from .config import RISKS, CalibrateConfig, Risk, check_level, check_window
 from .thresholds import ExitScores, exit_indices
 
-Risk = Literal["disagreement", "accuracy_drop"]
-RISKS: tuple[str, ...] = ("disagreement", "accuracy_drop")
 NEVER = 1.0 + 1e-6  # above any probability: no image leaves early
 
 # Fixed before any data is seen (the guarantee needs it): 0.001 steps over [0, 1], refined
@@ -48,56 +47,12 @@ LAMBDA_GRID: np.ndarray = np.unique(
 )[::-1]
 
 
-@dataclass
-class CalibrateConfig:
-    """Settings of the ``calibrate`` stage.
-
-    Attributes:
-        split: The prepared split calibrated on (``calibration``: ``data.calibration_size``
-            images of the training pool that train and val leave). Its labels are read only
-            for the ``accuracy_drop`` risk.
-        risks: Which risks to certify: ``disagreement`` (with the last exit; no labels) and/or
-            ``accuracy_drop`` (wrong where the last exit is right; labels).
-        epsilons: Risk levels to certify, each in (0, 1); empty: the stage certifies nothing
-            (and computes nothing).
-        delta: The probability a certificate may fail, in (0, 1).
-        window_images: ``None``: the certificate bounds the expected risk (Learn then
-            Test's guarantee). m: it bounds the realised risk of any m fresh images (a test
-            split, a day's traffic), at some cost in compute: the expected risk is certified
-            below ε by the binomial spread of m images.
-        batch_size: Images per forward pass.
-        chunk_images: Exit scores are saved every this many images, so an interrupted run
-            resumes where it stopped.
-    """
-
-    split: str = "calibration"
-    risks: list[str] = field(default_factory=lambda: ["disagreement"])
-    epsilons: list[float] = field(default_factory=list)
-    delta: float = 0.05
-    window_images: int | None = None
-    batch_size: int = 64
-    chunk_images: int = 2048
-
-    def __post_init__(self) -> None:
-        for risk in self.risks:
-            if risk not in RISKS:
-                raise ConfigError(f"calibrate.risks: {risk!r} is not one of {list(RISKS)}")
-        _check_level("calibrate.delta", self.delta)
-        for epsilon in self.epsilons:
-            _check_level("calibrate.epsilons", epsilon)
-        for key in ("batch_size", "chunk_images"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"calibrate.{key}: must be >= 1, got {getattr(self, key)}")
-        if self.window_images is not None:
-            _check_window(self.window_images, "calibrate.window_images")
-
-    @property
-    def needed_images(self) -> int:
-        """The fewest calibration images every requested level can be certified with."""
-        return max(
-            (min_calibration_size(e, self.delta, self.window_images) for e in self.epsilons),
-            default=0,
-        )
+def needed_images(cfg: CalibrateConfig) -> int:
+    """The fewest calibration images every level ``cfg`` asks for can be certified with."""
+    return max(
+        (min_calibration_size(e, cfg.delta, cfg.window_images) for e in cfg.epsilons),
+        default=0,
+    )
 
 
 def min_calibration_size(epsilon: float, delta: float, window_images: int | None = None) -> int:
@@ -115,7 +70,7 @@ def window_level(epsilon: float, delta: float, window_images: int) -> float:
     ``P(Binomial(m, r) > floor(epsilon * m)) <= delta``, found by bisection (the tail rises
     with ``r``). A small window leaves a small level, which needs many calibration images."""
     _check_levels(epsilon, delta)
-    _check_window(window_images, "window_images")
+    check_window(window_images, "window_images")
     allowed = math.floor(epsilon * window_images + 1e-9)
     return _tail_crossing(allowed, window_images, 1 - delta, 0.0, epsilon)[0]
 
@@ -352,18 +307,8 @@ def _per_exit(lam: float, num_exits: int) -> list[float]:
 
 
 def _check_levels(epsilon: float, delta: float) -> None:
-    _check_level("epsilon", epsilon)
-    _check_level("delta", delta)
-
-
-def _check_window(value: int, name: str) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ConfigError(f"{name} {value!r}: must be a whole number of images >= 1, or null")
-
-
-def _check_level(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and 0 < value < 1):
-        raise ConfigError(f"{name} {value!r}: must be strictly between 0 and 1")
+    check_level("epsilon", epsilon)
+    check_level("delta", delta)
 
 
 def _check_labels(scores: ExitScores) -> None:

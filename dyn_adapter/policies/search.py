@@ -13,55 +13,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigError
 from ..files import atomic_path
+from .config import SearchConfig
 from .thresholds import ExitScores, PolicyResult, correct, geometric_curve, sign_test_p, simulate
 
 logger = logging.getLogger(__name__)
 
 SQLITE_TIMEOUT = 60.0  # seconds a worker waits for another's write to a shared SQLite study
-
-
-@dataclass
-class SearchConfig:
-    """Threshold search settings.
-
-    Attributes:
-        budgets: Expected-GFLOPs budgets as fractions of the full model (``(0, 1]``).
-        trials: Optuna trials per budget.
-        geometric_qs: Ratios ``q`` of the geometric baseline's sweep (``p_k ∝ q^k``).
-        storage: Optuna storage (any SQLAlchemy URL, so several workers can share a study);
-            ``None``: SQLite in the output directory, written once when the search ends (the
-            trials themselves run in memory: SQLite round-trips cost 10x the search).
-        seed: Seed of the TPE sampler.
-        max_p: The searched policy replaces the incumbent (the geometric policy, or a smaller
-            budget's choice) only if a one-sided sign test on the validation images where they
-            disagree gives p below this (1.0: whenever it is more accurate at all).
-    """
-
-    budgets: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    trials: int = 200
-    geometric_qs: Sequence[float] = field(
-        default_factory=lambda: [float(q) for q in np.geomspace(0.05, 20.0, 41)]
-    )
-    storage: str | None = None
-    seed: int = 0
-    max_p: float = 0.05
-
-    def __post_init__(self) -> None:
-        bad = [b for b in self.budgets if not 0 < b <= 1]
-        if bad or not self.budgets:
-            raise ConfigError(f"search.budgets: each must be in (0, 1], got {list(self.budgets)}")
-        if self.trials < 1:
-            raise ConfigError(f"search.trials: must be >= 1, got {self.trials}")
-        if not 0 < self.max_p <= 1:
-            raise ConfigError(f"search.max_p: must be in (0, 1], got {self.max_p}")
 
 
 def quiet_optuna(verbose: bool = False) -> None:

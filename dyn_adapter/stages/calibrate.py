@@ -89,11 +89,11 @@ def run(
     data = PreparedData(data_dir)
     data.check_model_classes(model.num_classes, model_dir)
     images, labels = data.split(cfg.split)
-    if len(labels) < cfg.needed_images:
+    if len(labels) < risk.needed_images(cfg):
         smallest = min(cfg.epsilons)
         raise ConfigError(
             f"{data_dir}: the {cfg.split} split has {len(labels)} images; certifying risk <= "
-            f"{smallest:g} at delta {cfg.delta:g} needs at least {cfg.needed_images} (more the "
+            f"{smallest:g} at delta {cfg.delta:g} needs at least {risk.needed_images(cfg)} (more the "
             "more the exits err): prepare more (data.calibration_size) or ask for a larger "
             "epsilon or delta"
         )

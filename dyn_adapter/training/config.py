@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ..config import check_choices
 from ..data.transforms import AugmentConfig
 from ..errors import ConfigError
 from .schedules import LossWeightsConfig
@@ -61,6 +62,7 @@ class SparsityConfig:
     backward_keep: float = 0.7
 
     def __post_init__(self) -> None:
+        check_choices(self, "train.sparsity")
         if not 0 <= self.forward_rate < 1:
             raise ConfigError(f"forward_rate: must be in [0, 1), got {self.forward_rate}")
         if not 0 < self.backward_keep <= 1:
@@ -182,6 +184,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_choices(self, "train")
         for key in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}: must be >= 1, got {getattr(self, key)}")
