@@ -32,7 +32,8 @@ from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
 from dyn_adapter.params import load_params, stage_params
-from dyn_adapter.stages.vtab import _difference, _pct, _with_interval
+from dyn_adapter.reporting import percent
+from dyn_adapter.stages.vtab import difference_cell
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
@@ -145,13 +146,13 @@ def markdown(result: dict[str, Any]) -> str:
         iso, half = r.get("dynamic_gflops_ratio"), r.get("half_gflops_ratio")
         lines.append(
             f"| {r['task']} | {r['seed']} | {r['test_images']} "
-            f"| {_with_interval(r['static_petl_accuracy'], r.get('static_petl_interval'))} "
-            f"| {_pct(probe)} | {_with_interval(r['accuracy'], r.get('accuracy_interval'))} "
-            f"| {_with_interval(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
+            f"| {percent(r['static_petl_accuracy'], r.get('static_petl_interval'))} "
+            f"| {percent(probe)} | {percent(r['accuracy'], r.get('accuracy_interval'))} "
+            f"| {percent(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
             f"({'n/a' if iso is None else f'{iso:.3f}'}) "
-            f"| {_with_interval(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
+            f"| {percent(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
             f"({'n/a' if half is None else f'{half:.3f}'}) "
-            f"| {_difference(r.get('half_gflops_vs_static_petl'))} "
+            f"| {difference_cell(r.get('half_gflops_vs_static_petl'))} "
             f"| {'n/a' if above is None else 'yes, resolved' if above else 'not everywhere'}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )
@@ -159,9 +160,9 @@ def markdown(result: dict[str, Any]) -> str:
     if mean:
         iso, half = mean["dynamic_gflops_ratio"], mean["half_gflops_ratio"]
         lines.append(
-            f"| mean of {len(mean['tasks'])} tasks | | | {_pct(mean['static_petl_accuracy'])} | "
-            f"| {_pct(mean['accuracy'])} | {_pct(mean['dynamic_accuracy'])} "
-            f"({'n/a' if iso is None else f'{iso:.3f}'}) | {_pct(mean['half_gflops_accuracy'])} "
+            f"| mean of {len(mean['tasks'])} tasks | | | {percent(mean['static_petl_accuracy'])} | "
+            f"| {percent(mean['accuracy'])} | {percent(mean['dynamic_accuracy'])} "
+            f"({'n/a' if iso is None else f'{iso:.3f}'}) | {percent(mean['half_gflops_accuracy'])} "
             f"({'n/a' if half is None else f'{half:.3f}'}) | | |"
         )
     lines.append("")
@@ -169,16 +170,16 @@ def markdown(result: dict[str, Any]) -> str:
     if "last_exit" in pooled:
         lines.append(
             f"- pooled over {len(pooled['tasks'])} task(s), seeds averaged first: Dyn-Adapter "
-            f"last exit minus static PETL {_difference(pooled['last_exit'])}; dynamic at "
-            f"<= 0.5 GFLOPs minus static {_difference(pooled.get('half_gflops'))} (95%, seeds "
+            f"last exit minus static PETL {difference_cell(pooled['last_exit'])}; dynamic at "
+            f"<= 0.5 GFLOPs minus static {difference_cell(pooled.get('half_gflops'))} (95%, seeds "
             "taken as fully correlated)"
         )
     for run in result["runs"]:
         lines.append(
             f"- seed {run['seed']}, mean of {len(run['tasks'])} task(s): static PETL "
-            f"{_pct(run.get('mean_static_petl'))}, Dyn-Adapter last exit "
-            f"{_pct(run.get('mean_of_tasks'))}, dynamic at <= 0.5 GFLOPs "
-            f"{_pct(run.get('mean_half_gflops_accuracy'))}; pipeline run "
+            f"{percent(run.get('mean_static_petl'))}, Dyn-Adapter last exit "
+            f"{percent(run.get('mean_of_tasks'))}, dynamic at <= 0.5 GFLOPs "
+            f"{percent(run.get('mean_half_gflops_accuracy'))}; pipeline run "
             f"{run['seconds'] / 60:.1f} min ({run['code']}, {run['date']}, "
             f"{run['machine']['cpus']} CPUs{', ' + run['machine']['gpu'] if run['machine'].get('gpu') else ''})"
         )

@@ -15,6 +15,7 @@ from components import DEFAULT_IMAGE
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
 from dyn_adapter.params import params_from_dict, read_params_file
+from dyn_adapter.reporting import fraction, points
 from dyn_adapter.stages import sparsify
 
 from . import demo, vtab
@@ -397,10 +398,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{_with_interval(half)} at {half['gflops_ratio']:.3f} measured"
         )
     for name, c in s.get("comparisons", {}).items():
-        low, high = c["interval"]
         lines.append(
-            f"{name.replace('_', ' ')}: {100 * c['difference']:+.2f} points "
-            f"[{100 * low:+.2f}, {100 * high:+.2f}], "
+            f"{name.replace('_', ' ')}: {points(c['difference'], c['interval'], ' points')}, "
             f"{'resolved' if c['resolved'] else 'not resolved'}"
         )
     for p in s.get("risk_points", []):
@@ -426,13 +425,7 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def _with_interval(m: dict[str, Any]) -> str:
     """``0.8370 [0.8266, 0.8472]`` (the interval where the evaluation has one)."""
-    if m.get("accuracy") is None:
-        return "n/a"
-    text = f"{m['accuracy']:.4f}"
-    if m.get("accuracy_interval"):
-        low, high = m["accuracy_interval"]
-        text += f" [{low:.4f}, {high:.4f}]"
-    return text
+    return fraction(m.get("accuracy"), m.get("accuracy_interval"))
 
 
 def submit(

@@ -7,6 +7,7 @@ from typing import Any
 from ..data.prepared import PreparedData
 from ..models import DynAdapterViT
 from ..policies.risk import guaranteed_risk
+from ..reporting import fraction, points
 
 COMPARISONS = {
     "last_exit_vs_static_petl": "Last exit minus static PETL",
@@ -16,8 +17,7 @@ COMPARISONS = {
 
 
 def _interval(m: dict[str, Any]) -> str:
-    low, high = m["accuracy_interval"]
-    return f"{m['accuracy']:.4f} [{low:.4f}, {high:.4f}]"
+    return fraction(m["accuracy"], m["accuracy_interval"])
 
 
 def _summary(m: dict[str, Any]) -> str:
@@ -77,10 +77,9 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         )
     for name, c in metrics["comparisons"].items():
         verdict = "resolved" if c["resolved"] else "not resolved"
-        low, high = c["interval"]
         lines.append(
-            f"- {COMPARISONS.get(name, name)}: {100 * c['difference']:+.2f} points "
-            f"[{100 * low:+.2f}, {100 * high:+.2f}] ({verdict}; paired bootstrap, McNemar p "
+            f"- {COMPARISONS.get(name, name)}: {points(c['difference'], c['interval'], ' points')} "
+            f"({verdict}; paired bootstrap, McNemar p "
             f"{c['mcnemar_p']:.3g})."
         )
     recall = metrics["full"]["per_class_recall"]

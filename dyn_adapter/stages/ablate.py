@@ -37,6 +37,7 @@ from ..evaluation.stats import accuracy_interval, averaged_paired_difference, pa
 from ..files import atomic_path, sha256_file, write_json
 from ..inference.config import InferenceConfig
 from ..params import Params
+from ..reporting import percent, points
 from ..training.config import TrainConfig
 from ..training.trainer import train
 from .train import static_petl
@@ -349,8 +350,7 @@ def markdown(table: dict[str, Any], train: TrainConfig) -> str:
     for r in rows:
         cells = ["—"] * (n - len(r["accuracy"]))  # the static model: its one exit is the last
         for k in range(len(r["accuracy"])):
-            lo, hi = r["interval"][k]
-            cell = f"{100 * r['accuracy'][k]:.2f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+            cell = percent(r["accuracy"][k], r["interval"][k], interval_digits=1)
             if r["vs_reference"] is not None:
                 cell += f"; {_difference(r['vs_reference'][k])}"
             cells.append(cell)
@@ -392,6 +392,4 @@ def markdown(table: dict[str, Any], train: TrainConfig) -> str:
 
 def _difference(d: dict[str, Any]) -> str:
     """``+d [low, high]``, in points, starred when resolved."""
-    a, b = d["interval"]
-    star = "*" if d["resolved"] else ""
-    return f"{100 * d['difference']:+.2f} [{100 * a:+.2f}, {100 * b:+.2f}]{star}"
+    return points(d["difference"], d["interval"]) + ("*" if d["resolved"] else "")

@@ -13,6 +13,7 @@ from typing import Any
 from ..artifacts import METRICS_FILE, VTAB_MARKDOWN, VTAB_TABLE, Evaluation
 from ..errors import ConfigError
 from ..files import write_json
+from ..reporting import NA, percent, points
 
 # Task directory names of the usual VTAB-1k layout.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -123,24 +124,11 @@ def run(tasks: Sequence[str], evaluation_dirs: Sequence[str], out: str | Path) -
     return result
 
 
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
-
-
-def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
-        return "n/a"
-    if not interval:
-        return _pct(value)
-    return f"{_pct(value)} [{_pct(interval[0])}, {_pct(interval[1])}]"
-
-
-def _difference(c: dict[str, Any] | None) -> str:
+def difference_cell(c: dict[str, Any] | None) -> str:
+    """A paired difference in points, ``(n.s.)`` where not resolved."""
     if not c:
-        return "n/a"
-    low, high = c["interval"]
-    mark = "" if c["resolved"] else " (n.s.)"
-    return f"{100 * c['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{mark}"
+        return NA
+    return points(c["difference"], c["interval"]) + ("" if c["resolved"] else " (n.s.)")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -155,31 +143,31 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["tasks"]:
         iso_ratio = r["dynamic_gflops_ratio"]
         half_ratio = r.get("half_gflops_ratio")
-        probe = " / ".join(_pct(a) for a in r.get("frozen_probe_exits") or []) or "n/a"
+        probe = " / ".join(percent(a) for a in r.get("frozen_probe_exits") or []) or "n/a"
         above = r.get("above_frozen_probe_resolved")
         margin = r.get("min_margin_over_frozen_probe")
         lines.append(
-            f"| {r['task']} | {_with_interval(r.get('static_petl_accuracy'), r.get('static_petl_interval'))} "
-            f"| {probe} | {_with_interval(r['accuracy'], r.get('accuracy_interval'))} "
-            f"| {_with_interval(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
+            f"| {r['task']} | {percent(r.get('static_petl_accuracy'), r.get('static_petl_interval'))} "
+            f"| {probe} | {percent(r['accuracy'], r.get('accuracy_interval'))} "
+            f"| {percent(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
             f"({'n/a' if iso_ratio is None else f'{iso_ratio:.3f}'}) "
-            f"| {_with_interval(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
+            f"| {percent(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
             f"({'n/a' if half_ratio is None else f'{half_ratio:.3f}'}) "
-            f"| {_difference(r.get('half_gflops_vs_static_petl'))} "
+            f"| {difference_cell(r.get('half_gflops_vs_static_petl'))} "
             f"| {'n/a' if above is None else ('yes' if above else 'not resolved')}"
             f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
         )
     lines.append("")
     for g, v in result["group_means"].items():
-        lines.append(f"- {g} mean: {_pct(v)}")
-    lines.append(f"- mean of group means: {_pct(result['mean_of_group_means'])}")
-    lines.append(f"- mean of tasks: {_pct(result['mean_of_tasks'])}")
+        lines.append(f"- {g} mean: {percent(v)}")
+    lines.append(f"- mean of group means: {percent(result['mean_of_group_means'])}")
+    lines.append(f"- mean of tasks: {percent(result['mean_of_tasks'])}")
     for key, label in (
         ("mean_static_petl", "static PETL"),
         ("mean_half_gflops_accuracy", "dynamic at <= 0.5 GFLOPs"),
     ):
         if result.get(key) is not None:
-            lines.append(f"- mean of tasks, {label}: {_pct(result[key])}")
+            lines.append(f"- mean of tasks, {label}: {percent(result[key])}")
     return "\n".join(lines) + "\n"
 
 
