@@ -9,18 +9,22 @@ command prints at the CLI (the model card, the Pareto table) are named by path i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 STAGE_ENV = "DVC_STAGE"  # DVC sets it for every stage command it runs
 LOG_DIR = Path("outputs/logs/dvc")
 # Loggers whose INFO lines are a run's progress: shown on the terminal in the brief view.
 PROGRESS_LOGGERS = ("dyn_adapter.training.trainer",)
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# A JSON-lines file that a run's view follows (the pipeline runner sets it for its tasks).
+PROGRESS_FILE_ENV = "DYN_ADAPTER_PROGRESS_FILE"
 
 
 def dvc_stage() -> str | None:
@@ -85,3 +89,19 @@ def finished(started: float, log: Path | None, error: str | None = None) -> None
     else:
         logging.getLogger(__name__).info("failed: %s", error)  # the file only: stderr has it
         print(f"{log.stem}: failed after {took}; whole log: {log}", file=sys.stderr)
+
+
+def record_progress(stage: str, **fields: Any) -> None:
+    """Append ``{"stage": stage, **fields}`` as one line to ``$DYN_ADAPTER_PROGRESS_FILE``,
+    if set: progress as data for whoever shows it (the pipeline's run view), not log text to
+    parse. A line is written with one ``write`` in append mode, so concurrent writers do not
+    interleave; a file that cannot be written is skipped (the work goes on)."""
+    path = os.environ.get(PROGRESS_FILE_ENV)
+    if not path:
+        return
+    line = json.dumps({"stage": stage, "time": time.time(), **fields}) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+    except OSError as e:  # a view that cannot follow is no reason to stop the work
+        logging.getLogger(__name__).debug("progress record not written to %s: %s", path, e)

@@ -3,14 +3,18 @@
 The KFP local runner prints everything to ``sys.stdout``: each task's executor JSON, its logs,
 its outputs. While a run is in flight :class:`RunView` stands in for ``sys.stdout``: every line
 goes to the log file, and the terminal gets one line per finished step (its time and headline
-metric) and, on a terminal, a live line for the step in flight (its epoch and time left).
+metric) and, on a terminal, a live line for the step in flight (its epoch and time left). The
+epochs come as data: the tasks append progress records (``console.record_progress``) to a
+file the view follows, whose path :func:`run_view` hands them in ``$DYN_ADAPTER_PROGRESS_FILE``.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import json
 import logging
+import os
 import re
 import sys
 import time
@@ -19,11 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from dyn_adapter.console import PROGRESS_FILE_ENV
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISH = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>\w+)")
 _METADATA = re.compile(r"metadata=(?P<meta>\{.*\})")
-_EPOCH = re.compile(r"\bepoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+loss .*val acc \[(?P<acc>[^\]]*)\]")
 _ITERATION = re.compile(r"-iteration-(?P<k>\d+)$")
 # A loop body of several tasks keeps their names; the iteration shows in their output paths.
 _LOOP_PATH = re.compile(r"-iteration-(?P<k>\d+)/(?P<task>[\w-]+)/")
@@ -88,6 +93,7 @@ class RunView(io.TextIOBase):
         out: Where the concise view goes (the real standard output).
         items: What the run's loop iterates over, named: a task of iteration k is shown with
             ``items[k]`` (the VTAB task, the sparsity candidate).
+        progress: The progress records' file (JSON lines), followed as the run goes.
     """
 
     def __init__(
@@ -97,8 +103,10 @@ class RunView(io.TextIOBase):
         total: int,
         out: TextIO,
         items: list[str] | None = None,
+        progress: Path | None = None,
     ) -> None:
         super().__init__()
+        self.progress, self._progress_offset = progress, 0
         self.log, self.labels, self.total, self.out = log, labels, total, out
         self.items = items or []
         self.live = out.isatty()
@@ -121,7 +129,40 @@ class RunView(io.TextIOBase):
         self._partial = lines.pop()
         for line in lines:
             self._line(_ANSI.sub("", line))
+        self._follow_progress()
         return len(text)
+
+    def _follow_progress(self) -> None:
+        """Read the records appended since the last look (a line still being written waits)."""
+        if self.progress is None or not self.progress.is_file():
+            return
+        with open(self.progress, encoding="utf-8") as f:
+            f.seek(self._progress_offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self._progress_offset += len(complete.encode("utf-8"))
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "epoch" in record:
+                self._epoch(record)
+
+    def _epoch(self, record: dict[str, Any]) -> None:
+        if self.current is None:
+            return
+        self.epochs.append(time.monotonic())
+        epoch, epochs = int(record["epoch"]), int(record["epochs"])
+        per_epoch = (self.epochs[-1] - self.started) / len(self.epochs)
+        left = per_epoch * (epochs - epoch)
+        acc = record.get("val_accuracy") or []
+        self._show(
+            f"step {self.step} of {max(self.total, self.step)}: "
+            f"{self.label(self.current, self.iteration)}, "
+            f"epoch {epoch}/{epochs} (val acc last exit "
+            f"{f'{acc[-1]:.3f}' if acc else '?'}), {_minutes(left)} left"
+        )
 
     def flush(self) -> None:
         self.log.flush()
@@ -158,17 +199,6 @@ class RunView(io.TextIOBase):
                 meta = {}
             if isinstance(meta, dict):
                 self._pending.setdefault("metrics", {}).update(meta)
-        elif (m := _EPOCH.search(line)) and self.current is not None:
-            self.epochs.append(time.monotonic())
-            epoch, epochs = int(m["epoch"]), int(m["epochs"])
-            per_epoch = (self.epochs[-1] - self.started) / len(self.epochs)
-            left = per_epoch * (epochs - epoch)
-            acc = m["acc"].split()[-1] if m["acc"].split() else "?"
-            self._show(
-                f"step {self.step} of {max(self.total, self.step)}: "
-                f"{self.label(self.current, self.iteration)}, "
-                f"epoch {epoch}/{epochs} (val acc last exit {acc}), {_minutes(left)} left"
-            )
         elif line.startswith("-" * 40):
             self._close_pending()
         elif (
@@ -205,21 +235,42 @@ class RunView(io.TextIOBase):
         self.flush()
 
 
+def start_progress_file(log_path: Path) -> Path:
+    """An empty ``<log_path>.progress.jsonl`` that the run's tasks may append to (in a
+    container too: anyone may write it)."""
+    progress = log_path.with_name(log_path.name + ".progress.jsonl")
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text("")
+    progress.chmod(0o666)
+    return progress
+
+
 @contextmanager
 def run_view(
-    log_path: Path, labels: dict[str, str], total: int, items: list[str] | None = None
+    log_path: Path,
+    labels: dict[str, str],
+    total: int,
+    items: list[str] | None = None,
+    progress: Path | None = None,
 ) -> Iterator[RunView]:
-    """Route ``sys.stdout`` through a :class:`RunView` writing ``log_path``; restored after."""
+    """Route ``sys.stdout`` through a :class:`RunView` writing ``log_path``; the tasks' progress
+    records go to ``progress`` (default: :func:`start_progress_file`); both restored after."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    real = sys.stdout
+    progress = progress or start_progress_file(log_path)
+    real, before = sys.stdout, os.environ.get(PROGRESS_FILE_ENV)
+    os.environ[PROGRESS_FILE_ENV] = str(progress.resolve())
     with open(log_path, "w", buffering=1) as log, _logging_to(log):
-        view = RunView(log, labels, total, real, items)
+        view = RunView(log, labels, total, real, items, progress)
         sys.stdout = view
         try:
             yield view
         finally:
             sys.stdout = real
             view.close_view()
+            if before is None:
+                os.environ.pop(PROGRESS_FILE_ENV, None)
+            else:
+                os.environ[PROGRESS_FILE_ENV] = before
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components import DEFAULT_IMAGE
+from dyn_adapter.console import PROGRESS_FILE_ENV
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
 from dyn_adapter.params import params_from_dict, read_params_file
@@ -19,7 +20,7 @@ from dyn_adapter.reporting import fraction, points
 from dyn_adapter.stages import sparsify
 
 from . import demo, vtab
-from .progress import executor_tasks, run_view, task_labels
+from .progress import executor_tasks, run_view, start_progress_file, task_labels
 
 PipelineKind = Literal["demo", "vtab"]
 Runner = Literal["subprocess", "docker"]
@@ -145,9 +146,11 @@ def run_local(
     else:
         pipeline = vtab.build_pipeline(defaults, image, task_parallelism=parallelism)
         items, data_path = arguments["tasks"], arguments["data_root"]
+    log = root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
+    progress = start_progress_file(log)  # before the root is handed to the container user
     with ExitStack() as stack:
         if runner == "docker":
-            kfp_runner = stack.enter_context(docker_runner(image, root, uri, data_path))
+            kfp_runner = stack.enter_context(docker_runner(image, root, uri, data_path, progress))
         else:
             kfp_runner = local.SubprocessRunner(use_venv=False)
             # Tasks run in this venv, which holds what the image holds: say so once, not per task.
@@ -156,10 +159,9 @@ def run_local(
             "ignore", ".*have no effect in the current local runner", UserWarning
         )
         local.init(runner=kfp_runner, pipeline_root=str(root))
-        log = root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
         total = executor_tasks(pipeline, len(items))
         stack.enter_context(quiet_task_environment())
-        view = stack.enter_context(run_view(log, task_labels(pipeline), total, items))
+        view = stack.enter_context(run_view(log, task_labels(pipeline), total, items, progress))
         tic = time.perf_counter()
         try:
             task = pipeline(
@@ -237,12 +239,15 @@ def quiet_task_environment() -> Iterator[None]:
 
 
 @contextmanager
-def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> Iterator[Any]:
+def docker_runner(
+    image: str, root: Path, tracking_uri: str, data_path: str, progress: Path | None = None
+) -> Iterator[Any]:
     """``kfp.local.DockerRunner`` running every task in ``image`` as on Kubeflow: as uid 1000,
     on the host network (an MLflow or S3 server on 127.0.0.1 is reachable), with the pipeline
     root mounted at its own path (KFP does that), an embedded SQLite MLflow store mounted
     likewise, a local ``data_path`` mounted read-only where the container looks for it, and
-    the S3/MLflow credentials of this environment (``FORWARDED_ENV``). The root file system is
+    the S3/MLflow credentials of this environment (``FORWARDED_ENV``) and the ``progress`` records
+    file (under the root). The root file system is
     read-only; ``/tmp`` and the mirror of ``s3://`` data are scratch space (tmpfs). The Docker
     engine is started for the run if none is running (:mod:`pipeline.docker_engine`)."""
     from docker.types import Mount
@@ -267,6 +272,8 @@ def docker_runner(image: str, root: Path, tracking_uri: str, data_path: str) -> 
             target = data if data.is_absolute() else Path("/workspace") / data
             mounts.append(Mount(str(target), str(data.resolve()), type="bind", read_only=True))
         environment = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        if progress is not None:
+            environment[PROGRESS_FILE_ENV] = str(progress)
         previous = os.environ.get("DOCKER_HOST")
         os.environ["DOCKER_HOST"] = engine.host  # the runner's docker.from_env() reads it
         try:

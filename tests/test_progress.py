@@ -69,13 +69,44 @@ def test_a_per_exit_headline_is_the_last_exits():
     assert _headline({}) == ""
 
 
-def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left():
-    v, _, out = view(tty=True)
-    v.write(KFP_OUTPUT)
+def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left(tmp_path, monkeypatch):
+    """Epochs come as records the trainer appends to the run's progress file; the epoch lines
+    of the log text alone move nothing."""
+    from dyn_adapter.console import PROGRESS_FILE_ENV, record_progress
+
+    progress = tmp_path / "run.log.progress.jsonl"
+    progress.write_text("")
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(progress))
+    log, out = io.StringIO(), Terminal(tty=True)
+    labels = {"prepare-data": "prepare data", "train-model-2": "baseline: static PETL"}
+    v = RunView(log, labels, total=11, out=out, progress=progress)
+    head, tail = KFP_OUTPUT.split("    [KFP Executor 2026-12-01 14:32:29")
+    v.write(head)
+    v.write("    [KFP Executor 2026-12-01 14:32:29" + tail.split("\n", 1)[0] + "\n")
+    assert "epoch 1/16" not in out.getvalue()  # log text, no record yet
+    record_progress("train", epoch=1, epochs=16, val_accuracy=[0.685])
+    record_progress("train", epoch=2, epochs=16, val_accuracy=[0.695])
+    v.write(tail.split("\n", 1)[1])
     v.close_view()
     assert "baseline: static PETL, epoch 2/16 (val acc last exit 0.695)" in out.getvalue()
     assert "left" in out.getvalue()
     assert "Got executor_input" not in out.getvalue()
+
+
+def test_progress_records_are_json_lines_and_never_stop_the_work(tmp_path, monkeypatch):
+    import json
+
+    from dyn_adapter.console import PROGRESS_FILE_ENV, record_progress
+
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
+    record_progress("train", epoch=1)  # no file named: nothing to do
+    path = tmp_path / "p.jsonl"
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(path))
+    record_progress("train", epoch=1, epochs=2, val_accuracy=[0.5, 0.6])
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["stage"] == "train" and record["val_accuracy"] == [0.5, 0.6]
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(tmp_path / "no" / "such" / "dir" / "p.jsonl"))
+    record_progress("train", epoch=2)  # unwritable: skipped, no error
 
 
 def test_a_loop_task_is_named_by_its_item():

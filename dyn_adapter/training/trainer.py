@@ -20,6 +20,7 @@ import torch
 
 from ..artifacts import CHECKPOINTS_DIR, MANIFEST_FILE, METRICS_FILE, MODEL_DIR, TRAIN_LOG
 from ..config import to_dict
+from ..console import record_progress
 from ..data.prepared import PreparedData
 from ..errors import ConfigError, TrainingDiverged
 from ..files import write_json
@@ -219,6 +220,9 @@ def train(
             train_cfg.epochs,
             _fmt(stats.loss),
             _fmt(val.accuracy),
+        )
+        record_progress(
+            "train", epoch=epoch + 1, epochs=train_cfg.epochs, val_accuracy=val.accuracy
         )
         save_training_state(
             out / CHECKPOINTS_DIR,
