@@ -2,74 +2,26 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dyn_adapter.dvc_stages import DVC_STAGES, TRACK, dvc_yaml, import_closure
 from dyn_adapter.params import STAGE_SECTIONS, stage_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 # The module each stage's command runs (the CLI only parses arguments and calls it).
-ENTRY = {
-    "prepare": ["dyn_adapter.stages.prepare"],
-    "train": ["dyn_adapter.stages.train"],
-    "train_static": ["dyn_adapter.stages.train"],
-    "train_probe": ["dyn_adapter.stages.train"],
-    "sparsify": ["dyn_adapter.stages.sparsify"],
-    "search": ["dyn_adapter.stages.search"],
-    "search_probe": ["dyn_adapter.stages.search"],
-    "calibrate": ["dyn_adapter.stages.calibrate"],
-    "evaluate": ["dyn_adapter.stages.evaluate"],
-    "register": ["dyn_adapter.stages.register"],
-    "track": ["dyn_adapter.stages.track"],
-}
+ENTRY = {s.name: [s.entry] for s in (*DVC_STAGES, TRACK)}
 
 
-def module_file(module: str) -> Path | None:
-    path = REPO / Path(*module.split("."))
-    for candidate in (path / "__init__.py", path.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path, module: str) -> set[str]:
-    """Every ``dyn_adapter`` module ``path`` imports, at the top or inside a function."""
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])
-                name = ".".join(base)
-            else:
-                name = node.module or ""
-            found.add(name)
-            found |= {f"{name}.{alias.name}" for alias in node.names}  # submodules
-    return {m for m in found if m.split(".")[0] == "dyn_adapter"}
-
-
-def import_closure(modules: list[str]) -> set[str]:
-    """Files of the modules reached from ``modules`` (parent packages included), repo-relative."""
-    seen: dict[str, Path] = {}
-    todo = list(modules)
-    while todo:
-        module = todo.pop()
-        path = module_file(module)
-        if module in seen or path is None:
-            continue
-        seen[module] = path
-        parts = module.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += imported_modules(path, module)
-    return {p.relative_to(REPO).as_posix() for p in seen.values()}
+def test_dvc_yaml_is_what_the_stage_table_generates():
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), (
+        "dvc.yaml differs from dyn_adapter/dvc_stages.py: run "
+        "`python -m dyn_adapter.dvc_stages > dvc.yaml`"
+    )
 
 
 def test_import_closure_follows_relative_and_lazy_imports():

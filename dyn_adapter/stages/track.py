@@ -10,24 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import REGISTRATION_FILE, TRACKING_FILE, read_json
+from ..dvc_stages import TRACKED_OUTPUTS
 from ..errors import ConfigError
 from ..files import write_json
 from ..params import Params
 
 # Where `dvc repro` and the CLI's defaults put each stage's output, by the stage names the KFP
 # pipeline tracks them under.
-DVC_OUTPUTS = {
-    "prepare": "outputs/prepared",
-    "train-dyn": "outputs/train",
-    "train-static": "outputs/static",
-    "train-probe": "outputs/probe",
-    "sparsify": "outputs/sparsify",
-    "search": "outputs/search",
-    "search-probe": "outputs/probe_search",
-    "calibrate": "outputs/calibrate",
-    "evaluate": "outputs/evaluate",
-    "register": "outputs/register",
-}
 
 
 def track_outputs(
@@ -62,24 +51,24 @@ def track_outputs(
 def run(
     params: Params, out_dir: str | Path, pipeline_run_id: str | None, tracking_uri: str | None
 ) -> dict[str, Any]:
-    """Log :data:`DVC_OUTPUTS` into the pipeline run ``pipeline_run_id`` (default: the one
+    """Log :data:`TRACKED_OUTPUTS` into the pipeline run ``pipeline_run_id`` (default: the one
     ``outputs/register`` registered); writes ``tracking.json``."""
     from ..mlops.store import redact_uri, resolve_tracking_uri
 
     run_id = pipeline_run_id
     if not run_id:
-        registration = Path(DVC_OUTPUTS["register"]) / REGISTRATION_FILE
+        registration = Path(TRACKED_OUTPUTS["register"]) / REGISTRATION_FILE
         if not registration.is_file():
             raise ConfigError(f"{registration}: missing; run `dyn-adapter register` first")
         run_id = read_json(registration, "register")["pipeline_run_id"]
     uri = resolve_tracking_uri(tracking_uri, params.register.tracking_uri)
-    mlflow_run = track_outputs(params, DVC_OUTPUTS, uri, run_id, DVC_OUTPUTS["prepare"])
+    mlflow_run = track_outputs(params, TRACKED_OUTPUTS, uri, run_id, TRACKED_OUTPUTS["prepare"])
     record = {
         "mlflow_run_id": mlflow_run,
         "pipeline_run_id": run_id,
         "experiment": params.register.experiment,
         "tracking_uri": redact_uri(uri),
-        "stages": DVC_OUTPUTS,
+        "stages": TRACKED_OUTPUTS,
     }
     write_json(Path(out_dir) / TRACKING_FILE, record)
     return record
