@@ -12,6 +12,8 @@ from typing import Any
 
 from kfp import dsl
 
+from dyn_adapter.mlops.names import DEFAULT_IMAGE
+
 from .calibrate import calibrate_thresholds
 from .evaluate import evaluate_model
 from .prepare import prepare_data
@@ -21,10 +23,6 @@ from .search import search_thresholds
 from .sparsify import sparsify_candidate, sparsify_select, sparsity_grid
 from .train import train_model
 from .vtab import task_overrides, vtab_table
-
-DEFAULT_IMAGE = (
-    "dyn-adapter:0.1.0"  # `make image` builds it; compile with --image REGISTRY/...@sha256:...
-)
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ def _str_list(text: str) -> list[str]:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .models.config import HEAD_SETTINGS
-    from .models.petl import PETL_METHODS
+    from .models.config import HEAD_SETTINGS, PETL_METHODS
 
     p.add_argument(
         "--backbone",

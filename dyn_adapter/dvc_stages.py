@@ -123,8 +123,23 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+def _lazy_exports(module: str) -> dict[str, str]:
+    """``{name: submodule}`` of a package that loads its names on first use (its ``_WHERE``
+    table, as in ``dyn_adapter.models``); empty for any other module."""
+    path = _module_file(module)
+    if path is None or path.name != "__init__.py":
+        return {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_WHERE" for t in node.targets
+        ):
+            return dict(ast.literal_eval(node.value))
+    return {}
+
+
 def _imports(path: Path, module: str) -> set[str]:
-    """Every ``dyn_adapter`` module ``path`` imports, at the top or inside a function."""
+    """Every ``dyn_adapter`` module ``path`` imports, at the top or inside a function (a name
+    of a lazily loading package counts as the submodule it comes from)."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -139,6 +154,8 @@ def _imports(path: Path, module: str) -> set[str]:
                 name = node.module or ""
             found.add(name)
             found |= {f"{name}.{alias.name}" for alias in node.names}  # submodules
+            lazy = _lazy_exports(name) if name.startswith("dyn_adapter") else {}
+            found |= {f"{name}.{lazy[a.name]}" for a in node.names if a.name in lazy}
     return {m for m in found if m.split(".")[0] == "dyn_adapter"}
 
 

@@ -1,7 +1,3 @@
 """The KFP pipelines (DAG wiring only): ``demo`` (one dataset, both baselines, registration)
-and ``vtab`` (a fan-out over VTAB-1k tasks). ``compile``, ``run_local`` and ``submit`` are
-what ``dyn-adapter pipeline`` calls."""
-
-from .runner import compile_pipeline, load_defaults, run_local, submit
-
-__all__ = ["compile_pipeline", "load_defaults", "run_local", "submit"]
+and ``vtab`` (a fan-out over VTAB-1k tasks); ``runner`` compiles, runs and submits them for
+``dyn-adapter pipeline`` (``cli``). Nothing is imported here: the CLI's help stays fast."""

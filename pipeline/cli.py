@@ -7,16 +7,21 @@ It lives with the Kubeflow layer and reaches the CLI as an entry point
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
 
-from components import DEFAULT_IMAGE
 from dyn_adapter.cli import add_params_args
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.files import write_json
-from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
+from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT, DEFAULT_IMAGE
 from dyn_adapter.params import parse_assignment
+
+# Every pipeline command needs kfp: where it is not installed, `dyn-adapter` lists this command
+# as unavailable (found, not imported: kfp takes half a second, the CLI's help far less).
+if importlib.util.find_spec("kfp") is None:
+    raise ModuleNotFoundError("No module named 'kfp'", name="kfp")
 
 
 def cmd_pipeline_compile(args: argparse.Namespace) -> int:

@@ -43,3 +43,15 @@ def test_the_pipeline_command_says_what_it_needs():
     proc = cli("pipeline", "run", "--pipeline-root", "x")
     assert proc.returncode == 2
     assert "needs the Python package 'kfp'" in proc.stderr and "make setup" in proc.stderr
+
+
+def test_help_loads_no_heavy_package():
+    """`dyn-adapter --help` answers in well under a second: building every parser (the
+    pipeline's included) imports neither torch, timm, kfp nor mlflow."""
+    code = (
+        "import sys; from dyn_adapter.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'timm', 'kfp', 'mlflow', 'optuna'} & set(sys.modules)))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

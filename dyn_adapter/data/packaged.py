@@ -23,7 +23,6 @@ from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
 from .clipart import OPENCLIPART_DIR, read_clipart
 from .config import DataConfig
-from .prepare import plan_splits
 from .sources import VTAB_SELECTION, VTAB_SPLIT_FILES, BadData, Layout, Pool
 from .sources import load_fashion_mnist as read_fashion_mnist
 
@@ -166,6 +165,8 @@ def write_tasks(
             selection_size=selection_size,
             seed=seed,
         )
+        from .prepare import plan_splits  # torch comes with it: not at import (the CLI's help)
+
         splits = plan_splits(layout, cfg, BadData("error", name))
         tmp = root / f".{name}.tmp-{secrets.token_hex(4)}"
         (tmp / "images").mkdir(parents=True)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..config import to_dict
 from ..errors import ConfigError
 from ..files import check_replaceable, replace_dir, write_json
-from ..models.backbone import BackboneConfig
+from ..models.config import BackboneConfig
 from . import s3, sources
 from .config import DataConfig
 from .prepared import (

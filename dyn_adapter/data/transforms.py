@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
 
-from ..models.backbone import BackboneConfig
+from ..models.config import BackboneConfig
+from ..training.config import AugmentConfig
 
 
 def resolve_data_config(backbone: BackboneConfig) -> dict[str, Any]:
@@ -17,6 +16,8 @@ def resolve_data_config(backbone: BackboneConfig) -> dict[str, Any]:
 
     The input size is the configured ``img_size``, not the pre-training size.
     """
+    import timm  # here, not at the top: preparing data needs it, reading the config does not
+
     pretrained = timm.models.get_pretrained_cfg(backbone.name)
     cfg = pretrained.to_dict() if pretrained is not None else {}
     return {
@@ -25,19 +26,6 @@ def resolve_data_config(backbone: BackboneConfig) -> dict[str, Any]:
         "std": list(cfg.get("std", (0.229, 0.224, 0.225))),
         "interpolation": cfg.get("interpolation", "bicubic"),
     }
-
-
-@dataclass
-class AugmentConfig:
-    """Light, label-preserving training augmentation, applied per batch on tensors.
-
-    Attributes:
-        hflip: Probability of a horizontal flip.
-        translate: Maximum shift as a fraction of the image size (random crop of a padded image).
-    """
-
-    hflip: float = 0.5
-    translate: float = 0.1
 
 
 def to_model_input(

@@ -1,63 +1,41 @@
 """Inference: device and precision, the engines that run the exits, whole splits through them.
 
 Search, calibrate, evaluate, ablate, the served model and the benchmarks run models through
-here; ``training`` keeps only the fit.
+here; ``training`` keeps only the fit. The names below load on first use, so that the config
+(``inference.config``, read by ``params.py``) imports without torch.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import Any
 
-import torch
+_WHERE = {
+    "AMP_MODES": "config",
+    "ENGINES": "config",
+    "CompiledEngine": "engines",
+    "EagerEngine": "engines",
+    "Engine": "engines",
+    "InferenceConfig": "config",
+    "amp_dtype": "precision",
+    "autocast": "precision",
+    "bucket_sizes": "engines",
+    "cast_matmul_weights": "precision",
+    "create_engine": "load",
+    "dynamic_predictions": "splits",
+    "exit_logits": "splits",
+    "load_engine": "load",
+    "precision_name": "precision",
+    "resolve_device": "precision",
+    "split_scores": "splits",
+}
 
-from ..models import DynAdapterViT
-from ..models.checkpoint import load_for_inference
-from .config import AMP_MODES, ENGINES, InferenceConfig
-from .engines import CompiledEngine, EagerEngine, Engine, bucket_sizes
-from .precision import amp_dtype, autocast, cast_matmul_weights, precision_name, resolve_device
-from .splits import dynamic_predictions, exit_logits, split_scores
-
-
-def create_engine(
-    model: DynAdapterViT, device: torch.device, cfg: InferenceConfig | None = None
-) -> Engine:
-    """The engine ``cfg`` names over ``model`` (already on ``device``), at ``cfg.amp``."""
-    cfg = cfg or InferenceConfig()
-    dtype = amp_dtype(device, cfg.amp)
-    if cfg.engine == "eager":
-        return EagerEngine(model, device, dtype)
-    return CompiledEngine(model, device, dtype, max_batch=cfg.max_batch)
-
-
-def load_engine(
-    model_dir: str | Path, device: torch.device, cfg: InferenceConfig | None = None
-) -> Engine:
-    """A saved model as served: merged where its PETL method merges, matmul weights stored in
-    the serving precision (the same numbers autocast gives, without per-call casts), behind the
-    configured engine."""
-    cfg = cfg or InferenceConfig()
-    model = load_for_inference(model_dir, device)
-    model.exit_info  # noqa: B018 (measured in float32, before the weights are cast)
-    cast_matmul_weights(model, amp_dtype(device, cfg.amp))
-    return create_engine(model, device, cfg)
+__all__ = sorted(_WHERE)
 
 
-__all__ = [
-    "AMP_MODES",
-    "ENGINES",
-    "CompiledEngine",
-    "EagerEngine",
-    "Engine",
-    "InferenceConfig",
-    "amp_dtype",
-    "autocast",
-    "bucket_sizes",
-    "cast_matmul_weights",
-    "create_engine",
-    "dynamic_predictions",
-    "exit_logits",
-    "load_engine",
-    "precision_name",
-    "resolve_device",
-    "split_scores",
-]
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value

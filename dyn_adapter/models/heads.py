@@ -16,13 +16,11 @@ A head of depth 0 is a LayerNorm + Linear probe on the pooled tokens.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn as nn
 
-PoolType = Literal["token", "avg", "token_avg"]
-HeadType = Literal["conv", "mlp"]
+from .config import HeadType, PoolType
 
 
 def pool_tokens(x: torch.Tensor, pool: PoolType, num_prefix_tokens: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ step 0. Trainable parameters are found by module type (:class:`PetlLayer`), neve
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -21,44 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-
-PetlMethod = Literal["adapter", "lora", "repadapter", "none"]
-PETL_METHODS: tuple[str, ...] = ("adapter", "lora", "repadapter", "none")
-
-
-@dataclass
-class PetlConfig:
-    """Which PETL method to inject and its sizes.
-
-    Attributes:
-        method: ``adapter``, ``lora``, ``repadapter`` or ``none`` (frozen backbone, heads only).
-        dim: Adapter/RepAdapter bottleneck width, or LoRA rank.
-        scale: Output scale ``s`` of the update path (LoRA: ``alpha / rank`` is ``scale``).
-        act: Adapter non-linearity.
-        lora_targets: Slices of the fused qkv projection LoRA adapts.
-        groups: RepAdapter group count of the up-projection.
-    """
-
-    method: PetlMethod = "adapter"
-    dim: int = 8
-    scale: float = 1.0
-    act: Literal["gelu", "relu"] = "gelu"
-    lora_targets: Sequence[str] = field(default_factory=lambda: ("q", "v"))
-    groups: int = 2
-
-    def __post_init__(self) -> None:
-        if self.method not in PETL_METHODS:
-            raise ConfigError(
-                f"petl.method: unknown method {self.method!r}; choose one of {PETL_METHODS}"
-            )
-        if self.dim < 1:
-            raise ConfigError(f"petl.dim: must be >= 1, got {self.dim}")
-        bad = set(self.lora_targets) - {"q", "k", "v"}
-        if bad or not self.lora_targets:
-            raise ConfigError(
-                f"petl.lora_targets: must be a non-empty subset of q, k, v; got {list(self.lora_targets)}"
-            )
-        self.lora_targets = tuple(self.lora_targets)
+from .config import PetlConfig
 
 
 class PetlLayer(nn.Module):

@@ -31,7 +31,6 @@ from ..artifacts import (
 from ..files import write_json
 from ..params import Params
 from ..training.config import SparsifyConfig, SparsityConfig, TrainConfig
-from ..training.trainer import evaluate_split, train
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +78,8 @@ def run_candidate(
     """Fine-tune one candidate from ``init_model`` into ``out_dir``; its row of the candidates
     table is returned and written to ``out_dir/row.json``."""
     recipe = candidate_train_config(params.train, params.sparsify, cand)
+    from ..training.trainer import train  # torch: not for the pipeline's grid of candidates
+
     result = train(params.model, recipe, data_dir, out_dir, init_from=init_model)
     val = result.val_accuracy
     row = {
@@ -95,6 +96,8 @@ def run_candidate(
 
 def _input_row(params: Params, init_model: str | Path, data_dir: str | Path) -> dict[str, Any]:
     """The starting model as a candidate: tuning keeps it unless sparsity beats it on validation."""
+    from ..training.trainer import evaluate_split
+
     val = evaluate_split(init_model, data_dir, "val", params.train)
     return {
         "name": "input (no sparsity tuning)",

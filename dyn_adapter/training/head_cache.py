@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ..data.prepared import batches
-from ..data.transforms import AugmentConfig, to_model_input
+from ..data.transforms import to_model_input
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
-from .config import DistillConfig, HeadWarmupConfig
+from .config import AugmentConfig, DistillConfig, HeadWarmupConfig
 from .loop import EpochStats, StepLoop, autocast
 from .schedules import cosine_lr
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.prepared import batches
-from ..data.transforms import AugmentConfig, to_model_input
+from ..data.transforms import to_model_input
 from ..inference.precision import amp_dtype
 from ..models import DynAdapterViT
-from .config import DistillConfig
+from .config import AugmentConfig, DistillConfig
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
