@@ -1,15 +1,22 @@
 """Figures of the evaluation, built with matplotlib's object API (no pyplot, no global backend).
 
-Each function returns a ``Figure``; the caller saves or logs it.
+Each figure function returns a ``Figure``; :func:`write_plots` saves them (PNG, and JSON for
+``dvc plots``) from the curves :func:`curves` gathers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from ..artifacts import PLOTS_DIR
+from ..files import atomic_path, write_json
+from ..models import DynAdapterViT
+from ..policies.thresholds import ExitScores, exit_indices, simulate
 
 
 def accuracy_vs_gflops(curves: dict[str, list[dict[str, float]]], full_gflops: float) -> Figure:
@@ -71,3 +78,67 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str]) -> Figure:
     ax.set_ylabel("true")
     fig.colorbar(im, ax=ax, shrink=0.8)
     return fig
+
+
+def curves(
+    metrics: dict[str, Any],
+    search: dict[str, Any],
+    scores: ExitScores,
+    probe_scores: ExitScores | None,
+    probe_rows: dict[float, Any],
+) -> dict[str, list[dict[str, float]]]:
+    geometric = [simulate(scores, g["thresholds"]) for g in search["geometric_curve"]]
+    curves = {
+        "Dyn-Adapter (searched)": [
+            {"gflops": b["gflops"], "accuracy": b["accuracy"]} for b in metrics["budgets"]
+        ],
+        "geometric thresholds": [{"gflops": g.gflops, "accuracy": g.accuracy} for g in geometric],
+        "oracle": [
+            {"gflops": metrics["oracle"]["gflops"], "accuracy": metrics["oracle"]["accuracy"]}
+        ],
+        "static exits": [
+            {"gflops": e["gflops_cumulative"], "accuracy": e["accuracy"]} for e in metrics["exits"]
+        ],
+    }
+    if probe_scores is not None:
+        curves["frozen probe (searched)"] = [
+            {"gflops": b["frozen_probe_gflops"], "accuracy": b["frozen_probe_accuracy"]}
+            for b in metrics["budgets"]
+            if b["frozen_probe_accuracy"] is not None
+        ]
+    if metrics["static_petl"]["accuracy"] is not None:
+        curves["static PETL"] = [
+            {"gflops": metrics["full"]["gflops"], "accuracy": metrics["static_petl"]["accuracy"]}
+        ]
+    return curves
+
+
+def write_plots(
+    out: Path,
+    metrics: dict[str, Any],
+    curves: dict[str, list[dict[str, float]]],
+    model: DynAdapterViT,
+    scores: ExitScores,
+    labels: np.ndarray,
+    classes: list[str],
+    iso_best: dict[str, Any] | None,
+) -> None:
+    d = out / PLOTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "accuracy_vs_gflops.png": accuracy_vs_gflops(curves, metrics["full"]["gflops"]),
+        "exit_distribution.png": exit_distribution(metrics["budgets"], model.exit_blocks),
+    }
+    # Confusion matrix of the iso-accuracy policy (the most generous budget if none qualifies).
+    thr = (iso_best or metrics["budgets"][-1])["thresholds"]
+    chosen = exit_indices(scores, thr)
+    pred = scores.prediction[chosen, np.arange(len(labels))]
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(matrix, (labels, pred), 1)
+    figures["confusion_matrix.png"] = confusion_matrix(matrix, classes)
+    for name, fig in figures.items():
+        with atomic_path(d / name) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    rows = [{"curve": name, **p} for name, pts in curves.items() for p in pts]
+    write_json(d / "accuracy_vs_gflops.json", rows)
+    write_json(d / "confusion_matrix.json", {"classes": classes, "matrix": matrix.tolist()})

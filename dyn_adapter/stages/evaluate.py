@@ -22,7 +22,6 @@ from ..artifacts import (
     CARD_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
-    PLOTS_DIR,
     RiskPoints,
     Thresholds,
     TrainedModel,
@@ -31,17 +30,16 @@ from ..artifacts import (
 from ..data.prepared import PreparedData
 from ..data.transforms import to_model_input
 from ..evaluation.card import model_card
-from ..evaluation.config import EvaluateConfig
+from ..evaluation.certified import certified_points_on_test
 from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
-from ..evaluation.stats import accuracy_interval, classification_summary, paired_difference
+from ..evaluation.stats import classification_summary, paired_difference
 from ..files import atomic_path, write_json
-from ..inference import Engine, dynamic_predictions, load_engine, resolve_device, split_scores
+from ..inference import dynamic_predictions, load_engine, resolve_device, split_scores
 from ..manifest import stage_manifest
-from ..models import FLOPS_UNIT, DynAdapterViT
+from ..models import FLOPS_UNIT
 from ..params import Params
-from ..policies import risk
-from ..policies.thresholds import ExitScores, correct, exit_indices, oracle, simulate
+from ..policies.thresholds import ExitScores, correct, oracle, simulate
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +222,7 @@ def run(
 
     risk_control = None
     if risk_dir is not None:
-        risk_control = _risk_control(
+        risk_control = certified_points_on_test(
             engine, RiskPoints(risk_dir, model.num_exits), scores, images, labels, x, data, cfg
         )
 
@@ -274,8 +272,10 @@ def run(
         "class_shift": data.manifest.get("class_shift"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    curves = _curves(metrics, search, scores, probe_scores, probe_rows)
-    _write_plots(out, metrics, curves, model, scores, labels, data.classes, iso_best)
+    from ..evaluation.plots import curves, write_plots  # matplotlib: only when writing them
+
+    plotted = curves(metrics, search, scores, probe_scores, probe_rows)
+    write_plots(out, metrics, plotted, model, scores, labels, data.classes, iso_best)
     with atomic_path(out / CARD_FILE) as tmp:
         tmp.write_text(model_card(metrics, model, data))
     write_json(out / METRICS_FILE, metrics)
@@ -294,143 +294,3 @@ def run(
         ),
     )
     return metrics
-
-
-def _risk_control(
-    engine: Engine,
-    points: RiskPoints,
-    scores: ExitScores,
-    images: np.ndarray,
-    labels: np.ndarray,
-    timed_images: torch.Tensor,
-    data: PreparedData,
-    cfg: EvaluateConfig,
-) -> dict[str, Any]:
-    """Each certified point on the test split (real early exit: the realised risk, GFLOPs and
-    time), and how often its certificate fails over random calibration/test splits of the
-    calibration and test images pooled (cached scores: no network)."""
-    if not points.points:
-        return {"skipped": points.data.get("skipped"), "points": []}
-    calibration = ExitScores.load(points.scores_path)
-    pooled = calibration.concat(scores)
-    last = scores.prediction[-1]
-    rows = []
-    for p in points.points:
-        pred, exits = dynamic_predictions(
-            engine, images, labels, data.data_config, p["thresholds"], cfg.batch_size
-        )
-        lost = pred != last if p["risk"] == "disagreement" else (pred != labels) & (last == labels)
-        measured = float(scores.gflops[exits].mean())
-        timing = time_ratios(engine, timed_images, p["thresholds"], repeats=cfg.speed_repeats)
-        repeated = risk.violation_frequency(
-            pooled,
-            p["epsilon"],
-            p["delta"],
-            p["risk"],
-            calibration_size=p["calibration_images"],
-            splits=cfg.risk_splits,
-            window_images=p.get("window_images"),
-        )
-        rows.append(
-            {
-                **{k: p[k] for k in ("risk", "epsilon", "delta", "threshold", "thresholds")},
-                "window_images": p.get("window_images"),
-                "calibration_risk": p["empirical_risk"],
-                "risk_bound": p["risk_bound"],
-                "test_risk": float(lost.mean()),
-                "test_risk_interval": accuracy_interval(lost),
-                "holds": bool(lost.mean() <= p["epsilon"]),
-                "accuracy": float((pred == labels).mean()),
-                "accuracy_interval": accuracy_interval(pred == labels),
-                "gflops": measured,
-                "gflops_ratio": measured / scores.full_gflops,
-                "time_ratio_b64": timing["time_ratio_b64"],
-                "time_ratio_b1": timing["time_ratio_b1"],
-                "exit_fractions": (
-                    np.bincount(exits, minlength=scores.num_exits) / len(labels)
-                ).tolist(),
-                "repeated_splits": repeated,
-            }
-        )
-        logger.info(
-            "risk control %s <= %g: test risk %.4f at %.3f of the GFLOPs; violated in %.0f%% "
-            "of %d splits",
-            p["risk"],
-            p["epsilon"],
-            rows[-1]["test_risk"],
-            rows[-1]["gflops_ratio"],
-            100 * repeated["violation_frequency"],
-            repeated["splits"],
-        )
-    return {
-        "calibration_images": points.data["calibration_images"],
-        "split": points.data["split"],
-        "assumption": points.data["assumption"],
-        "points": rows,
-    }
-
-
-def _curves(
-    metrics: dict[str, Any],
-    search: dict[str, Any],
-    scores: ExitScores,
-    probe_scores: ExitScores | None,
-    probe_rows: dict[float, Any],
-) -> dict[str, list[dict[str, float]]]:
-    geometric = [simulate(scores, g["thresholds"]) for g in search["geometric_curve"]]
-    curves = {
-        "Dyn-Adapter (searched)": [
-            {"gflops": b["gflops"], "accuracy": b["accuracy"]} for b in metrics["budgets"]
-        ],
-        "geometric thresholds": [{"gflops": g.gflops, "accuracy": g.accuracy} for g in geometric],
-        "oracle": [
-            {"gflops": metrics["oracle"]["gflops"], "accuracy": metrics["oracle"]["accuracy"]}
-        ],
-        "static exits": [
-            {"gflops": e["gflops_cumulative"], "accuracy": e["accuracy"]} for e in metrics["exits"]
-        ],
-    }
-    if probe_scores is not None:
-        curves["frozen probe (searched)"] = [
-            {"gflops": b["frozen_probe_gflops"], "accuracy": b["frozen_probe_accuracy"]}
-            for b in metrics["budgets"]
-            if b["frozen_probe_accuracy"] is not None
-        ]
-    if metrics["static_petl"]["accuracy"] is not None:
-        curves["static PETL"] = [
-            {"gflops": metrics["full"]["gflops"], "accuracy": metrics["static_petl"]["accuracy"]}
-        ]
-    return curves
-
-
-def _write_plots(
-    out: Path,
-    metrics: dict[str, Any],
-    curves: dict[str, list[dict[str, float]]],
-    model: DynAdapterViT,
-    scores: ExitScores,
-    labels: np.ndarray,
-    classes: list[str],
-    iso_best: dict[str, Any] | None,
-) -> None:
-    from ..evaluation import plots
-
-    d = out / PLOTS_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "accuracy_vs_gflops.png": plots.accuracy_vs_gflops(curves, metrics["full"]["gflops"]),
-        "exit_distribution.png": plots.exit_distribution(metrics["budgets"], model.exit_blocks),
-    }
-    # Confusion matrix of the iso-accuracy policy (the most generous budget if none qualifies).
-    thr = (iso_best or metrics["budgets"][-1])["thresholds"]
-    chosen = exit_indices(scores, thr)
-    pred = scores.prediction[chosen, np.arange(len(labels))]
-    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(matrix, (labels, pred), 1)
-    figures["confusion_matrix.png"] = plots.confusion_matrix(matrix, classes)
-    for name, fig in figures.items():
-        with atomic_path(d / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-    rows = [{"curve": name, **p} for name, pts in curves.items() for p in pts]
-    write_json(d / "accuracy_vs_gflops.json", rows)
-    write_json(d / "confusion_matrix.json", {"classes": classes, "matrix": matrix.tolist()})
