@@ -37,7 +37,8 @@ def cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
-    from .runner import SUMMARY_FILES, format_summary, run_local
+    from .runner import run_local
+    from .summary import SUMMARY_FILES, format_summary
 
     summary = run_local(
         args.params,

@@ -74,7 +74,8 @@ def test_vtab_pipeline_runs_locally(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     from dyn_adapter.mlops.store import embedded_tracking_uri
-    from pipeline.runner import format_summary, run_local
+    from pipeline.runner import run_local
+    from pipeline.summary import format_summary
 
     root = tmp_path / "vtab"
     for k, task in enumerate(["eurosat", "dtd"]):
@@ -278,7 +279,7 @@ def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
     registration, one MLflow run with a nested run per stage, and the UI's visualisations."""
     from mlflow.tracking import MlflowClient
 
-    from pipeline.runner import format_summary
+    from pipeline.summary import format_summary
 
     summary, uri = subprocess_dag.summary, subprocess_dag.tracking_uri
 
@@ -324,7 +325,7 @@ def test_demo_pipeline_runs_locally_end_to_end(subprocess_dag):
 
 def test_local_run_shows_steps_and_keeps_the_whole_log(subprocess_dag):
     """The run's view is one line per step; the executor logs went to the file it names."""
-    from pipeline.runner import format_summary
+    from pipeline.summary import format_summary
 
     summary = subprocess_dag.summary
     log = Path(summary["log"])

@@ -1,0 +1,123 @@
+"""What a finished local run says: its headline numbers (``summary.json``) and their text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dyn_adapter.reporting import fraction, points
+
+SUMMARY_FILES = {"demo": "summary.json", "vtab": "vtab-summary.json"}
+
+
+def summarize(
+    evaluation_dir: Path, registration_dir: Path, seconds: float, tracking_uri: str
+) -> dict[str, Any]:
+    """Headline numbers of a finished run, from its evaluation and registration outputs."""
+    from dyn_adapter.artifacts import REGISTRATION_FILE, Evaluation, read_json
+
+    reg = read_json(registration_dir / REGISTRATION_FILE, "register")
+    evaluation = Evaluation(evaluation_dir)
+    return {
+        "kind": "demo",
+        "evaluation_dir": str(evaluation_dir),
+        "registration_dir": str(registration_dir),
+        "seconds": round(seconds, 1),
+        "exits": evaluation.metrics["exits"],
+        "full_accuracy": evaluation.full_accuracy,
+        "static_petl_accuracy": evaluation.static_accuracy,
+        "static_petl": evaluation.metrics["static_petl"],
+        "frozen_probe_exits": (evaluation.metrics.get("frozen_probe") or {}).get("exits"),
+        "iso_accuracy": evaluation.iso,
+        "half_gflops": evaluation.metrics.get("half_gflops"),
+        "comparisons": evaluation.metrics.get("comparisons") or {},
+        "risk_points": evaluation.risk_points,
+        "class_shift": evaluation.metrics.get("class_shift"),
+        "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
+        "tracking_uri": tracking_uri,
+    }
+
+
+def summarize_vtab(table_dir: Path, seconds: float, tracking_uri: str) -> dict[str, Any]:
+    """Headline numbers of a finished VTAB run, from its table."""
+    from dyn_adapter.artifacts import VTAB_MARKDOWN, VTAB_TABLE, read_json
+
+    return {
+        "kind": "vtab",
+        "table_dir": str(table_dir),
+        "seconds": round(seconds, 1),
+        **read_json(table_dir / VTAB_TABLE, "vtab"),
+        "markdown": (table_dir / VTAB_MARKDOWN).read_text(),
+        "tracking_uri": tracking_uri,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    if s.get("kind") == "vtab":
+        return "\n".join(
+            [
+                f"VTAB pipeline finished in {s['seconds'] / 60:.1f} min "
+                f"({len(s['tasks'])} tasks; table in {s['table_dir']})",
+                s["markdown"].rstrip(),
+                f"MLflow: {s['tracking_uri']}",
+                f"full task logs: {s['log']}",
+            ]
+        )
+    iso = s["iso_accuracy"]
+    lines = [
+        f"pipeline finished in {s['seconds'] / 60:.1f} min",
+        "test accuracy per exit: "
+        + ", ".join(
+            f"block {e['block']}: {e['accuracy']:.4f} ({e['gflops_cumulative']:.3f} GFLOPs)"
+            for e in s["exits"]
+        ),
+    ]
+    if s.get("frozen_probe_exits"):
+        lines.append(
+            "frozen-probe baseline per exit: "
+            + ", ".join(f"{e['accuracy']:.4f}" for e in s["frozen_probe_exits"])
+        )
+    lines.append(f"static PETL baseline: {_with_interval(s['static_petl'])}")
+    if iso["gflops_ratio"] is not None:
+        lines.append(
+            f"iso-accuracy (chosen on validation): {_with_interval(iso)} at "
+            f"{iso['gflops_ratio']:.3f} of the full GFLOPs ({1 - iso['gflops_ratio']:.1%} saved; "
+            f"budget {iso['budget']:g})"
+        )
+    else:
+        lines.append("iso-accuracy: no searched budget kept the reference validation accuracy")
+    half = s.get("half_gflops") or {}
+    if half.get("budget") is not None:
+        lines.append(
+            f"searched for <= 0.5 of the GFLOPs (budget {half['budget']:g}): "
+            f"{_with_interval(half)} at {half['gflops_ratio']:.3f} measured"
+        )
+    for name, c in s.get("comparisons", {}).items():
+        lines.append(
+            f"{name.replace('_', ' ')}: {points(c['difference'], c['interval'], ' points')}, "
+            f"{'resolved' if c['resolved'] else 'not resolved'}"
+        )
+    for p in s.get("risk_points", []):
+        rep = p["repeated_splits"]
+        lines.append(
+            f"risk-controlled {p['risk']} <= {p['epsilon']:g} (delta {p['delta']:g}): test "
+            f"{p['test_risk']:.4f} at {p['gflops_ratio']:.3f} of the GFLOPs; over epsilon in "
+            f"{rep['violation_frequency']:.0%} (held-out part) / "
+            f"{rep['pool_violation_frequency']:.0%} (pool) of {rep['splits']} random splits"
+        )
+    if (s.get("class_shift") or {}).get("marked"):
+        lines.append(f"note: {s['class_shift']['note']}")
+    r = s["registered"]
+    lines.append(
+        f"registered {r['name']} version {r['version']} aliases {', '.join(r['aliases'])}: "
+        f"{r['reason']}"
+    )
+    lines.append(f"MLflow: {s['tracking_uri']}")
+    if s.get("log"):
+        lines.append(f"full task logs: {s['log']}")
+    return "\n".join(lines)
+
+
+def _with_interval(m: dict[str, Any]) -> str:
+    """``0.8370 [0.8266, 0.8472]`` (the interval where the evaluation has one)."""
+    return fraction(m.get("accuracy"), m.get("accuracy_interval"))
