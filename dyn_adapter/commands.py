@@ -215,21 +215,21 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from .mlops import registry as register
+    from .mlops import champion
 
     p = params(args)
     name = args.name or p.register.model_name
-    result = register.promote(name, args.version, args.tracking_uri, p.register.tracking_uri)
+    result = champion.promote(name, args.version, args.tracking_uri, p.register.tracking_uri)
     was = f"v{result['previous']}" if result["previous"] else "none"
     print(f"{name}: champion is v{result['version']} (was {was})")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .mlops import registry as register
+    from .mlops import champion
 
     p = params(args)
     name = args.name or p.register.model_name
-    result = register.rollback(name, args.tracking_uri, p.register.tracking_uri)
+    result = champion.rollback(name, args.tracking_uri, p.register.tracking_uri)
     print(f"{name}: champion rolled back from v{result['previous']} to v{result['version']}")
     return 0

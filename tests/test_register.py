@@ -37,8 +37,8 @@ from dyn_adapter.artifacts import Evaluation, OperatingPoint
 from dyn_adapter.cli import main
 from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.errors import ConfigError
+from dyn_adapter.mlops import champion
 from dyn_adapter.mlops import pyfunc as serving
-from dyn_adapter.mlops import registry
 from dyn_adapter.mlops.config import RegisterConfig
 from dyn_adapter.mlops.registry import gate
 from dyn_adapter.mlops.store import (
@@ -305,7 +305,7 @@ def test_promote_and_rollback_move_the_champion(outputs, store, name):
     c = MlflowClient(store)
     assert alias(c, name) == "1"
 
-    promoted = registry.promote(name, 2, tracking_uri=store)
+    promoted = champion.promote(name, 2, tracking_uri=store)
     assert (promoted["version"], promoted["previous"], promoted["history"]) == (
         "2",
         "1",
@@ -313,22 +313,22 @@ def test_promote_and_rollback_move_the_champion(outputs, store, name):
     )
     assert alias(c, name) == "2"
 
-    back = registry.rollback(name, tracking_uri=store)
+    back = champion.rollback(name, tracking_uri=store)
     assert (back["version"], back["previous"], back["history"]) == ("1", "2", ["1"])
     assert alias(c, name) == "1"
     with pytest.raises(ConfigError, match="no champion before v1"):
-        registry.rollback(name, tracking_uri=store)
+        champion.rollback(name, tracking_uri=store)
 
     # A passing version, rolled back, is not promoted again by re-running its pipeline run.
     assert register_run(outputs, store, name, "run-3", accuracy=0.95)["promoted"]
-    assert registry.rollback(name, tracking_uri=store)["version"] == "1"
+    assert champion.rollback(name, tracking_uri=store)["version"] == "1"
     rerun = register_run(outputs, store, name, "run-3", accuracy=0.95)
     assert rerun["reused"] and not rerun["promoted"] and alias(c, name) == "1"
 
     with pytest.raises(ConfigError, match="has no version '9'"):
-        registry.promote(name, 9, tracking_uri=store)
+        champion.promote(name, 9, tracking_uri=store)
     with pytest.raises(ConfigError, match="no registered model 'nope'"):
-        registry.rollback("nope", tracking_uri=store)
+        champion.rollback("nope", tracking_uri=store)
 
 
 def test_no_credentials_are_written(outputs, store, name, monkeypatch):
