@@ -25,7 +25,7 @@ from ..data.prepared import batches
 from ..data.transforms import to_model_input
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
-from .config import AugmentConfig, DistillConfig, HeadWarmupConfig
+from .config import AugmentConfig, DistillConfig, HeadWarmupConfig, TrainConfig
 from .loop import EpochStats, StepLoop, autocast
 from .schedules import cosine_lr
 
@@ -169,3 +169,34 @@ def warm_up_heads(
             )
         )
     return history
+
+
+def cache_split(
+    model: DynAdapterViT,
+    images: np.ndarray,
+    labels: np.ndarray,
+    data_config: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+    train: bool = True,
+) -> HeadCache:
+    """The heads' inputs over a split, with a progress bar: ``head_warmup.views`` augmented
+    views (``train``) or the plain images."""
+    from tqdm.auto import tqdm
+
+    views = cfg.head_warmup.views if train else 1
+    augment = cfg.augment if train else None
+    with tqdm(total=views * len(labels), desc="caching tokens", unit="img", leave=False) as bar:
+        return cache_head_inputs(
+            model,
+            images,
+            labels,
+            data_config=data_config,
+            views=views,
+            augment=augment,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            batch_size=cfg.batch_size,
+            device=device,
+            amp=cfg.amp,
+            progress=bar.update,
+        )

@@ -30,9 +30,8 @@ from ..models import DynAdapterViT, ModelConfig, create_dyn_adapter, load_traina
 from ..models.checkpoint import read_config
 from .config import TrainConfig, TrainResult
 from .head_cache import (
-    HeadCache,
     backbone_is_frozen,
-    cache_head_inputs,
+    cache_split,
     cached_epoch,
     cached_logits,
     warm_up_heads,
@@ -105,8 +104,10 @@ def train(
     frozen = backbone_is_frozen(model)
     train_cache = val_cache = None
     if frozen:  # the tokens never change: compute them once, train the heads on them
-        train_cache = _cache(model, train_x, train_y, data.data_config, train_cfg, device)
-        val_cache = _cache(model, val_x, val_y, data.data_config, train_cfg, device, train=False)
+        train_cache = cache_split(model, train_x, train_y, data.data_config, train_cfg, device)
+        val_cache = cache_split(
+            model, val_x, val_y, data.data_config, train_cfg, device, train=False
+        )
     epoch_size = len(train_cache) if train_cache is not None else len(train_y)
     steps_per_epoch = -(-epoch_size // train_cfg.batch_size)
     total_steps = train_cfg.epochs * steps_per_epoch
@@ -236,36 +237,6 @@ def train(
     return _finish(model, data, train_cfg, config, log, out, device, init_from)
 
 
-def _cache(
-    model: DynAdapterViT,
-    images: np.ndarray,
-    labels: np.ndarray,
-    data_config: dict[str, Any],
-    cfg: TrainConfig,
-    device: torch.device,
-    train: bool = True,
-) -> HeadCache:
-    """The heads' inputs: ``head_warmup.views`` augmented views (``train``) or the plain images."""
-    from tqdm.auto import tqdm
-
-    views = cfg.head_warmup.views if train else 1
-    augment = cfg.augment if train else None
-    with tqdm(total=views * len(labels), desc="caching tokens", unit="img", leave=False) as bar:
-        return cache_head_inputs(
-            model,
-            images,
-            labels,
-            data_config=data_config,
-            views=views,
-            augment=augment,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            batch_size=cfg.batch_size,
-            device=device,
-            amp=cfg.amp,
-            progress=bar.update,
-        )
-
-
 def _warm_up(
     model: DynAdapterViT,
     images: np.ndarray,
@@ -275,7 +246,7 @@ def _warm_up(
     device: torch.device,
 ) -> None:
     """Train the heads on cached tokens of the still-untrained model (see ``head_cache``)."""
-    cache = _cache(model, images, labels, data_config, cfg, device)
+    cache = cache_split(model, images, labels, data_config, cfg, device)
     history = warm_up_heads(
         model,
         cache,
