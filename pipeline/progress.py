@@ -32,6 +32,7 @@ _METADATA = re.compile(r"metadata=(?P<meta>\{.*\})")
 _ITERATION = re.compile(r"-iteration-(?P<k>\d+)$")
 # A loop body of several tasks keeps their names; the iteration shows in their output paths.
 _LOOP_PATH = re.compile(r"-iteration-(?P<k>\d+)/(?P<task>[\w-]+)/")
+_FOLD_LIMIT = 5000  # an executor input longer than this is cut off there (its braces unbalanced)
 _USER_ERROR = re.compile(r"dyn-adapter [\w-]+: error: .*")
 # The one number worth a glance per kind of step: the first of these its Metrics carry (a
 # per-exit accuracy: the last exit's).
@@ -111,6 +112,8 @@ class RunView(io.TextIOBase):
         self.items = items or []
         self.live = out.isatty()
         self._partial = ""
+        self._folded: int | None = None  # lines of an executor input dump folded so far
+        self._depth = 0
         self.step = 0
         self.current: str | None = None
         self.iteration: int | None = None  # of the step in flight, when in a loop
@@ -124,13 +127,29 @@ class RunView(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        self.log.write(text)
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
-        for line in lines:
-            self._line(_ANSI.sub("", line))
+        for raw in lines:
+            line = _ANSI.sub("", raw)
+            self._log(line)
+            self._line(line)
         self._follow_progress()
         return len(text)
+
+    def _log(self, line: str) -> None:
+        """``line`` into the log file, without colour codes; a task's executor input (a JSON
+        dump of a hundred lines or more) folded into one line saying so."""
+        if self._folded is not None:
+            self._folded += 1
+            self._depth += line.count("{") + line.count("[") - line.count("}") - line.count("]")
+            if self._depth > 0 and self._folded < _FOLD_LIMIT:
+                return
+            self.log.write(f"    ({self._folded} lines of executor input folded)\n")
+            self._folded = None
+            return
+        self.log.write(line + "\n")
+        if line.rstrip().endswith("Got executor_input:"):
+            self._folded, self._depth = 0, 0
 
     def _follow_progress(self) -> None:
         """Read the records appended since the last look (a line still being written waits)."""
@@ -229,7 +248,13 @@ class RunView(io.TextIOBase):
     def close_view(self) -> None:
         self._close_pending()
         if self._partial:
-            self._line(_ANSI.sub("", self._partial))
+            line = _ANSI.sub("", self._partial)
+            self._log(line)
+            self._line(line)
+            self._partial = ""
+        if self._folded is not None:
+            self.log.write(f"    ({self._folded} lines of executor input folded)\n")
+            self._folded = None
         if self.live:
             self.out.write("\r\x1b[2K")
         self.flush()

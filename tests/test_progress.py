@@ -48,7 +48,13 @@ def test_everything_goes_to_the_log_and_steps_to_the_terminal():
     for chunk in (KFP_OUTPUT[:100], KFP_OUTPUT[100:]):  # lines split across writes
         v.write(chunk)
     v.close_view()
-    assert log.getvalue() == KFP_OUTPUT
+    logged = log.getvalue()
+    assert "\x1b[" not in logged  # no colour codes in the file
+    assert "Task 'prepare-data' finished with status SUCCESS" in logged
+    # The executor input (a JSON dump) is folded into one line; what follows is kept whole.
+    assert '"inputs": {}' not in logged and "(3 lines of executor input folded)" in logged
+    assert "metadata={'test_images': 5000.0, 'train_images': 800.0}" in logged
+    assert logged.endswith("finished with status FAILURE\n")
     lines = out.getvalue().splitlines()
     assert lines == [
         "step 1 of 11: prepare data",
