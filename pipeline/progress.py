@@ -71,12 +71,16 @@ def executor_tasks(pipeline: Any, loop_iterations: int) -> int:
 
 
 def _headline(metrics: dict[str, Any]) -> str:
+    """The step's one number, named with its split: ``val accuracy, last exit 0.83``."""
     for key in HEADLINES:
+        label = key.replace("_", " ")
         if key.endswith("_exit"):
             exits = sorted(int(k[len(key) :]) for k in metrics if re.fullmatch(rf"{key}\d+", k))
+            # Exits count from 0 by position; the last one is the full model's answer.
+            label = f"{key[: -len('_exit')].replace('_', ' ')}, last exit"
             key = f"{key}{exits[-1]}" if exits else key
         if isinstance(metrics.get(key), int | float):
-            return f", {key} {metrics[key]:.4g}"
+            return f", {label} {metrics[key]:.4g}"
     return ""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dyn_adapter.artifacts import CARD_FILE, PLOTS_DIR
 from dyn_adapter.reporting import fraction, points
 
 SUMMARY_FILES = {"demo": "summary.json", "vtab": "vtab-summary.json"}
@@ -68,19 +69,21 @@ def format_summary(s: dict[str, Any]) -> str:
         f"pipeline finished in {s['seconds'] / 60:.1f} min",
         "test accuracy per exit: "
         + ", ".join(
-            f"block {e['block']}: {e['accuracy']:.4f} ({e['gflops_cumulative']:.3f} GFLOPs)"
-            for e in s["exits"]
+            f"exit {k} (block {e['block']}): {e['accuracy']:.4f} "
+            f"({e['gflops_cumulative']:.3f} GFLOPs)"
+            for k, e in enumerate(s["exits"])
         ),
     ]
     if s.get("frozen_probe_exits"):
         lines.append(
-            "frozen-probe baseline per exit: "
+            "frozen-probe baseline, test accuracy per exit: "
             + ", ".join(f"{e['accuracy']:.4f}" for e in s["frozen_probe_exits"])
         )
-    lines.append(f"static PETL baseline: {_with_interval(s['static_petl'])}")
+    lines.append(f"static PETL baseline, test accuracy: {_with_interval(s['static_petl'])}")
     if iso["gflops_ratio"] is not None:
         lines.append(
-            f"iso-accuracy (chosen on validation): {_with_interval(iso)} at "
+            f"iso-accuracy point (budget chosen on validation), test accuracy: "
+            f"{_with_interval(iso)} at "
             f"{iso['gflops_ratio']:.3f} of the full GFLOPs ({1 - iso['gflops_ratio']:.1%} saved; "
             f"budget {iso['budget']:g})"
         )
@@ -89,12 +92,13 @@ def format_summary(s: dict[str, Any]) -> str:
     half = s.get("half_gflops") or {}
     if half.get("budget") is not None:
         lines.append(
-            f"searched for <= 0.5 of the GFLOPs (budget {half['budget']:g}): "
+            f"searched for <= 0.5 of the GFLOPs (budget {half['budget']:g}), test accuracy: "
             f"{_with_interval(half)} at {half['gflops_ratio']:.3f} measured"
         )
     for name, c in s.get("comparisons", {}).items():
         lines.append(
-            f"{name.replace('_', ' ')}: {points(c['difference'], c['interval'], ' points')}, "
+            f"{name.replace('_', ' ')} (test): "
+            f"{points(c['difference'], c['interval'], ' points')}, "
             f"{'resolved' if c['resolved'] else 'not resolved'}"
         )
     for p in s.get("risk_points", []):
@@ -111,6 +115,11 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(
         f"registered {r['name']} version {r['version']} aliases {', '.join(r['aliases'])}: "
         f"{r['reason']}"
+    )
+    evaluation = Path(s["evaluation_dir"])
+    lines.append(
+        f"outputs: evaluation {evaluation} (model card {evaluation / CARD_FILE}, plots "
+        f"{evaluation / PLOTS_DIR}/), registration {s['registration_dir']}"
     )
     lines.append(f"MLflow: {s['tracking_uri']}")
     if s.get("log"):

@@ -58,7 +58,7 @@ def test_everything_goes_to_the_log_and_steps_to_the_terminal():
     lines = out.getvalue().splitlines()
     assert lines == [
         "step 1 of 11: prepare data",
-        "  done: prepare data (0 s, train_images 800)",
+        "  done: prepare data (0 s, train images 800)",
         "step 2 of 11: baseline: static PETL",
         "  done FAILURE: baseline: static PETL (0 s)",
     ]
@@ -70,8 +70,8 @@ def test_a_per_exit_headline_is_the_last_exits():
     from pipeline.progress import _headline
 
     metrics = {f"val_accuracy_exit{k}": a for k, a in enumerate([0.5, 0.6, 0.8])}
-    assert _headline(metrics) == ", val_accuracy_exit2 0.8"
-    assert _headline({**metrics, "test_accuracy_exit0": 0.7}) == ", test_accuracy_exit0 0.7"
+    assert _headline(metrics) == ", val accuracy, last exit 0.8"
+    assert _headline({**metrics, "test_accuracy_exit0": 0.7}) == ", test accuracy, last exit 0.7"
     assert _headline({}) == ""
 
 
