@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dyn_adapter.data.config import AugmentConfig
 from dyn_adapter.data.prepare import balanced_quota
 from dyn_adapter.data.sources import BadData, load_fashion_mnist
 from dyn_adapter.data.transforms import resolve_data_config, to_model_input
@@ -27,7 +28,6 @@ from dyn_adapter.models import BackboneConfig
 from dyn_adapter.models.backbone import create_backbone
 from dyn_adapter.models.flops import FLOPS_UNIT, count_gflops
 from dyn_adapter.models.heads import ExitHead
-from dyn_adapter.training.config import AugmentConfig
 from dyn_adapter.training.schedules import cosine_lr
 
 RESULTS = Path(__file__).parent / "results" / "exit_heads.json"

@@ -90,9 +90,13 @@ def track(
     logged), with ``data``, the prepared data it read, as its dataset input; ``last`` ends the
     run."""
     if tracking_uri:
+        from dyn_adapter.config import to_dict
         from dyn_adapter.mlops.runs import track_stage
+        from dyn_adapter.params import stage_params
 
-        track_stage(stage, out, params, tracking_uri, pipeline_run_id, last=last, data_dir=data)
+        read = stage_params(to_dict(params), stage)
+        experiment = params.register.experiment
+        track_stage(stage, out, experiment, read, tracking_uri, pipeline_run_id, last, data)
 
 
 def plot_html(png: str | Path, title: str = "Accuracy vs GFLOPs") -> str:

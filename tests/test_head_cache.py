@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_model, tiny_params
 
+from dyn_adapter.data.config import AugmentConfig
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.inference import EagerEngine, exit_logits
 from dyn_adapter.models.dyn_vit import DynAdapterViT
@@ -16,7 +17,6 @@ from dyn_adapter.models.heads import ExitHead
 from dyn_adapter.models.petl import petl_parameters
 from dyn_adapter.stages import train
 from dyn_adapter.training import trainer
-from dyn_adapter.training.config import AugmentConfig
 from dyn_adapter.training.head_cache import (
     HeadWarmupConfig,
     backbone_is_frozen,

@@ -1,4 +1,4 @@
-"""The ``data`` section of ``params.yaml``."""
+"""The ``data`` section of ``params.yaml``, and ``train.augment`` (the data transforms apply it)."""
 
 from __future__ import annotations
 
@@ -84,3 +84,16 @@ def _check_endpoint(url: str) -> None:
         raise ConfigError(f"data.s3_endpoint_url: {url!r} is not an http(s):// URL")
     # The config is logged and stored in the manifest: no secrets in it.
     check_no_credentials(url, "data.s3_endpoint_url", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+@dataclass
+class AugmentConfig:
+    """Light, label-preserving training augmentation, applied per batch on tensors.
+
+    Attributes:
+        hflip: Probability of a horizontal flip.
+        translate: Maximum shift as a fraction of the image size (random crop of a padded image).
+    """
+
+    hflip: float = 0.5
+    translate: float = 0.1

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.config import BackboneConfig
-from ..training.config import AugmentConfig
+from .config import AugmentConfig
 
 
 def resolve_data_config(backbone: BackboneConfig) -> dict[str, Any]:

@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from mlflow.entities import Metric, Run
     from mlflow.tracking import MlflowClient
 
-    from ..params import Params
-
 logger = logging.getLogger(__name__)
 
 
@@ -319,27 +317,26 @@ def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
 def track_stage(
     stage: str,
     out_dir: str | os.PathLike[str],
-    params: Params,
+    experiment: str,
+    stage_params: Mapping[str, Any],
     tracking_uri: str,
     pipeline_run_id: str,
     last: bool = False,
     data_dir: str | os.PathLike[str] | None = None,
 ) -> str | None:
-    """Log a finished stage's output directory to MLflow, nested under the pipeline's run
-    (one MLflow run per pipeline run, found again by its id); ``last`` ends that run;
-    ``data_dir``: the prepared data it read (its dataset input).
+    """Log a finished stage's output directory to MLflow, nested under the pipeline's run in
+    ``experiment`` (one MLflow run per pipeline run, found again by its id), with
+    ``stage_params`` (the params.yaml keys it read: ``params.stage_params``) as its params;
+    ``last`` ends that run; ``data_dir``: the prepared data it read (its dataset input).
 
     Returns:
         The pipeline's MLflow run id; ``None`` when ``tracking_uri`` is empty (nothing logged).
     """
     if not tracking_uri:
         return None
-    from ..config import to_dict
-    from ..params import stage_params
-
     parent = start_pipeline_run(
         tracking_uri,
-        params.register.experiment,
+        experiment,
         run_name=f"pipeline {pipeline_run_id}",
         pipeline_run_id=pipeline_run_id,
     )
@@ -347,7 +344,7 @@ def track_stage(
         stage,
         out_dir,
         parent,
-        stage_params(to_dict(params), stage),
+        stage_params,
         tracking_uri,
         data_dir=data_dir,
     )

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import REGISTRATION_FILE, TRACKING_FILE, read_json
+from ..config import to_dict
 from ..dvc_stages import TRACKED_OUTPUTS
 from ..errors import ConfigError
 from ..files import write_json
-from ..params import Params
+from ..params import Params, stage_params
 
 # Where `dvc repro` and the CLI's defaults put each stage's output, by the stage names the KFP
 # pipeline tracks them under.
@@ -43,7 +44,9 @@ def track_outputs(
     parent = None
     for i, (stage, out) in enumerate(stages.items()):
         last = i == len(stages) - 1
-        parent = track_stage(stage, out, params, uri, pipeline_run_id, last, data_dir=data_dir)
+        read = stage_params(to_dict(params), stage)
+        experiment = params.register.experiment
+        parent = track_stage(stage, out, experiment, read, uri, pipeline_run_id, last, data_dir)
     assert parent is not None
     return parent
 

@@ -12,21 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import check_choices
+from ..data.config import AugmentConfig
 from ..errors import ConfigError
 from .schedules import LossWeightsConfig
-
-
-@dataclass
-class AugmentConfig:
-    """Light, label-preserving training augmentation, applied per batch on tensors.
-
-    Attributes:
-        hflip: Probability of a horizontal flip.
-        translate: Maximum shift as a fraction of the image size (random crop of a padded image).
-    """
-
-    hflip: float = 0.5
-    translate: float = 0.1
 
 
 @dataclass

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.config import AugmentConfig
 from ..data.prepared import batches
 from ..data.transforms import to_model_input
 from ..models import DynAdapterViT
 from ..models.heads import ExitHead
-from .config import AugmentConfig, DistillConfig, HeadWarmupConfig, TrainConfig
+from .config import DistillConfig, HeadWarmupConfig, TrainConfig
 from .loop import EpochStats, StepLoop, autocast
 from .schedules import cosine_lr
 

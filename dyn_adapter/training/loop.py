@@ -11,11 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.config import AugmentConfig
 from ..data.prepared import batches
 from ..data.transforms import to_model_input
 from ..inference.precision import amp_dtype
 from ..models import DynAdapterViT
-from .config import AugmentConfig, DistillConfig
+from .config import DistillConfig
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager[Any]:
