@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE  ?= dyn-adapter:0.1.0
 TORCH  ?= auto
 
-.PHONY: setup demo stages test test-fast lint bench image container-tools clean help
+.PHONY: setup demo serve stages test test-fast lint bench image container-tools clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ demo: setup  ## the main job: the whole KFP pipeline, run locally, tracked in a 
 		$(BIN)/dyn-adapter model-info --weights packaged --img-size 112 --petl $$petl || exit 1; echo; \
 	done
 	$(BIN)/dyn-adapter pipeline run --pipeline-root outputs/kfp
+
+serve: $(STAMP)  ## serve the champion the demo registered (http://127.0.0.1:5000/invocations)
+	$(BIN)/dyn-adapter serve
 
 stages: setup  ## the same stages one CLI command at a time, through DVC (dvc repro)
 	$(BIN)/dvc repro

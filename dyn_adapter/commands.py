@@ -233,3 +233,39 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     result = champion.rollback(name, args.tracking_uri, p.register.tracking_uri)
     print(f"{name}: champion rolled back from v{result['previous']} to v{result['version']}")
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Check the version exists (a clear error here, not a scoring server's traceback), then
+    become ``mlflow models serve`` with the resolved store in its environment and this
+    environment's scripts (uvicorn) on its PATH."""
+    import os
+    import sys
+
+    from .errors import ConfigError
+    from .mlops import champion
+    from .mlops.store import mlflow_client, resolve_tracking_uri, server_errors
+
+    p = params(args)
+    name = args.name or p.register.model_name
+    uri = resolve_tracking_uri(args.tracking_uri, p.register.tracking_uri)
+    with server_errors(uri):
+        client = mlflow_client(uri, registry_uri=uri)
+        version = args.version or champion.alias_version(client, name, champion.CHAMPION)
+        if version is None:
+            raise ConfigError(
+                f"registered model {name!r} has no {champion.CHAMPION}: pass --version, or "
+                "promote one (`dyn-adapter promote --version N`)"
+            )
+        champion.model_version(client, name, str(version))
+    model = f"models:/{name}/{version}"
+    which = "as asked" if args.version else f"the {champion.CHAMPION}"
+    print(f"serving {model} ({which}) at http://{args.host}:{args.port}/invocations", flush=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+    }
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model]
+    command += ["--env-manager", "local", "-h", args.host, "-p", str(args.port)]
+    os.execve(sys.executable, command, env)

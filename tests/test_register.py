@@ -750,12 +750,12 @@ def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
-    version = pipeline["registration"]["version"]
+    assert pipeline["registration"]["aliases"] == ["candidate", "champion"]
     port = free_port()
+    # What the README says to run: the champion, from the store given, nothing activated.
     cmd = [
-        *(sys.executable, "-m", "mlflow", "models", "serve"),
-        *("-m", f"models:/tiny/{version}", "--env-manager", "local"),
-        *("-h", "127.0.0.1", "-p", str(port)),
+        *(sys.executable, "-m", "dyn_adapter.cli", "serve", "--name", "tiny"),
+        *("--tracking-uri", pipeline["url"], "--port", str(port)),
     ]
     url = f"http://127.0.0.1:{port}"
     images = np.load(pipeline["data"] / "test_images.npy")[:3]
@@ -766,7 +766,8 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
             {"dataframe_split": {"columns": ["image"], "data": data}, "params": params}
         ).encode()
 
-    env = _env(MLFLOW_TRACKING_URI=pipeline["url"])
+    env = {k: v for k, v in _env().items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = "/usr/bin:/bin"  # not the venv's: serve finds uvicorn itself
     with process(cmd, tmp_path / "serve.log", env) as proc:
         wait_until_up(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
         status, answer = _post(f"{url}/invocations", body(rows, budget=0.5))

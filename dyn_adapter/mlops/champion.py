@@ -65,7 +65,7 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
-def _model_version(client: MlflowClient, name: str, version: str) -> Any:
+def model_version(client: MlflowClient, name: str, version: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -125,7 +125,7 @@ def promote(
     uri = resolve_tracking_uri(tracking_uri, configured)
     with server_errors(uri):
         client = mlflow_client(uri, registry_uri=uri)
-        _model_version(client, name, str(version))
+        model_version(client, name, str(version))
         return set_champion(client, name, str(version))
 
 
