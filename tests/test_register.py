@@ -443,6 +443,14 @@ def test_pyfunc_predicts_like_forward_dynamic(outputs, pyfunc):
     full = pyfunc.predict(None, frame)  # default budget 1.0
     assert cheap["gflops"].sum() < full["gflops"].sum()
     assert set(full["exit_index"]) == {2} and set(cheap["exit_index"]) == {0}
+    # Each answer says which policy gave it.
+    assert set(cheap["policy"]) == {"budget 0.5 (asked 0.5)"}
+    assert set(full["policy"]) == {"budget 1 (default)"}
+    assert set(pyfunc.predict(None, frame, params={"budget": 0.99})["policy"]) == {
+        "budget 0.5 (asked 0.99)"
+    }
+    with pytest.raises(MlflowException, match="give one, a fraction of the GFLOPs or a risk"):
+        pyfunc.predict(None, frame, params={"budget": 0.5, "max_disagreement": 0.1})
 
 
 def test_pyfunc_accepts_grey_rgba_16bit_and_jpeg(pyfunc):
@@ -774,6 +782,9 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
         assert status == 200, answer
         preds = answer["predictions"]
         assert len(preds) == 3 and set(preds[0]) == set(serving.OUTPUT_COLUMNS)
+        assert preds[0]["policy"] == "budget 0.5 (asked 0.5)"
+        status, answer = _post(f"{url}/invocations", body(rows, budget=0.5, max_disagreement=0.1))
+        assert status == 400 and "give one" in answer["message"]
 
         status, answer = _post(f"{url}/invocations", body([rows[0], ["@@not base64@@"]]))
         assert status == 400 and "row 1" in answer["message"]

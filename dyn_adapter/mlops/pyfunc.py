@@ -73,7 +73,15 @@ IMAGE_COLUMN = "image"
 BUDGET_PARAM = "budget"
 RISK_PARAM = "max_disagreement"
 DEFAULT_BUDGET = 1.0
-OUTPUT_COLUMNS = ("label", "label_index", "confidence", "exit_index", "exit_block", "gflops")
+OUTPUT_COLUMNS = (
+    "label",
+    "label_index",
+    "confidence",
+    "exit_index",
+    "exit_block",
+    "gflops",
+    "policy",
+)
 BATCH_SIZE = 64  # images per forward pass: bounds memory on large requests
 _EPS = 1e-9  # budgets are floats read back from JSON
 
@@ -96,11 +104,14 @@ def model_signature() -> ModelSignature:
                 ColSpec("long", "exit_index"),
                 ColSpec("long", "exit_block"),
                 ColSpec("double", "gflops"),
+                ColSpec("string", "policy"),
             ]
         ),
         params=ParamSchema(
             [
-                ParamSpec(BUDGET_PARAM, "double", DEFAULT_BUDGET),
+                # No default here: a request that names neither gets DEFAULT_BUDGET, one that
+                # names both is refused (which would answer is not the asker's guess to make).
+                ParamSpec(BUDGET_PARAM, "double", None),
                 ParamSpec(RISK_PARAM, "double", None),
             ]
         ),
@@ -336,7 +347,9 @@ class DynAdapterPyfunc(PythonModel):
         Returns:
             One row per input row: ``label`` (class name), ``label_index``, ``confidence``
             (max softmax probability at the exit taken), ``exit_index`` (0-based), ``exit_block``
-            (1-based backbone block), ``gflops`` (cumulative GFLOPs to that exit).
+            (1-based backbone block), ``gflops`` (cumulative GFLOPs to that exit), ``policy``
+            (which answered: ``budget 0.5 (asked 0.55)``, ``budget 1 (default)`` or
+            ``max_disagreement 0.05 (asked 0.1)``).
 
         Raises:
             MlflowException: (``INVALID_PARAMETER_VALUE``, HTTP 400 when served) a bad budget
@@ -344,11 +357,19 @@ class DynAdapterPyfunc(PythonModel):
                 file.
         """
         params = params or {}
-        if params.get(RISK_PARAM) is not None:
-            policy = select_risk_point(self.risk_points, params[RISK_PARAM])
+        budget, level = params.get(BUDGET_PARAM), params.get(RISK_PARAM)
+        if budget is not None and level is not None:
+            raise bad_request(
+                f"params.{BUDGET_PARAM} and params.{RISK_PARAM}: give one, a fraction of the "
+                "GFLOPs or a risk level, not both"
+            )
+        if level is not None:
+            policy = select_risk_point(self.risk_points, level)
+            answered = f"{RISK_PARAM} {float(policy['epsilon']):g} (asked {float(level):g})"
         else:
-            budget = params.get(BUDGET_PARAM)
+            asked = "default" if budget is None else f"asked {float(budget):g}"
             policy = select_policy(self.policies, DEFAULT_BUDGET if budget is None else budget)
+            answered = f"{BUDGET_PARAM} {float(policy['budget']):g} ({asked})"
         images = decode_images(model_input, self.image_size)
         pred, conf, exits = self._infer(images, policy)
         return pd.DataFrame(
@@ -359,6 +380,7 @@ class DynAdapterPyfunc(PythonModel):
                 "exit_index": exits.astype(np.int64),
                 "exit_block": np.asarray(self.exit_blocks, dtype=np.int64)[exits],
                 "gflops": np.asarray(self.exit_gflops, dtype=np.float64)[exits],
+                "policy": [answered] * len(pred),
             },
             columns=list(OUTPUT_COLUMNS),
         )
