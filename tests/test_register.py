@@ -747,12 +747,14 @@ def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
         _env(MLFLOW_TRACKING_URI=pipeline["url"]),
         tmp_path,
     )
-    assert rows[0]["thresholds"] != rows[1]["thresholds"]
-    # The low budget's policy answers from earlier exits, image for image no later on average.
+    # The low budget's policy answers from exits no later (the search may keep the low budget's
+    # policy for the high one when nothing beats it on validation: then they are equal).
     (small, large), (early, late) = (
         [sum(out[b][key]) for b in budgets] for key in ("gflops", "exit_index")
     )
-    assert small < large and early < late
+    assert small <= large and early <= late
+    if rows[0]["thresholds"] != rows[1]["thresholds"]:
+        assert small < large
 
 
 @pytest.mark.integration
