@@ -124,8 +124,12 @@ def test_served_budget_picks_the_policy_and_none_means_the_full_model(lora, tmp_
     assert {p["exit_index"] for p in low} == {0}
     assert {p["exit_index"] for p in full} == {2}
     assert sum(p["gflops"] for p in low) < sum(p["gflops"] for p in full)
-    assert between == low  # the largest searched budget not above 0.8
-    assert omitted == full  # no budget: the full model's policy
+    answers = lambda rows: [{k: v for k, v in p.items() if k != "policy"} for p in rows]  # noqa: E731
+    assert answers(between) == answers(low)  # the largest searched budget not above 0.8
+    assert answers(omitted) == answers(full)  # no budget: the full model's policy
+    # ... and each answer says which policy gave it
+    assert {p["policy"] for p in between} == {f"budget {LOW:g} (asked 0.8)"}
+    assert {p["policy"] for p in omitted} == {f"budget {FULL:g} (default)"}
     # What the server answered is real early exit with those thresholds.
     model = load_for_inference(lora["model_dir"], "cpu")
     data_config = json.loads((lora["data"] / "manifest.json").read_text())["data_config"]
