@@ -157,7 +157,10 @@ class RunView(io.TextIOBase):
 
     def _follow_progress(self) -> None:
         """Read the records appended since the last look (a line still being written waits)."""
+        # Called on every write of the runner's output: one stat, the file opened only if it grew.
         if self.progress is None or not self.progress.is_file():
+            return
+        if self.progress.stat().st_size <= self._progress_offset:
             return
         with open(self.progress, encoding="utf-8") as f:
             f.seek(self._progress_offset)
