@@ -187,3 +187,16 @@ def test_a_subset_of_variants_trains_only_those(tmp_path):
     ]
     with pytest.raises(ConfigError, match=r"no variant statik .* its variants are joint, static"):
         ablate.run(params, data, tmp_path / "out", study="last-exit", only=["statik"])
+    # A later run naming another variant trains it and tables it with the finished one,
+    # which it only reloads (the static run's checkpoints and model stay as they were).
+    static_run = tmp_path / "out" / "runs-last-exit" / "seed-0" / "static"
+    before = {p: p.stat().st_mtime_ns for p in static_run.rglob("*") if p.is_file()}
+    table = ablate.run(
+        params, data, tmp_path / "out", split="selection", study="last-exit", only=["joint"]
+    )
+    assert [r["variant"] for r in table["rows"]] == ["joint", "static"]
+    assert table["rows"][0]["last_vs_static"] is not None
+    checkpoints = static_run / "checkpoints"
+    assert {p: p.stat().st_mtime_ns for p in checkpoints.rglob("*") if p.is_file()} == {
+        p: t for p, t in before.items() if p.is_relative_to(checkpoints)
+    }

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import ABLATION_SPLITS, ablation_files
+from ..artifacts import ABLATION_SPLITS, MANIFEST_FILE, ablation_files
 from ..data.prepared import POOL_SPLITS, PreparedData
 from ..errors import ConfigError
 from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
@@ -199,10 +199,15 @@ def run(
     rows: list[dict[str, Any]] = []
     scores: dict[tuple[int, str], np.ndarray] = {}  # (seed, variant) -> [exits, images]
     for seed in seeds:
-        for i, variant in enumerate(chosen):
+        # The named variants train; the others join the table where an earlier run finished
+        # them (resuming a finished run only reloads it), so the table compares all that ran.
+        todo = [
+            v for v in variants if v in chosen or _finished(runs / f"seed-{seed}" / v.slug)
+        ]
+        for i, variant in enumerate(todo):
             cfg = variant_config(recipe, variant, seed)
             logger.info(
-                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(chosen), variant.name
+                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(todo), variant.name
             )
             model = static_petl(params.model) if variant.static else params.model
             result = train(model, cfg, data_dir, runs / f"seed-{seed}" / variant.slug)
@@ -236,6 +241,11 @@ def run(
     with atomic_path(out / report_file) as tmp:
         tmp.write_text(markdown(table, recipe))
     return table
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether a training run wrote its final model (``train`` writes the manifest last)."""
+    return (run_dir / MANIFEST_FILE).is_file()
 
 
 def static_name(variants: Sequence[Variant]) -> str | None:
