@@ -414,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_str_list,
         default=None,
         help="comma-separated run-directory names of the variants to train (e.g. "
-        "joint,static; default: the whole study); the table also takes in the variants an earlier run finished for these seeds",
+        "joint,static; default: the whole study); the table also takes in the variants an "
+        "earlier run finished for these seeds",
     )
     p.add_argument(
         "--split",
