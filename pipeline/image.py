@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = Path("build/image")  # relative to the build context (the repository root)
 PINNED = ("requirements/base.txt", "requirements/no-deps.txt")
+# Every version the venv has, dependencies included: the wheelhouse takes the same ones.
+LOCK = "requirements/lock.txt"
 OFFICIAL_BASE = "python:3.11.17-slim-bookworm"
 # Made from Debian packages where OFFICIAL_BASE cannot be pulled: the same Debian release and
 # Python minor version (3.11.2 in /usr/bin instead of 3.11.17 in /usr/local/bin).
@@ -107,7 +109,7 @@ def gather_inputs(variant: Literal["cpu", "cuda"], context: Path | None = None) 
         "requires"
     ]
     key = hashlib.sha256()
-    for name in PINNED:
+    for name in (*PINNED, LOCK):
         key.update((context / name).read_bytes())
     key.update(json.dumps([variant, build_requires]).encode())
     stamp = {"key": key.hexdigest(), "torch_variant": variant}
@@ -140,10 +142,10 @@ def gather_inputs(variant: Literal["cpu", "cuda"], context: Path | None = None) 
             ]
         )
     # `pip wheel` also builds the few sdists into wheels, so nothing compiles in the image.
-    find = ["--find-links", str(wheels)]
-    _run([*pip, "wheel", "--quiet", *find, "-w", str(wheels), "-r", str(context / PINNED[0])])
+    locked = ["--find-links", str(wheels), "--constraint", str(context / LOCK)]
+    _run([*pip, "wheel", "--quiet", *locked, "-w", str(wheels), "-r", str(context / PINNED[0])])
     _run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(wheels), "-r", str(context / PINNED[1])])
-    _run([*pip, "wheel", "--quiet", *find, "-w", str(wheels), *build_requires])
+    _run([*pip, "wheel", "--quiet", *locked, "-w", str(wheels), *build_requires])
     log.info("downloading the Debian package dataset-fashion-mnist into %s", debs)
     if shutil.which("apt-get") is None:
         raise ConfigError("apt-get is missing: the image takes Fashion-MNIST from Debian's package")

@@ -193,13 +193,35 @@ def test_installs_come_from_the_pinned_lists_offline(instructions):
     ]
     assert files == [BASE, "requirements/no-deps.txt"]
     assert "--no-deps" in next(a for a in installs if "requirements/no-deps.txt" in a)
-    makefile = (ROOT / "Makefile").read_text()
-    assert (
-        "-r requirements/dev.txt" in makefile
-        and "--no-deps -r requirements/no-deps.txt" in makefile
-    )
+    setup = (ROOT / "scripts/setup-venv.sh").read_text()
+    assert 'sync --quiet "${py[@]}" "$lock"' in setup and "lock=requirements/lock.txt" in setup
+    assert "--no-deps -r requirements/no-deps.txt" in setup
     dev = [line.strip() for line in (ROOT / "requirements/dev.txt").read_text().splitlines()]
     assert "-r base.txt" in dev
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """``name: version`` of each ``name==version`` line (names normalised as pip does)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        spec = line.split("#")[0].split(";")[0].strip()
+        if "==" in spec:
+            name, version = spec.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_the_lock_holds_every_pin_at_its_version():
+    """requirements/lock.txt (what the venv, CI and the image's wheelhouse install) is
+    `make lock`'s output for the pins of base.txt and dev.txt: a pin changed there without
+    `make lock` fails here. The --no-deps packages stay out of it (the lock resolves
+    dependencies)."""
+    lock = _pins(ROOT / "requirements/lock.txt")
+    for name in ("base.txt", "dev.txt"):
+        for package, version in _pins(ROOT / "requirements" / name).items():
+            assert lock.get(package) == version, f"requirements/{name}: {package}=={version}"
+    assert not set(_pins(ROOT / "requirements/no-deps.txt")) & set(lock)
+    assert "make lock" in (ROOT / "requirements/lock.txt").read_text().splitlines()[1]
 
 
 def _script(run: str) -> str:
