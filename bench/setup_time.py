@@ -39,7 +39,8 @@ def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> floa
     with open(log, "a") as out:
         done = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        sys.exit(f"`{' '.join(command)}` failed (exit {done.returncode}); see {log}")
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        sys.exit(f"`{' '.join(command)}` failed (exit {done.returncode}):\n{tail}")
     return time.perf_counter() - started
 
 

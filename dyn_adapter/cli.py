@@ -166,16 +166,29 @@ def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve the champion (or a version) over HTTP with MLflow's scoring server",
-        description="Serve a registered version as `mlflow models serve` does, in this "
-        "environment, from the store the pipeline wrote to (no variable to set, nothing to "
-        "activate). POST /invocations with a dataframe_split of base64 images; params.budget "
-        "or params.max_disagreement choose the exit policy.",
+        description="Serve a registered version with MLflow's scoring server, as `mlflow models "
+        "serve` does, in this environment, from the store the pipeline wrote to (no variable to "
+        "set, nothing to activate), behind a guard that refuses unknown parameters (400) and "
+        "oversized requests (413). POST /invocations with a dataframe_split of base64 images; "
+        "params.budget or params.max_disagreement choose the exit policy.",
     )
     add_params_args(p)
     p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
     p.add_argument("--version", default=None, help="a model version (default: the champion alias)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=1024,
+        help="most images per request; more get HTTP 413 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=16,
+        help="largest request body in MB; larger get HTTP 413 (default: %(default)s)",
+    )
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_serve)
 

@@ -236,14 +236,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Check the version exists (a clear error here, not a scoring server's traceback), then
-    become ``mlflow models serve`` with the resolved store in its environment and this
-    environment's scripts (uvicorn) on its PATH."""
+    """Check the version exists (a clear error here, not a scoring server's traceback), copy it
+    into the cache once, then become uvicorn serving MLflow's scoring app behind the project's
+    request guard (``mlops.serving_app``), with the resolved store in its environment."""
     import os
     import sys
 
     from .errors import ConfigError
-    from .mlops import champion
+    from .mlops import champion, serving_app
     from .mlops.store import mlflow_client, resolve_tracking_uri, server_errors
 
     p = params(args)
@@ -257,15 +257,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"registered model {name!r} has no {champion.CHAMPION}: pass --version, or "
                 "promote one (`dyn-adapter promote --version N`)"
             )
-        champion.model_version(client, name, str(version))
+        local = serving_app.local_copy(champion.model_version(client, name, str(version)), uri)
     model = f"models:/{name}/{version}"
     which = "as asked" if args.version else f"the {champion.CHAMPION}"
     print(f"serving {model} ({which}) at http://{args.host}:{args.port}/invocations", flush=True)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        serving_app.MODEL_PATH_ENV: str(local),
+        serving_app.MAX_BYTES_ENV: str(int(args.max_request_mb * 10**6)),
+        serving_app.MAX_ROWS_ENV: str(args.max_batch),
     }
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model]
-    command += ["--env-manager", "local", "-h", args.host, "-p", str(args.port)]
+    command = [sys.executable, "-m", "uvicorn", "--factory", f"{serving_app.__name__}:create_app"]
+    command += ["--host", args.host, "--port", str(args.port), "--workers", "1"]
     os.execve(sys.executable, command, env)

@@ -87,3 +87,9 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def cache_dir() -> Path:
+    """Where the project keeps what it can make again (converted weights, mirrored S3 data,
+    served models): ``$DYN_ADAPTER_CACHE``, default ``~/.cache/dyn-adapter``."""
+    return Path(os.environ.get("DYN_ADAPTER_CACHE", Path.home() / ".cache" / "dyn-adapter"))

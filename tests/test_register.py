@@ -765,7 +765,7 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
     # What the README says to run: the champion, from the store given, nothing activated.
     cmd = [
         *(sys.executable, "-m", "dyn_adapter.cli", "serve", "--name", "tiny"),
-        *("--tracking-uri", pipeline["url"], "--port", str(port)),
+        *("--tracking-uri", pipeline["url"], "--port", str(port), "--max-batch", "4"),
     ]
     url = f"http://127.0.0.1:{port}"
     images = np.load(pipeline["data"] / "test_images.npy")[:3]
@@ -790,6 +790,11 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
 
         status, answer = _post(f"{url}/invocations", body([rows[0], ["@@not base64@@"]]))
         assert status == 400 and "row 1" in answer["message"]
+        assert "not base64@@" not in answer["message"]  # the request is not echoed back
+        status, answer = _post(f"{url}/invocations", body(rows, bugdet=0.5))
+        assert status == 400 and "unknown parameter(s) bugdet" in answer["message"]
+        status, answer = _post(f"{url}/invocations", body(rows + rows))
+        assert status == 413 and "batches of at most 4" in answer["message"]
         status, answer = _post(f"{url}/invocations", body(rows, budget=0.1))
         assert status == 400 and "allowed: a finite number >= 0.5" in answer["message"]
         assert 400 <= _post(f"{url}/invocations", b"{not json")[0] < 500

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
+from ..files import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ def parse_url(url: str) -> S3Url:
 
 def cache_root() -> Path:
     """Where prefixes are mirrored: ``$DYN_ADAPTER_CACHE/s3`` (default ``~/.cache/dyn-adapter``)."""
-    base = os.environ.get("DYN_ADAPTER_CACHE", Path.home() / ".cache" / "dyn-adapter")
-    return Path(base) / "s3"
+    return cache_dir() / "s3"
 
 
 def environment_endpoint() -> str | None:

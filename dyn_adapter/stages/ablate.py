@@ -201,14 +201,10 @@ def run(
     for seed in seeds:
         # The named variants train; the others join the table where an earlier run finished
         # them (resuming a finished run only reloads it), so the table compares all that ran.
-        todo = [
-            v for v in variants if v in chosen or _finished(runs / f"seed-{seed}" / v.slug)
-        ]
+        todo = [v for v in variants if v in chosen or _finished(runs / f"seed-{seed}" / v.slug)]
         for i, variant in enumerate(todo):
             cfg = variant_config(recipe, variant, seed)
-            logger.info(
-                "%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(todo), variant.name
-            )
+            logger.info("%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(todo), variant.name)
             model = static_petl(params.model) if variant.static else params.model
             result = train(model, cfg, data_dir, runs / f"seed-{seed}" / variant.slug)
             correct = exit_correctness(result.model_dir, data, cfg, split, params.inference)
