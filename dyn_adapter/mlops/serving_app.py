@@ -222,8 +222,9 @@ def local_copy(version: Any, tracking_uri: str) -> Path:
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{version.name}/{version.version}",
+        artifact_uri=client.get_model_version_download_uri(version.name, version.version),
         dst_path=str(staging),
         tracking_uri=tracking_uri,
     )
