@@ -140,8 +140,18 @@ def test_repro_logs_one_mlflow_run_with_a_child_per_stage(project):
     assert set(stages) == set(record["stages"])
     train = stages["train-dyn"]
     assert train.data.params["train.epochs"] == str(TINY_PARAMS["train"]["epochs"])
-    assert c.get_metric_history(train.info.run_id, "val_acc_exit0")
-    assert "evaluate.full.accuracy" in parent.data.metrics
+    assert c.get_metric_history(train.info.run_id, "val_accuracy_exit0")
+    # The pipeline's run holds the params, the dataset and the registered model, whose
+    # numbers are its metrics; no run stands beside it.
+    assert parent.data.params["train.epochs"] == str(TINY_PARAMS["train"]["epochs"])
+    assert parent.inputs.dataset_inputs
+    assert parent.data.metrics["accuracy"] == pytest.approx(float(reg["accuracy"]))
+    version = c.get_model_version(reg["name"], reg["version"])
+    assert version.run_id == parent.info.run_id == reg["run_id"]
+    top = c.search_runs([parent.info.experiment_id])
+    assert [r.info.run_id for r in top if "mlflow.parentRunId" not in r.data.tags] == [
+        parent.info.run_id
+    ]
 
 
 def test_the_raw_data_is_tracked_not_written(project):

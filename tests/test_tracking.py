@@ -85,15 +85,46 @@ def test_embedded_store_keeps_artifacts_beside_the_database(tmp_path):
 
 
 def test_flatten_skips_what_is_not_a_finite_number():
-    flat = stage_outputs.flatten_metrics(
+    metrics, settings = stage_outputs.stage_numbers(
         {"full": {"accuracy": 0.5, "name": "x"}, "b": [1, None, float("nan"), True, 2.5]}
     )
-    assert flat == {"full.accuracy": 0.5, "b.0": 1.0, "b.4": 2.5}
+    assert metrics == {"full.accuracy": 0.5, "b_exit0": 1.0, "b_exit4": 2.5} and settings == {}
     assert stage_outputs.flatten_params({"a": {"b": [1, 2], "c": None, "d": "s"}}) == {
         "a.b": "[1, 2]",
         "a.c": "null",
         "a.d": "s",
     }
+
+
+def test_stage_numbers_name_each_number_once_and_keep_settings_as_params():
+    """train's metrics.json states each exit's accuracy twice and its blocks; evaluate's names
+    budgets, intervals and classes; search's curve stays in the artifact."""
+    train = {
+        "epochs": 16,
+        "exits": [{"block": 3, "val_accuracy": 0.8}, {"block": 12, "val_accuracy": 0.9}],
+        "val_accuracy": [0.8, 0.9],
+    }
+    metrics, settings = stage_outputs.stage_numbers(train)
+    assert metrics == {"val_accuracy_exit0": 0.8, "val_accuracy_exit1": 0.9}
+    assert settings == {"epochs": "16", "block_exit0": "3", "block_exit1": "12"}
+    evaluate = {
+        "full": {"accuracy_interval": [0.7, 0.8], "per_class_recall": [0.5, 1.0]},
+        "budgets": [{"budget": 0.5, "accuracy": 0.75, "exit_fractions": [0.6, 0.4]}],
+        "points": [{"epsilon": 0.05, "gflops_ratio": 0.4, "delta": 0.1}],
+        "geometric_curve": [{"accuracy": 0.7}],
+    }
+    metrics, settings = stage_outputs.stage_numbers(evaluate)
+    assert metrics == {
+        "full.accuracy_low": 0.7,
+        "full.accuracy_high": 0.8,
+        "full.per_class_recall_class0": 0.5,
+        "full.per_class_recall_class1": 1.0,
+        "accuracy_budget0.5": 0.75,
+        "exit_fractions_budget0.5_exit0": 0.6,
+        "exit_fractions_budget0.5_exit1": 0.4,
+        "gflops_ratio_risk0.05": 0.4,
+    }
+    assert settings == {"delta_risk0.05": "0.1"}
 
 
 def test_stage_params_pick_the_sections_a_stage_reads():
@@ -170,21 +201,21 @@ def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
 
     log = json.loads((out / "train_log.json").read_text())["epochs"]
     for k in range(3):
-        for name, key in [
-            ("train_loss", "train_loss"),
-            ("val_acc", "val_accuracy"),
-            ("lambda", "loss_weights"),
-        ]:
-            history = c.get_metric_history(child, f"{name}_exit{k}")
+        for key in ("train_loss", "val_accuracy", "loss_weights"):
+            history = c.get_metric_history(child, f"{key}_exit{k}")
             assert [(h.step, h.value) for h in history] == [
                 (e["epoch"], pytest.approx(e[key][k])) for e in log
             ]
     assert [h.step for h in c.get_metric_history(child, "lr")] == [1, 2]
+    # One name per number: the final accuracy is the history's last point, not a copy; the
+    # settings metrics.json restates are params; the parent holds the params and no copies.
     final = json.loads((out / "metrics.json").read_text())
-    assert run.data.metrics["val_accuracy.2"] == pytest.approx(final["val_accuracy"][2])
-    assert c.get_run(parent).data.metrics["train.val_accuracy.2"] == pytest.approx(
-        final["val_accuracy"][2]
-    )
+    assert run.data.metrics["val_accuracy_exit2"] == pytest.approx(final["val_accuracy"][2])
+    assert not [m for m in run.data.metrics if "." in m or m in ("epochs", "block_exit0")]
+    assert run.data.params["block_exit0"] == "2" and run.data.params["epochs"] == "2"
+    parent_run = c.get_run(parent)
+    assert parent_run.data.metrics == {}
+    assert parent_run.data.params["train.epochs"] == "2"
 
     arts = all_artifacts(c, child)
     assert {"manifest.json", "metrics.json", "train_log.json"} <= set(arts)
@@ -197,7 +228,6 @@ def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
     assert tracking.log_stage("train", out, parent, params, uri) == child
     assert [r.info.run_id for r in child_runs(c, parent)] == [child]
     assert len(c.get_metric_history(child, "train_loss_exit0")) == len(log)
-    assert len(c.get_metric_history(parent, "train.val_accuracy.2")) == 1
 
 
 def test_the_pipeline_run_is_not_another_run_with_its_id(store):
@@ -370,6 +400,6 @@ def test_log_stage_to_a_real_tracking_server(trained, mlflow_server):
     c = client(url)
     assert [r.info.run_id for r in child_runs(c, parent)] == [child]
     assert c.get_run(child).data.tags["mlflow.parentRunId"] == parent
-    assert [h.step for h in c.get_metric_history(child, "val_acc_exit0")] == [1, 2]
+    assert [h.step for h in c.get_metric_history(child, "val_accuracy_exit0")] == [1, 2]
     assert "model/model_config.json" in all_artifacts(c, child)
     assert list(artifacts.rglob("model_config.json"))  # proxied into --artifacts-destination

@@ -29,7 +29,6 @@ from .config import RegisterConfig
 from .gate import GateDecision, gate
 from .names import PIPELINE_RUN_TAG
 from .store import (
-    experiment_id,
     fluent_api,
     server_errors,
 )
@@ -111,7 +110,8 @@ def _log_and_register(
     tags: dict[str, str],
     decision: GateDecision,
 ) -> tuple[Any, str]:
-    """Log the pyfunc model in a new run and register it; returns the version and the run id."""
+    """Log the pyfunc model in the pipeline's MLflow run (beside its params, dataset and stage
+    runs) and register it; returns the version and that run's id."""
     import mlflow
 
     from .pyfunc import (
@@ -121,23 +121,11 @@ def _log_and_register(
         THRESHOLDS_ARTIFACT,
         model_signature,
     )
+    from .runs import pipeline_run
 
-    experiment = experiment_id(client, cfg.experiment, tracking_uri, where="register.experiment")
-    with mlflow.start_run(
-        experiment_id=experiment,
-        run_name=f"register-{tags[PIPELINE_RUN_TAG]}",
-        tags={PIPELINE_RUN_TAG: tags[PIPELINE_RUN_TAG]},
-        nested=mlflow.active_run() is not None,
-    ) as run:
-        mlflow.log_params(
-            {
-                "model_name": cfg.model_name,
-                "accuracy_tolerance": cfg.accuracy_tolerance,
-                "max_gflops_ratio": cfg.max_gflops_ratio,
-                "gate_metric": cfg.gate_metric,
-                "gate_risk": cfg.gate_risk,
-            }
-        )
+    parent = pipeline_run(tracking_uri, cfg.experiment, tags[PIPELINE_RUN_TAG])
+    status = client.get_run(parent).info.status
+    with mlflow.start_run(run_id=parent, nested=mlflow.active_run() is not None) as run:
         mlflow.log_metrics(
             {
                 k: float(tags[k])
@@ -169,6 +157,8 @@ def _log_and_register(
             description=decision.reason,
             model_id=info.model_id,
         )
+    if status == "RUNNING":  # leaving the run ended it: the pipeline's last stage ends it
+        client.update_run(parent, status="RUNNING")
     return version, run.info.run_id
 
 

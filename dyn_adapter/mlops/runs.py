@@ -189,6 +189,16 @@ def start_pipeline_run(
     return run.info.run_id
 
 
+def pipeline_run(tracking_uri: str | None, experiment: str, pipeline_run_id: str) -> str:
+    """The MLflow run of ``pipeline_run_id``, as every stage and the registration find it."""
+    return start_pipeline_run(
+        tracking_uri,
+        experiment,
+        run_name=f"pipeline {pipeline_run_id}",
+        pipeline_run_id=pipeline_run_id,
+    )
+
+
 def end_pipeline_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark a pipeline's MLflow run ``FINISHED`` (or ``FAILED``, ``KILLED``)."""
     mlflow_client(tracking_uri).set_terminated(run_id, status=status)
@@ -204,15 +214,18 @@ def log_stage(
     tags: Mapping[str, object] | None = None,
     extra_artifacts: Sequence[str] = (),
     data_dir: str | os.PathLike[str] | None = None,
+    summary: bool = False,
 ) -> str:
     """Log one stage's output directory as a child run of the pipeline's run.
 
     The child run is created, or found again by its ``pipeline_stage`` tag under this parent,
-    and gets: ``params`` flattened to dotted keys; per-epoch metrics of every
-    ``train_log.json`` with ``step=epoch``; ``metrics.json`` (search: ``thresholds.json``)
-    flattened to finite floats, also logged to the parent prefixed ``<stage>.``; tags from
-    ``manifest.json``; and the artifacts :func:`artifact_files` picks. Points, params and
-    artifacts already logged are not duplicated.
+    and gets: ``params`` flattened to dotted keys, plus the settings its result restates;
+    per-epoch metrics of every ``train_log.json`` with ``step=epoch``; the result file's
+    numbers (``metrics.json``, search's ``thresholds.json``, calibrate's ``risk_points.json``)
+    named as :func:`~dyn_adapter.mlops.stage_outputs.stage_numbers` names them; tags from
+    ``manifest.json``; ``data_dir`` as its dataset input; and the artifacts
+    :func:`artifact_files` picks. The parent gets the params (each key once) and the dataset.
+    Points, params and artifacts already logged are not duplicated.
 
     Args:
         stage: Stage name (``train``, ``train-probe``, ``evaluate``, ...).
@@ -223,6 +236,8 @@ def log_stage(
         tags: More tags for the child run (redacted).
         extra_artifacts: Globs of further files to log (``optuna.db``).
         data_dir: The prepared data the stage read: logged as the run's dataset input.
+        summary: The stage sums up the pipeline (the VTAB table): its result's metrics go to
+            the parent too, prefixed ``<stage>.``.
 
     Returns:
         The child run's id.
@@ -236,10 +251,13 @@ def log_stage(
     client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
 
-    final, epochs = stage_metrics(out)
+    final, epochs, settings = stage_metrics(out)
     clean_params = {
         _entity_key(k, secrets): v
         for k, v in redact_items(flatten_params(params or {}), secrets).items()
+    }
+    clean_settings = {
+        _entity_key(k, secrets): v for k, v in redact_items(settings, secrets).items()
     }
     child_tags = redact_items({**manifest_tags(out), **(tags or {})}, secrets)
     child_tags[RUN_NAME_TAG] = redact(stage, secrets)
@@ -255,6 +273,14 @@ def log_stage(
     )
     child_id = run.info.run_id
     try:
+        new_params = _new_params(run, clean_params, f"stage {stage}")
+        # What the result restates of the configuration (the exits' blocks, the budgets):
+        # params too, logged once; unlike the stage's params, a re-run may not change them.
+        new_params |= {
+            k: v
+            for k, v in clean_settings.items()
+            if k not in run.data.params and k not in clean_params
+        }
         _log_batch(
             client,
             child_id,
@@ -263,17 +289,22 @@ def log_stage(
                 run,
                 _metrics([*epochs, *((k, v, 0) for k, v in final.items())], secrets),
             ),
-            params=_new_params(run, clean_params, f"stage {stage}"),
+            params=new_params,
             tags=child_tags,
         )
         with tempfile.TemporaryDirectory(prefix="dyn-adapter-artifacts-") as staging:
             n = stage_artifacts(out, artifact_files(out, extra_artifacts), Path(staging), secrets)
             if n:
                 client.log_artifacts(child_id, staging)
-        if data_dir is not None and not (run.inputs and run.inputs.dataset_inputs):
-            client.log_inputs(child_id, datasets=[dataset_input(data_dir, stage)])
-        prefixed = _metrics(((f"{stage}.{k}", v, 0) for k, v in final.items()), secrets)
-        _log_batch(client, parent_run_id, metrics=_new_metrics(client, parent, prefixed))
+        if data_dir is not None:
+            dataset = dataset_input(data_dir, stage)
+            for holder in (run, parent):
+                if not (holder.inputs and holder.inputs.dataset_inputs):
+                    client.log_inputs(holder.info.run_id, datasets=[dataset])
+        _share_params(client, parent, clean_params)
+        if summary:
+            prefixed = _metrics(((f"{stage}.{k}", v, 0) for k, v in final.items()), secrets)
+            _log_batch(client, parent_run_id, metrics=_new_metrics(client, parent, prefixed))
     except BaseException:
         with contextlib.suppress(Exception):  # the logging error is the one to see
             client.set_terminated(child_id, status="FAILED")
@@ -281,6 +312,19 @@ def log_stage(
     client.set_terminated(child_id, status="FINISHED")
     logger.info("logged stage %s (%s) to MLflow run %s", stage, out, child_id)
     return child_id
+
+
+def _share_params(client: MlflowClient, parent: Run, params: Mapping[str, str]) -> None:
+    """The pipeline's run holds the params of all its stages: each key once, as the first stage
+    that reads it logged it. A key two stages read differently (each VTAB task's data) stays
+    on their own runs."""
+    from mlflow.exceptions import MlflowException
+
+    new = {k: v for k, v in params.items() if k not in parent.data.params}
+    try:
+        _log_batch(client, parent.info.run_id, params=new)
+    except MlflowException as e:  # a stage beside this one logged a key differently
+        logger.info("pipeline run %s keeps its params (%s)", parent.info.run_id, e.message)
 
 
 def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
@@ -327,27 +371,16 @@ def track_stage(
     """Log a finished stage's output directory to MLflow, nested under the pipeline's run in
     ``experiment`` (one MLflow run per pipeline run, found again by its id), with
     ``stage_params`` (the params.yaml keys it read: ``params.stage_params``) as its params;
-    ``last`` ends that run; ``data_dir``: the prepared data it read (its dataset input).
+    ``last`` ends that run, which gets the stage's metrics (the pipeline's summary: the VTAB
+    table); ``data_dir``: the prepared data it read (its dataset input).
 
     Returns:
         The pipeline's MLflow run id; ``None`` when ``tracking_uri`` is empty (nothing logged).
     """
     if not tracking_uri:
         return None
-    parent = start_pipeline_run(
-        tracking_uri,
-        experiment,
-        run_name=f"pipeline {pipeline_run_id}",
-        pipeline_run_id=pipeline_run_id,
-    )
-    log_stage(
-        stage,
-        out_dir,
-        parent,
-        stage_params,
-        tracking_uri,
-        data_dir=data_dir,
-    )
+    parent = pipeline_run(tracking_uri, experiment, pipeline_run_id)
+    log_stage(stage, out_dir, parent, stage_params, tracking_uri, data_dir=data_dir, summary=last)
     if last:
         end_pipeline_run(tracking_uri, parent)
     return parent

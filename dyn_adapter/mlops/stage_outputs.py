@@ -52,16 +52,32 @@ TEXT_SUFFIXES = frozenset({".json", ".md", ".txt", ".yaml", ".yml", ".csv", ".ht
 FINAL_METRICS_FILES = (METRICS_FILE, THRESHOLDS_FILE, RISK_POINTS_FILE)
 
 
-# Per-epoch record keys of train_log.json -> metric names; lists get one metric per exit.
-EPOCH_METRIC_NAMES = {
-    "lr": "lr",
-    "loss_weights": "lambda",
-    "train_loss": "train_loss",
-    "train_accuracy": "train_acc",
-    "val_loss": "val_loss",
-    "val_accuracy": "val_acc",
-    "seconds": "epoch_seconds",
+# One naming scheme for a stage's numbers in MLflow: a value per exit is ``<name>_exit<k>``
+# (``val_accuracy_exit3``, per epoch and final alike, as the KFP metrics name them), per
+# searched budget ``_budget<b>``, per certified risk level ``_risk<level>``; an interval
+# ``[low, high]`` is ``<name>_low`` / ``<name>_high``. Per-epoch records keep their keys;
+# the epoch's wall time is ``epoch_seconds``.
+EPOCH_METRIC_NAMES = {"seconds": "epoch_seconds"}
+
+
+# Lists of records named by a field of each record (else by their index, ``exit<k>``); lists of
+# records not named here (curves) stay in the JSON artifact.
+KEYED_RECORDS = {
+    "exits": ("exit", None),
+    "budgets": ("budget", "budget"),
+    "points": ("risk", "epsilon"),
 }
+
+
+# Lists of numbers indexed by something other than the exit.
+INDEXED_BY = {"per_class_recall": "class"}
+
+
+# Numbers that restate the configuration (how many epochs, which block an exit follows, the
+# budgets and risk levels asked for): the run's params, not its metrics.
+SETTINGS = frozenset(
+    {"epochs", "block", "budget", "epsilon", "epsilons", "delta", "tolerance", "window_images"}
+)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -84,28 +100,66 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
-def flatten_metrics(data: Any, prefix: str = "") -> dict[str, float]:
-    """Nested JSON to ``{"full.accuracy": 0.81, "exits.0.block": 3.0}``: finite numbers only.
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
-    Strings, booleans, nulls, NaN and infinities are skipped.
+
+def stage_numbers(data: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """A stage's result file (``metrics.json``, ``thresholds.json``, ...) as MLflow metrics and
+    params, named by the scheme above: ``({"accuracy_exit0": 0.91, "full.accuracy_low": 0.9,
+    "accuracy_budget0.5": 0.88}, {"block_exit0": "3", "epochs": "16"})``.
+
+    Finite numbers only; strings, booleans, nulls, NaN and infinities are skipped, as are lists
+    of records not in ``KEYED_RECORDS`` (curves: the JSON artifact has them).
     """
-    out: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    settings: dict[str, str] = {}
+
+    def put(name: str, value: Any, leaf: str) -> None:
+        if _number(value):
+            if leaf in SETTINGS:
+                settings[name] = json.dumps(value)
+            else:
+                metrics[name] = float(value)
+
+    def walk(node: Mapping[str, Any], prefix: str, suffix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, f"{prefix}{key}.", suffix)
+            elif isinstance(value, list) and key in KEYED_RECORDS:
+                label, field = KEYED_RECORDS[key]
+                for i, record in enumerate(value):
+                    if not isinstance(record, Mapping):
+                        continue
+                    tag = record.get(field) if field else i
+                    tag = f"{tag:g}" if _number(tag) and field else tag
+                    rest = {k: v for k, v in record.items() if k != field}  # it names them
+                    walk(rest, prefix, f"{suffix}_{label}{tag}")
+            elif isinstance(value, list) and not any(isinstance(v, Mapping | list) for v in value):
+                if key.endswith("_interval") and len(value) == 2:
+                    base = key.removesuffix("_interval")
+                    put(f"{prefix}{base}_low{suffix}", value[0], base)
+                    put(f"{prefix}{base}_high{suffix}", value[1], base)
+                    continue
+                if key in SETTINGS:
+                    settings[f"{prefix}{key}{suffix}"] = json.dumps(value)
+                    continue
+                index = INDEXED_BY.get(key, "exit")
+                for i, v in enumerate(value):
+                    put(f"{prefix}{key}{suffix}_{index}{i}", v, key)
+            else:
+                put(f"{prefix}{key}{suffix}", value, key)
+
     if isinstance(data, Mapping):
-        for k, v in data.items():
-            out.update(flatten_metrics(v, f"{prefix}{k}."))
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            out.update(flatten_metrics(v, f"{prefix}{i}."))
-    elif isinstance(data, int | float) and not isinstance(data, bool) and math.isfinite(data):
-        out[prefix.rstrip(".")] = float(data)
-    return out
+        walk(data, "", "")
+    return metrics, settings
 
 
 def epoch_metrics(log: Mapping[str, Any], prefix: str = "") -> list[tuple[str, float, int]]:
     """``train_log.json``'s per-epoch records as ``(name, value, step=epoch)``.
 
-    Lists become one metric per exit (``train_loss_exit0``, ``val_acc_exit2``,
-    ``lambda_exit1``); scalars keep their (mapped) name (``lr``, ``epoch_seconds``).
+    Lists become one metric per exit (``train_loss_exit0``, ``val_accuracy_exit2``,
+    ``loss_weights_exit1``); scalars keep their name (``lr``, ``epoch_seconds``).
     """
     out: list[tuple[str, float, int]] = []
     for i, record in enumerate(log.get("epochs", [])):
@@ -116,7 +170,7 @@ def epoch_metrics(log: Mapping[str, Any], prefix: str = "") -> list[tuple[str, f
             name = prefix + EPOCH_METRIC_NAMES.get(key, key)
             values = value if isinstance(value, list) else [value]
             for k, v in enumerate(values):
-                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                if _number(v):
                     out.append((f"{name}_exit{k}" if isinstance(value, list) else name, v, step))
     return out
 
@@ -162,13 +216,18 @@ def _read_json(path: Path) -> Any:
         raise ConfigError(f"{path}: not readable JSON ({e})") from e
 
 
-def stage_metrics(out: Path) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
-    """Final metrics (``metrics.json``, or search's ``thresholds.json``) and per-epoch ones
-    (every ``train_log.json``)."""
+def stage_metrics(
+    out: Path,
+) -> tuple[dict[str, float], list[tuple[str, float, int]], dict[str, str]]:
+    """Final metrics (``metrics.json``, or search's ``thresholds.json``, calibrate's
+    ``risk_points.json``), per-epoch ones (every ``train_log.json``), and the settings the
+    result file restates (params). A final value a per-epoch history already ends with (the
+    last epoch's ``val_accuracy_exit0``) is not logged twice."""
     final: dict[str, float] = {}
+    settings: dict[str, str] = {}
     for name in FINAL_METRICS_FILES:
         if (out / name).is_file():
-            final = flatten_metrics(_read_json(out / name))
+            final, settings = stage_numbers(_read_json(out / name))
             break
     epochs: list[tuple[str, float, int]] = []
     for path in _walk(out):
@@ -176,7 +235,8 @@ def stage_metrics(out: Path) -> tuple[dict[str, float], list[tuple[str, float, i
             # Nested logs (the sparsity candidates' runs) are prefixed by their directory.
             rel = path.parent.relative_to(out).as_posix()
             epochs += epoch_metrics(_read_json(path), "" if rel == "." else f"{rel}/")
-    return final, epochs
+    in_history = {name for name, _, _ in epochs}
+    return {k: v for k, v in final.items() if k not in in_history}, epochs, settings
 
 
 def manifest_tags(out: Path) -> dict[str, str]:
