@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +21,15 @@ from typing import Any
 from dyn_adapter.errors import USER_ERRORS, ConfigError
 from dyn_adapter.params import Params, params_from_dict
 
+_started: float | None = None  # when the component's body began (its stage's start)
+
 
 @contextmanager
 def user_errors(stage: str) -> Iterator[None]:
     """A component's body: an error the user can fix ends the task with the CLI's one-line
-    message and exit status 2, not a traceback."""
+    message and exit status 2, not a traceback. Notes when the stage started (``track``)."""
+    global _started
+    _started = time.time()
     try:
         yield
     except USER_ERRORS as e:
@@ -89,6 +94,10 @@ def track(
     """Log a finished stage's output to the pipeline's MLflow run (``tracking_uri`` empty: not
     logged), with ``data``, the prepared data it read, as its dataset input; ``last`` ends the
     run."""
+    if _started is not None:
+        from dyn_adapter.manifest import write_timing
+
+        write_timing(out, _started)
     if tracking_uri:
         from dyn_adapter.config import to_dict
         from dyn_adapter.mlops.runs import track_stage

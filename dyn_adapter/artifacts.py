@@ -21,6 +21,7 @@ from .errors import ConfigError
 # -- names and layout -------------------------------------------------------------------------
 
 MANIFEST_FILE = "manifest.json"  # every stage: config hash, code and library versions
+TIMING_FILE = "timing.json"  # when the stage's command ran (the CLI, a KFP component)
 METRICS_FILE = "metrics.json"  # train, sparsify, evaluate, vtab: the stage's final numbers
 MODEL_DIR = "model"  # train, sparsify: the trained weights and config
 CHECKPOINTS_DIR = "checkpoints"  # train: resumable per-epoch state, never logged

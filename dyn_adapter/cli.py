@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import commands
 from .artifacts import ABLATION_SPLITS, ABLATION_STUDIES
@@ -213,6 +214,7 @@ def _stage_parser(
     if model is not None:
         p.add_argument("--model", default=model, help="model directory (default: %(default)s)")
     p.add_argument("--out", default=out, help="output directory (default: %(default)s)")
+    p.set_defaults(stage=True)  # main() records in --out when the stage ran
     return p
 
 
@@ -479,7 +481,7 @@ def _add_unavailable_parser(sub: argparse._SubParsersAction, name: str, missing:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    started = time.monotonic()
+    started, wall_started = time.monotonic(), time.time()
     log = configure_logging(args.verbose)
     # botocore's DEBUG lines carry the access key id.
     logging.getLogger("botocore").setLevel(logging.INFO)
@@ -489,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dyn-adapter {args.command}: error: {e}", file=sys.stderr)
         finished(started, log, error=str(e))
         return 2
+    if code == 0 and getattr(args, "stage", False) and Path(args.out).is_dir():
+        from .manifest import write_timing
+
+        write_timing(args.out, wall_started)
     finished(started, log)
     return code
 

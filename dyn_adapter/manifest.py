@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .artifacts import TIMING_FILE
 
 _LIBRARIES = ("torch", "timm", "numpy", "safetensors", "mlflow", "kfp", "optuna", "dvc")
 
@@ -57,3 +58,31 @@ def stage_manifest(stage: str, config: Any, **inputs: Any) -> dict[str, Any]:
         "libraries": library_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def write_timing(out_dir: str | Path, started: float) -> None:
+    """Record in ``out_dir`` when the stage's command started (``time.time()``) and that it
+    ended now: MLflow shows the stage's run with its true duration, however later it is
+    logged (``dyn-adapter track`` after ``dvc repro``)."""
+    from .files import write_json
+
+    ended = datetime.now(UTC)
+    write_json(
+        Path(out_dir) / TIMING_FILE,
+        {
+            "started": datetime.fromtimestamp(started, UTC).isoformat(),
+            "ended": ended.isoformat(),
+            "seconds": round(ended.timestamp() - started, 3),
+        },
+    )
+
+
+def read_timing(out_dir: str | Path) -> tuple[int, int] | None:
+    """``(start, end)`` in epoch milliseconds from ``out_dir``'s timing record, if it has one."""
+    path = Path(out_dir) / TIMING_FILE
+    try:
+        record = json.loads(path.read_text())
+        start, end = (datetime.fromisoformat(record[k]) for k in ("started", "ended"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)

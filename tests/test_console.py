@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +37,9 @@ def test_at_the_cli_a_stage_logs_to_the_terminal(tmp_path):
     assert "INFO dyn_adapter.data.prepare: prepared" in proc.stderr
     assert "done in" not in proc.stdout
     assert not (tmp_path / "outputs/logs").exists()
+    # When the stage ran, for its MLflow run's duration however late it is logged.
+    timing = json.loads((tmp_path / "outputs/prepared/timing.json").read_text())
+    assert 0 < timing["seconds"] < 300 and timing["started"] < timing["ended"]
 
 
 def test_under_dvc_a_stage_says_its_result_and_time_and_logs_to_a_file(tmp_path):

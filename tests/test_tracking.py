@@ -230,6 +230,25 @@ def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
     assert len(c.get_metric_history(child, "train_loss_exit0")) == len(log)
 
 
+def test_a_stage_run_spans_the_time_the_stage_ran(trained, store, tmp_path):
+    """Logged minutes after the stage ended (``dyn-adapter track`` after ``dvc repro``), its
+    run still starts and ends when the stage's command did (its timing record)."""
+    import shutil
+    import time
+
+    from dyn_adapter.manifest import read_timing, write_timing
+
+    out = tmp_path / "train"
+    shutil.copytree(trained[0], out)
+    write_timing(out, time.time() - 600)
+    start, end = read_timing(out)
+    uri, _ = store
+    parent = tracking.start_pipeline_run(uri, "exp", pipeline_run_id="timed")
+    run = client(uri).get_run(tracking.log_stage("train", out, parent, trained[1], uri))
+    assert (run.info.start_time, run.info.end_time) == (start, end)
+    assert 599_000 <= end - start <= 601_000
+
+
 def test_the_pipeline_run_is_not_another_run_with_its_id(store):
     """Stage and registration runs carry the pipeline run id too: none is taken for the
     pipeline's own run, even when it is older."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..artifacts import MANIFEST_FILE
 from ..errors import ConfigError
+from ..manifest import read_timing
 from .names import (
     DEFAULT_EXPERIMENT,
     PARENT_TAG,
@@ -80,6 +81,7 @@ def _get_or_create_run(
     experiment_id: str,
     match: Mapping[str, str],
     tags: Mapping[str, str],
+    start_time: int | None = None,
 ) -> tuple[Run, bool]:
     """The oldest active run with the ``match`` tags, or a new one; ``(run, created)``.
 
@@ -88,7 +90,7 @@ def _get_or_create_run(
     found = _find_runs(client, experiment_id, match)
     if found:
         return found[0], False
-    run = client.create_run(experiment_id, tags={**tags, **match})
+    run = client.create_run(experiment_id, start_time=start_time, tags={**tags, **match})
     found = _find_runs(client, experiment_id, match)
     if found and found[0].info.run_id != run.info.run_id:
         client.delete_run(run.info.run_id)
@@ -265,11 +267,14 @@ def log_stage(
     if pipeline_id:
         child_tags[PIPELINE_RUN_TAG] = pipeline_id
 
+    # When the stage ran (its command's record), not when it is logged.
+    timing = read_timing(out)
     run, _ = _get_or_create_run(
         client,
         parent.info.experiment_id,
         {PARENT_TAG: parent_run_id, STAGE_TAG: stage},
         child_tags,
+        start_time=timing[0] if timing else None,
     )
     child_id = run.info.run_id
     try:
@@ -309,7 +314,7 @@ def log_stage(
         with contextlib.suppress(Exception):  # the logging error is the one to see
             client.set_terminated(child_id, status="FAILED")
         raise
-    client.set_terminated(child_id, status="FINISHED")
+    client.set_terminated(child_id, status="FINISHED", end_time=timing[1] if timing else None)
     logger.info("logged stage %s (%s) to MLflow run %s", stage, out, child_id)
     return child_id
 
