@@ -18,7 +18,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 IMAGE  ?= dyn-adapter:0.1.0
 TORCH  ?= auto
 
-.PHONY: setup lock demo serve stages test test-fast lint bench image container-tools clean help
+.PHONY: setup lock demo serve stages test test-fast lint bench image container-tools browser clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,10 +57,13 @@ stages: setup  ## the same stages one CLI command at a time, through DVC (dvc re
 container-tools:  ## Debian's docker.io, mmdebstrap and docker-registry, where missing
 	@scripts/install-container-tools.sh
 
+browser:  ## Debian's Chromium, where missing (the tests open the MLflow UI in it)
+	@command -v chromium >/dev/null || scripts/apt-install.sh chromium
+
 image: $(STAMP) container-tools  ## the project image, built offline (IMAGE=name:tag TORCH=auto|cpu|cuda)
 	$(BIN)/dyn-adapter pipeline image --tag $(IMAGE) --torch $(TORCH)
 
-test: setup lint container-tools  ## lint, then every test, the image build and Docker runs included (what CI runs)
+test: setup lint container-tools browser  ## lint, then every test, the image build and Docker runs included (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: setup  ## unit tests only (tiny random ViTs)

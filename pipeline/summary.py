@@ -36,7 +36,23 @@ def summarize(
         "class_shift": evaluation.metrics.get("class_shift"),
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
+        "mlflow_ui": _ui(tracking_uri, reg.get("experiment_id"), reg.get("run_id")),
     }
+
+
+def _ui(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    """Where to see the pipeline's run: the server's page, or for a file store the page that
+    ``mlflow ui`` serves once started on it."""
+    from dyn_adapter.mlops.names import LOCAL_UI, ui_url
+
+    if not experiment_id:
+        return None
+    if tracking_uri.startswith(("http://", "https://")):
+        return ui_url(tracking_uri, experiment_id, run_id)
+    return (
+        f"`mlflow ui --backend-store-uri {tracking_uri}`, then "
+        f"{ui_url(LOCAL_UI, experiment_id, run_id)}"
+    )
 
 
 def summarize_vtab(table_dir: Path, seconds: float, tracking_uri: str) -> dict[str, Any]:
@@ -122,6 +138,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"{evaluation / PLOTS_DIR}/), registration {s['registration_dir']}"
     )
     lines.append(f"MLflow: {s['tracking_uri']}")
+    if s.get("mlflow_ui"):
+        lines.append(f"see the run: {s['mlflow_ui']}")
     if s.get("log"):
         lines.append(f"full task logs: {s['log']}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from browser import rendered_dom
 from conftest import tiny_model, write_prepared
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -40,6 +41,7 @@ from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops import champion
 from dyn_adapter.mlops import pyfunc as serving
 from dyn_adapter.mlops.config import RegisterConfig
+from dyn_adapter.mlops.names import ui_url
 from dyn_adapter.mlops.registry import gate
 from dyn_adapter.mlops.store import (
     default_artifact_location,
@@ -755,6 +757,16 @@ def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
     assert small <= large and early <= late
     if rows[0]["thresholds"] != rows[1]["thresholds"]:
         assert small < large
+
+
+@pytest.mark.integration
+def test_the_experiment_opens_on_its_runs_in_a_browser(pipeline, tmp_path):
+    """The link the run summary prints, in a real browser: the runs table with the pipeline's
+    run, not MLflow 3's GenAI overview (which a plain experiment link opens on)."""
+    reg = pipeline["registration"]
+    dom = rendered_dom(ui_url(pipeline["url"], reg["experiment_id"]), tmp_path / "profile")
+    assert f"pipeline {reg['pipeline_run_id']}" in dom
+    assert "Detect Issues" not in dom and "Token Usage" not in dom
 
 
 @pytest.mark.integration

@@ -253,6 +253,7 @@ def register_version(
         v = str(version.version)
         aliases = sorted(client.get_model_version(name, v).aliases or [])
         recorded = dict(version.tags or {})
+        experiment = client.get_run(run_id).info.experiment_id if run_id else None
     return {
         "name": name,
         "version": v,
@@ -264,6 +265,7 @@ def register_version(
         "champion_uri": f"models:/{name}@{CHAMPION}",
         "pipeline_run_id": pipeline_run_id,
         "run_id": run_id,
+        "experiment_id": experiment,
         "reused": reused,
         "accuracy": _float_tag(recorded.get("accuracy")),
         "gflops_ratio": _float_tag(recorded.get("gflops_ratio")),
