@@ -148,8 +148,10 @@ def test_repro_logs_one_mlflow_run_with_a_child_per_stage(project):
     assert parent.data.metrics["accuracy"] == pytest.approx(float(reg["accuracy"]))
     version = c.get_model_version(reg["name"], reg["version"])
     assert version.run_id == parent.info.run_id == reg["run_id"]
-    top = c.search_runs([parent.info.experiment_id])
-    assert [r.info.run_id for r in top if "mlflow.parentRunId" not in r.data.tags] == [
+    mine = c.search_runs(
+        [parent.info.experiment_id], f"tags.pipeline_run_id = '{record['pipeline_run_id']}'"
+    )
+    assert [r.info.run_id for r in mine if "mlflow.parentRunId" not in r.data.tags] == [
         parent.info.run_id
     ]
 

@@ -46,3 +46,18 @@ def test_the_run_outputs_are_named():
     assert "plots outputs/kfp/evaluate/plots/" in text
     assert "registration outputs/kfp/register" in text
     assert "full task logs: outputs/kfp/logs/run.log" in text
+
+
+def test_the_run_page_is_linked_for_a_file_store_and_a_server():
+    from pipeline.summary import _ui
+
+    local = _ui("sqlite:///outputs/mlflow/mlflow.db", "1", "abc")
+    assert local == (
+        "`mlflow ui --backend-store-uri sqlite:///outputs/mlflow/mlflow.db`, then "
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning"
+    )
+    assert _ui("http://mlflow:5000/", "2", None) == (
+        "http://mlflow:5000/#/experiments/2/runs?workflowType=machine_learning"
+    )
+    assert _ui("sqlite:///x", None, None) is None
+    assert f"see the run: {local}" in format_summary({**SUMMARY, "mlflow_ui": local})
