@@ -7,8 +7,7 @@ Components are created by ``build(image)`` so the base image is a compile-time c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
 
 from kfp import dsl
 
@@ -24,40 +23,29 @@ from .sparsify import sparsify_candidate, sparsify_select, sparsity_grid
 from .train import train_model
 from .vtab import task_overrides, vtab_table
 
+# Every component function; ``build`` makes each one a component under its own name.
+FUNCTIONS = (
+    resolve_params,
+    prepare_data,
+    train_model,
+    sparsity_grid,
+    sparsify_candidate,
+    sparsify_select,
+    search_thresholds,
+    calibrate_thresholds,
+    evaluate_model,
+    register_model,
+    task_overrides,
+    vtab_table,
+)
 
-@dataclass(frozen=True)
-class Components:
-    resolve_params: Any
-    prepare_data: Any
-    train_model: Any
-    sparsity_grid: Any
-    sparsify_candidate: Any
-    sparsify_select: Any
-    search_thresholds: Any
-    calibrate_thresholds: Any
-    evaluate_model: Any
-    register_model: Any
-    task_overrides: Any
-    vtab_table: Any
 
-
-def build(image: str = DEFAULT_IMAGE) -> Components:
-    """Every component, on the project image ``image``."""
-
-    def component(func: Any) -> Any:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
-
-    return Components(
-        resolve_params=component(resolve_params),
-        prepare_data=component(prepare_data),
-        train_model=component(train_model),
-        sparsity_grid=component(sparsity_grid),
-        sparsify_candidate=component(sparsify_candidate),
-        sparsify_select=component(sparsify_select),
-        search_thresholds=component(search_thresholds),
-        calibrate_thresholds=component(calibrate_thresholds),
-        evaluate_model=component(evaluate_model),
-        register_model=component(register_model),
-        task_overrides=component(task_overrides),
-        vtab_table=component(vtab_table),
+def build(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
+    """Every component of :data:`FUNCTIONS`, on the project image ``image``, by function name
+    (``build(image).train_model``)."""
+    return SimpleNamespace(
+        **{
+            f.__name__: dsl.component(f, base_image=image, install_kfp_package=False)
+            for f in FUNCTIONS
+        }
     )
