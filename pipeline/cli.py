@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dyn_adapter.cli import add_params_args
+from dyn_adapter.cli_options import add_params_args
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.files import write_json
 from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT, DEFAULT_IMAGE
