@@ -71,8 +71,7 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         description="Make a model version the champion by hand; it is recorded in the "
         "champion history that rollback uses.",
     )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    _model_args(p)
     p.add_argument("--version", required=True, help="model version to promote")
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_promote)
@@ -82,8 +81,7 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         help="move the champion alias back to the previous champion",
         description="Roll the champion alias back to the version that was champion before.",
     )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    _model_args(p)
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_rollback)
 
@@ -96,8 +94,7 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         "oversized requests (413). POST /invocations with a dataframe_split of base64 images; "
         "params.budget or params.max_disagreement choose the exit policy.",
     )
-    add_params_args(p)
-    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    _model_args(p)
     p.add_argument("--version", default=None, help="a model version (default: the champion alias)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
@@ -115,3 +112,9 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_serve)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """What every command on a registered model takes: the params and the model's name."""
+    add_params_args(p)
+    p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
