@@ -303,9 +303,9 @@ def log_stage(
                 client.log_artifacts(child_id, staging)
         if data_dir is not None:
             dataset = dataset_input(data_dir, stage)
-            for holder in (run, parent):
-                if not (holder.inputs and holder.inputs.dataset_inputs):
-                    client.log_inputs(holder.info.run_id, datasets=[dataset])
+            if not (run.inputs and run.inputs.dataset_inputs):
+                client.log_inputs(child_id, datasets=[dataset])
+            _share_dataset(client, parent, dataset)
         _share_params(client, parent, clean_params)
         if summary:
             prefixed = _metrics(((f"{stage}.{k}", v, 0) for k, v in final.items()), secrets)
@@ -330,6 +330,19 @@ def _share_params(client: MlflowClient, parent: Run, params: Mapping[str, str]) 
         _log_batch(client, parent.info.run_id, params=new)
     except MlflowException as e:  # a stage beside this one logged a key differently
         logger.info("pipeline run %s keeps its params (%s)", parent.info.run_id, e.message)
+
+
+def _share_dataset(client: MlflowClient, parent: Run, dataset: Any) -> None:
+    """The pipeline's run holds the data its first stage read; stages running side by side
+    may both try, and one adding it is enough."""
+    from mlflow.exceptions import MlflowException
+
+    if parent.inputs and parent.inputs.dataset_inputs:
+        return
+    try:
+        client.log_inputs(parent.info.run_id, datasets=[dataset])
+    except MlflowException as e:
+        logger.info("pipeline run %s has its dataset (%s)", parent.info.run_id, e.message)
 
 
 def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
