@@ -209,7 +209,7 @@ def test_s3_credentials_never_reach_mlflow(stack, registered):
     for e in experiments:
         texts += [e.name, e.artifact_location, json.dumps(e.tags)]
     runs = c.search_runs(exp_ids, run_view_type=ViewType.ALL, max_results=1000)
-    assert len(runs) >= 3  # the pipeline run, its train stage, the registration
+    assert len(runs) >= 2  # the pipeline run (holding the registered model), its train stage
     for r in runs:
         d = r.data
         texts += [r.info.artifact_uri, r.info.run_name or "", json.dumps(d.params)]
