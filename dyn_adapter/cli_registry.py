@@ -8,13 +8,15 @@ import argparse
 from . import commands
 from .cli_options import add_params_args, stage_parser
 
+TRACKING_HELP = (
+    "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
+    "sqlite outputs/mlflow/mlflow.db); credentials only via MLFLOW_TRACKING_* variables"
+)
+
 
 def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
-    """``register`` (a stage), and ``promote`` / ``rollback`` of the champion alias by hand."""
-    tracking_help = (
-        "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
-        "sqlite outputs/mlflow/mlflow.db); credentials only via MLFLOW_TRACKING_* variables"
-    )
+    """``register`` (a stage), ``track``, ``promote`` / ``rollback`` of the champion alias by
+    hand, and ``serve``."""
     p = stage_parser(
         sub,
         "register",
@@ -44,7 +46,7 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         help="identifies this pipeline run; registering it again reuses its version "
         "(default: a hash of the weights, thresholds and test metrics)",
     )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.add_argument("--tracking-uri", default=None, help=TRACKING_HELP)
     p.set_defaults(func=commands.cmd_register)
 
     p = stage_parser(
@@ -62,7 +64,7 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the pipeline run to log into (default: the one outputs/register registered)",
     )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
+    p.add_argument("--tracking-uri", default=None, help=TRACKING_HELP)
     p.set_defaults(func=commands.cmd_track)
 
     p = sub.add_parser(
@@ -73,7 +75,6 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _model_args(p)
     p.add_argument("--version", required=True, help="model version to promote")
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_promote)
 
     p = sub.add_parser(
@@ -82,7 +83,6 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         description="Roll the champion alias back to the version that was champion before.",
     )
     _model_args(p)
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_rollback)
 
     p = sub.add_parser(
@@ -110,11 +110,12 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
         default=16,
         help="largest request body in MB; larger get HTTP 413 (default: %(default)s)",
     )
-    p.add_argument("--tracking-uri", default=None, help=tracking_help)
     p.set_defaults(func=commands.cmd_serve)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    """What every command on a registered model takes: the params and the model's name."""
+    """What every command on a registered model takes: the params, the model's name and the
+    store."""
     add_params_args(p)
     p.add_argument("--name", default=None, help="registered model (default: register.model_name)")
+    p.add_argument("--tracking-uri", default=None, help=TRACKING_HELP)
