@@ -201,12 +201,19 @@ def test_log_stage_nests_runs_with_epoch_history_and_reuses_them(
 
     log = json.loads((out / "train_log.json").read_text())["epochs"]
     for k in range(3):
-        for key in ("train_loss", "val_accuracy", "loss_weights"):
-            history = c.get_metric_history(child, f"{key}_exit{k}")
+        for key, name in [(k, k) for k in ("train_loss", "val_accuracy")] + [
+            ("loss_weights", "schedule/loss_weights")
+        ]:
+            history = c.get_metric_history(child, f"{name}_exit{k}")
             assert [(h.step, h.value) for h in history] == [
                 (e["epoch"], pytest.approx(e[key][k])) for e in log
             ]
-    assert [h.step for h in c.get_metric_history(child, "lr")] == [1, 2]
+    assert [h.step for h in c.get_metric_history(child, "schedule/lr")] == [1, 2]
+    assert [h.step for h in c.get_metric_history(child, "time/epoch_seconds")] == [1, 2]
+    # MLflow charts a run's metrics sorted by name, the names without a "/" first: those are
+    # the learning curves, so the run opens on them (not on the epoch's time or the schedule).
+    first_section = sorted(m for m in run.data.metrics if "/" not in m)
+    assert first_section and all(m.startswith(("train_", "val_")) for m in first_section)
     # One name per number: the final accuracy is the history's last point, not a copy; the
     # settings metrics.json restates are params; the parent holds the params and no copies.
     final = json.loads((out / "metrics.json").read_text())

@@ -55,9 +55,15 @@ FINAL_METRICS_FILES = (METRICS_FILE, THRESHOLDS_FILE, RISK_POINTS_FILE)
 # One naming scheme for a stage's numbers in MLflow: a value per exit is ``<name>_exit<k>``
 # (``val_accuracy_exit3``, per epoch and final alike, as the KFP metrics name them), per
 # searched budget ``_budget<b>``, per certified risk level ``_risk<level>``; an interval
-# ``[low, high]`` is ``<name>_low`` / ``<name>_high``. Per-epoch records keep their keys;
-# the epoch's wall time is ``epoch_seconds``.
-EPOCH_METRIC_NAMES = {"seconds": "epoch_seconds"}
+# ``[low, high]`` is ``<name>_low`` / ``<name>_high``. Per-epoch records keep their keys,
+# except what is not a learning curve: MLflow draws a run's charts sorted by name, in a
+# section per prefix before a "/" (names without one first), so the schedule and the epoch's
+# wall time get sections of their own and a run opens on its accuracy and loss curves.
+EPOCH_METRIC_NAMES = {
+    "lr": "schedule/lr",
+    "loss_weights": "schedule/loss_weights",
+    "seconds": "time/epoch_seconds",
+}
 
 
 # Lists of records named by a field of each record (else by their index, ``exit<k>``); lists of
@@ -159,7 +165,8 @@ def epoch_metrics(log: Mapping[str, Any], prefix: str = "") -> list[tuple[str, f
     """``train_log.json``'s per-epoch records as ``(name, value, step=epoch)``.
 
     Lists become one metric per exit (``train_loss_exit0``, ``val_accuracy_exit2``,
-    ``loss_weights_exit1``); scalars keep their name (``lr``, ``epoch_seconds``).
+    ``schedule/loss_weights_exit1``); scalars keep their name (``schedule/lr``,
+    ``time/epoch_seconds``).
     """
     out: list[tuple[str, float, int]] = []
     for i, record in enumerate(log.get("epochs", [])):
