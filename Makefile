@@ -48,7 +48,7 @@ demo: setup  ## the main job: the whole KFP pipeline, run locally, tracked in a 
 	done
 	$(BIN)/dyn-adapter pipeline run --pipeline-root outputs/kfp
 
-serve: $(STAMP)  ## serve the champion the demo registered (http://127.0.0.1:5000/invocations)
+serve: $(STAMP)  ## serve the champion the demo registered (http://127.0.0.1:5001/invocations)
 	$(BIN)/dyn-adapter serve
 
 stages: setup  ## the same stages one CLI command at a time, through DVC (dvc repro)

@@ -7,6 +7,7 @@ import argparse
 
 from . import commands
 from .cli_options import add_params_args, stage_parser
+from .mlops.names import SERVE_PORT
 
 TRACKING_HELP = (
     "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
@@ -97,7 +98,12 @@ def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
     _model_args(p)
     p.add_argument("--version", default=None, help="a model version (default: the champion alias)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=SERVE_PORT,
+        help="port (default: %(default)s; `mlflow ui` takes 5000)",
+    )
     p.add_argument(
         "--max-batch",
         type=int,

@@ -217,6 +217,64 @@ def mlflow_server(
         stop_group(proc)
 
 
+def serving_env(**extra: str) -> dict[str, str]:
+    """This environment with the venv's bin/ on PATH (MLflow's scoring server runs uvicorn from
+    it) and one torch thread: on a small shared machine more threads spin against each other
+    (100x slower)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **extra}
+
+
+@contextmanager
+def process(cmd: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in its own process group, output to ``log``; always stop the whole group
+    afterwards (MLflow's servers leave children behind)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        stop_group(proc)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except OSError:  # refused, reset, or an HTTP error while it starts
+        return 0
+
+
+def wait_until_healthy(proc: subprocess.Popen, health: str, log: Path, timeout: float) -> None:
+    """Wait until ``health`` answers 200; fail with the tail of ``log`` if ``proc`` exits or
+    time runs out."""
+    deadline = time.monotonic() + timeout
+    while _status(health) != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{proc.args[:5]} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def post_json(url: str, body: bytes) -> tuple[int, dict]:
+    """POST ``body`` as JSON; the status and the decoded answer (an error's text as
+    ``{"message": ...}`` when it is not JSON)."""
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        text = e.read().decode(errors="replace")
+        try:
+            return e.code, json.loads(text)
+        except json.JSONDecodeError:
+            return e.code, {"message": text}
+
+
 def s3_client(endpoint: str, key_id: str, secret: str):
     """A boto3 S3 client for a loopback SeaweedFS with explicit credentials."""
     import boto3

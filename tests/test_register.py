@@ -10,18 +10,10 @@ import base64
 import io
 import json
 import math
-import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +25,15 @@ from conftest import tiny_model, write_prepared
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
+from servers import (
+    MlflowServer,
+    free_ports,
+    mlflow_server,
+    post_json,
+    process,
+    serving_env,
+    wait_until_healthy,
+)
 
 from dyn_adapter.artifacts import Evaluation, OperatingPoint
 from dyn_adapter.cli import main
@@ -569,96 +570,13 @@ def test_budget_out_of_range_is_refused_with_the_range(budget):
 # -- integration: a real tracking server, a fresh process, `mlflow models serve` ----------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        text = e.read().decode(errors="replace")
-        try:
-            return e.code, json.loads(text)
-        except json.JSONDecodeError:
-            return e.code, {"message": text}
-
-
-def _env(**extra: str) -> dict[str, str]:
-    # `mlflow models serve` runs uvicorn from PATH: the venv's bin/ must be on it. One torch
-    # thread: on a small shared machine more threads spin against each other (100x slower).
-    bin_dir = str(Path(sys.executable).parent)
-    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", **extra}
-
-
-@contextmanager
-def process(cmd: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Start ``cmd`` in its own process group; always kill the whole group afterwards (MLflow's
-    servers leave children behind: the tracking server's job runner outlives its parent)."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        yield proc
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
-        proc.wait()
-
-
-def wait_until_up(proc: subprocess.Popen, health: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _get(health) != 200:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{proc.args[:5]} did not come up:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-    def ready(self) -> str:
-        wait_until_up(self.proc, f"{self.url}/health", self.log, timeout=120)
-        return self.url
-
-
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory) -> Iterator[Server]:
+def tracking_server(tmp_path_factory) -> Iterator[MlflowServer]:
     """A real ``mlflow server`` on loopback; started here, waited for by :func:`pipeline` (it
     creates its database while the tiny model trains)."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    cmd = [
-        *(sys.executable, "-m", "mlflow", "server"),
-        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-        *("--artifacts-destination", str(root / "artifacts")),
-        *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-    ]
-    with process(cmd, root / "server.log", _env()) as proc:
-        yield Server(f"http://127.0.0.1:{port}", proc, root / "server.log")
+    with mlflow_server(root, str(root / "artifacts"), serving_env(), wait=False) as server:
+        yield server
 
 
 RISK_LEVELS = ("calibrate.epsilons=[0.05, 0.1]",)
@@ -746,7 +664,7 @@ def test_champion_loads_in_a_fresh_process_and_exits_early(pipeline, tmp_path):
         rows,
         pipeline["model_dir"],
         pipeline["data"],
-        _env(MLFLOW_TRACKING_URI=pipeline["url"]),
+        serving_env(MLFLOW_TRACKING_URI=pipeline["url"]),
         tmp_path,
     )
     # The low budget's policy answers from exits no later (the search may keep the low budget's
@@ -773,7 +691,7 @@ def test_the_experiment_opens_on_its_runs_in_a_browser(pipeline, tmp_path):
 @pytest.mark.slow
 def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
     assert pipeline["registration"]["aliases"] == ["candidate", "champion"]
-    port = free_port()
+    port = free_ports(1)[0]
     # What the README says to run: the champion, from the store given, nothing activated.
     cmd = [
         *(sys.executable, "-m", "dyn_adapter.cli", "serve", "--name", "tiny"),
@@ -788,33 +706,35 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
             {"dataframe_split": {"columns": ["image"], "data": data}, "params": params}
         ).encode()
 
-    env = {k: v for k, v in _env().items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in serving_env().items() if k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = "/usr/bin:/bin"  # not the venv's: serve finds uvicorn itself
     with process(cmd, tmp_path / "serve.log", env) as proc:
-        wait_until_up(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
-        status, answer = _post(f"{url}/invocations", body(rows, budget=0.5))
+        wait_until_healthy(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
+        status, answer = post_json(f"{url}/invocations", body(rows, budget=0.5))
         assert status == 200, answer
         preds = answer["predictions"]
         assert len(preds) == 3 and set(preds[0]) == set(serving.OUTPUT_COLUMNS)
         assert preds[0]["policy"] == "budget 0.5 (asked 0.5)"
-        status, answer = _post(f"{url}/invocations", body(rows, budget=0.5, max_disagreement=0.1))
+        status, answer = post_json(
+            f"{url}/invocations", body(rows, budget=0.5, max_disagreement=0.1)
+        )
         assert status == 400 and "give one" in answer["message"]
 
-        status, answer = _post(f"{url}/invocations", body([rows[0], ["@@not base64@@"]]))
+        status, answer = post_json(f"{url}/invocations", body([rows[0], ["@@not base64@@"]]))
         assert status == 400 and "row 1" in answer["message"]
         assert "not base64@@" not in answer["message"]  # the request is not echoed back
-        status, answer = _post(f"{url}/invocations", body(rows, bugdet=0.5))
+        status, answer = post_json(f"{url}/invocations", body(rows, bugdet=0.5))
         assert status == 400 and "unknown parameter(s) bugdet" in answer["message"]
-        status, answer = _post(f"{url}/invocations", body(rows + rows))
+        status, answer = post_json(f"{url}/invocations", body(rows + rows))
         assert status == 413 and "batches of at most 4" in answer["message"]
-        status, answer = _post(f"{url}/invocations", body(rows, budget=0.1))
+        status, answer = post_json(f"{url}/invocations", body(rows, budget=0.1))
         assert status == 400 and "allowed: a finite number >= 0.5" in answer["message"]
-        assert 400 <= _post(f"{url}/invocations", b"{not json")[0] < 500
+        assert 400 <= post_json(f"{url}/invocations", b"{not json")[0] < 500
 
         # A risk level instead of a budget: the point certified at the largest level <= it.
         points = json.loads((pipeline["root"] / "calibrate" / "risk_points.json").read_text())
         chosen = serving.select_risk_point(points["points"], 0.1)
-        status, answer = _post(f"{url}/invocations", body(rows, max_disagreement=0.1))
+        status, answer = post_json(f"{url}/invocations", body(rows, max_disagreement=0.1))
         assert status == 200, answer
         model = load_for_inference(pipeline["model_dir"], "cpu")
         data_config = json.loads((pipeline["data"] / "manifest.json").read_text())["data_config"]
@@ -823,9 +743,9 @@ def test_models_serve_answers_and_survives_bad_requests(pipeline, tmp_path):
         )
         assert [p["exit_index"] for p in answer["predictions"]] == ref.exit_index.tolist()
         assert [p["label_index"] for p in answer["predictions"]] == ref.prediction.tolist()
-        status, answer = _post(f"{url}/invocations", body(rows, max_disagreement=0.001))
+        status, answer = post_json(f"{url}/invocations", body(rows, max_disagreement=0.001))
         assert status == 400 and "certified levels: 0.05, 0.1" in answer["message"]
 
         assert proc.poll() is None  # still up
-        status, answer = _post(f"{url}/invocations", body(rows[:2]))
+        status, answer = post_json(f"{url}/invocations", body(rows[:2]))
         assert status == 200 and len(answer["predictions"]) == 2

@@ -16,6 +16,8 @@ HISTORY_TAG = "champion_history"  # on the registered model: the champions, olde
 
 # What `mlflow ui` serves when started without a port, for a store that is a file.
 LOCAL_UI = "http://127.0.0.1:5000"
+# `dyn-adapter serve`'s port: not the UI's, since a user looks at the runs while serving.
+SERVE_PORT = 5001
 
 
 def ui_url(server: str, experiment_id: str, run_id: str | None = None) -> str:
