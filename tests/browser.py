@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,3 +37,15 @@ def rendered_dom(url: str, profile: Path, wait_ms: int = 15_000) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def visible_text(dom: str) -> str:
+    """The page's text, its elements' texts joined by ``|``."""
+    return re.sub(r"\s*\|[\s|]*", "|", re.sub(r"<[^>]+>", "|", dom))
+
+
+def opens_on_model_training(text: str) -> bool:
+    """MLflow 3's sidebar of an experiment's model training (Runs, Models, Model registry),
+    not its GenAI one (Overview, Observability, ...), which a link without
+    ``workflowType=machine_learning`` opens on, even on the runs table."""
+    return "|Model registry|" in text and "|Observability|" not in text

@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
-from browser import rendered_dom
+from browser import opens_on_model_training, rendered_dom, visible_text
 from servers import free_ports, post_json, process, serving_env, wait_until_healthy
 
 from dyn_adapter.mlops import pyfunc as serving
-from dyn_adapter.mlops.names import LOCAL_UI, SERVE_PORT
+from dyn_adapter.mlops.names import LOCAL_UI, SERVE_PORT, ui_url
 
 
 def test_serving_and_the_ui_do_not_share_a_port():
@@ -44,12 +44,11 @@ def test_after_the_demo(subprocess_dag, tmp_path):
         wait_until_healthy(proc, f"{ui}/health", tmp_path / "ui.log", timeout=180)
         run_page = rendered_dom(link.replace(LOCAL_UI, ui), tmp_path / "profile")
         experiment_page = rendered_dom(
-            link.split("/runs/")[0].replace(LOCAL_UI, ui) + "/runs?workflowType=machine_learning",
-            tmp_path / "profile",
+            ui_url(ui, re.search(r"/experiments/(\w+)/", link)[1]), tmp_path / "profile"
         )
     registered = subprocess_dag.summary["registered"]
     # The pipeline's run: its params, its dataset and the registered model, each stage nested.
-    run_text = _text(run_page)
+    run_text = visible_text(run_page)
     name = re.search(r"\|(pipeline \w+)\|", run_text)
     assert name, run_text[-3000:]
     assert "|train.epochs|2|" in run_text and re.search(r"\|Datasets\|vtab \(\w+\)\|", run_text)
@@ -59,8 +58,9 @@ def test_after_the_demo(subprocess_dag, tmp_path):
     children = re.search(r"\|Child runs\|(.*?)\|Source\|", run_text)
     assert children and {"train-dyn", "evaluate", "register"} <= set(children[1].split("|"))
     # The experiment opens on its training runs, not MLflow 3's GenAI overview.
-    experiment_text = _text(experiment_page)
-    assert "Detect Issues" not in experiment_text and "Token Usage" not in experiment_text
+    experiment_text = visible_text(experiment_page)
+    assert opens_on_model_training(experiment_text), experiment_text[-2000:]
+    assert opens_on_model_training(run_text)
     assert f"|{name[1]}|" in experiment_text
 
     # 2. Serve the champion as the README says: nothing activated, no variable set.
@@ -94,8 +94,3 @@ def _body(data: list, **params: object) -> bytes:
     return json.dumps(
         {"dataframe_split": {"columns": ["image"], "data": data}, "params": params}
     ).encode()
-
-
-def _text(dom: str) -> str:
-    """The page's visible text, its elements' texts joined by ``|``."""
-    return re.sub(r"\|+", "|", re.sub(r"<[^>]+>", "|", dom))

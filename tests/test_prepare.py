@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dyn_adapter.config import from_dict
-from dyn_adapter.data import sources
+from dyn_adapter.data import images, sources
 from dyn_adapter.data.config import DataConfig
 from dyn_adapter.data.prepare import balanced_quota, stratified_quota
 from dyn_adapter.data.prepare import prepare as prepare_data
@@ -364,13 +364,13 @@ def test_image_conversion(tmp_path):
     rgba = np.dstack([np.full((2, 2, 3), 90, np.uint8), np.zeros((2, 2), np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     Image.new("P", (2, 2), 0).save(tmp_path / "palette.png")
-    assert Image.open(tmp_path / "wide.png").mode in sources.SIXTEEN_BIT_MODES
+    assert Image.open(tmp_path / "wide.png").mode in images.SIXTEEN_BIT_MODES
 
-    assert np.array_equal(sources.read_rgb(tmp_path / "grey.png", (2, 2)), np.dstack([grey] * 3))
+    assert np.array_equal(images.read_rgb(tmp_path / "grey.png", (2, 2)), np.dstack([grey] * 3))
     scaled = np.array([[0, 128], [255, 1]], dtype=np.uint8)
-    assert np.array_equal(sources.read_rgb(tmp_path / "wide.png", (2, 2)), np.dstack([scaled] * 3))
-    assert (sources.read_rgb(tmp_path / "rgba.png", (2, 2)) == 90).all()
-    assert sources.read_rgb(tmp_path / "palette.png", (3, 5)).shape == (3, 5, 3)
+    assert np.array_equal(images.read_rgb(tmp_path / "wide.png", (2, 2)), np.dstack([scaled] * 3))
+    assert (images.read_rgb(tmp_path / "rgba.png", (2, 2)) == 90).all()
+    assert images.read_rgb(tmp_path / "palette.png", (3, 5)).shape == (3, 5, 3)
 
 
 def test_vtab_task(tmp_path):

@@ -27,6 +27,7 @@ from ..files import check_replaceable, replace_dir, write_json
 from ..models.config import BackboneConfig
 from . import s3, sources
 from .config import DataConfig
+from .images import BadImage, read_rgb, read_size
 from .prepared import (
     CALIBRATION_SPLIT,
     FORMAT_VERSION,
@@ -35,7 +36,7 @@ from .prepared import (
     SELECTION_SPLIT,
     split_files,
 )
-from .sources import BadData, BadImage, Layout, Pool
+from .sources import BadData, Layout, Pool
 from .transforms import resolve_data_config
 
 logger = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ def _image_size(
         keep = []
         for i, rel in enumerate(tqdm(pool.files, desc=f"check {name}", unit="img", disable=None)):
             try:
-                sizes.add(sources.read_size(root / rel))
+                sizes.add(read_size(root / rel))
                 keep.append(i)
             except BadImage as e:
                 bad.report(rel, str(e), "replace or delete the file")
@@ -356,7 +357,7 @@ def _write_files(
     kept: list[int] = []
     for i, rel in enumerate(tqdm(pool.files, desc=f"load {name}", unit="img", disable=None)):
         try:
-            out[len(kept)] = sources.read_rgb(root / rel, size)
+            out[len(kept)] = read_rgb(root / rel, size)
             kept.append(i)
         except BadImage as e:
             bad.report(rel, str(e), "replace or delete the file")

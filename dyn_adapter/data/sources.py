@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import ConfigError
 from .config import SOURCES
+from .images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 VTAB_SPLIT_FILES = {"train": "train800.txt", "val": "val200.txt", "test": "test.txt"}
 # Optional: images to choose defaults on, apart from test (`dyn-adapter vtab-data --selection`).
 VTAB_SELECTION = ("selection", "selection.txt")
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 SKIP_HINT = "or set data.on_bad=skip to skip bad images"
 
 
@@ -118,10 +116,6 @@ class BadData:
             raise ConfigError(f"{self.where(rel)}: {reason}; {fix}, {SKIP_HINT}")
         logger.debug("skipping %s: %s", rel, reason)
         self.skipped.append({"path": rel, "reason": reason})
-
-
-class BadImage(Exception):
-    """An image file that cannot be used; ``str(e)`` is the reason."""
 
 
 def load(source: str, root: Path, bad: BadData) -> Layout:
@@ -365,59 +359,3 @@ def _class_pool(
         raise ConfigError(f"{bad.where(sub)}: every class folder is empty; add images")
     pool = Pool(labels=np.array(labels, dtype=np.int64), files=files)
     return pool, classes if classes is not None else found
-
-
-# --- image files -----------------------------------------------------------------------------
-
-
-def read_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` from the image header, without decoding the pixels.
-
-    Raises:
-        BadImage: An empty, unreadable or unrecognised file.
-    """
-    try:
-        if path.stat().st_size == 0:
-            raise BadImage("empty file (0 bytes)")
-        with Image.open(path) as img:
-            width, height = img.size
-    except BadImage:
-        raise
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        raise BadImage(f"not a readable image ({_why(e, path)})") from None
-    return height, width
-
-
-def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode an image to uint8 RGB ``[H, W, 3]`` of ``size`` (``(H, W)``), bicubic if resized.
-
-    Grey, palette and RGBA images are converted to RGB (alpha is dropped, as torchvision's
-    loader does); 16-bit images are scaled from 0..65535 to 0..255.
-
-    Raises:
-        BadImage: The file cannot be decoded (corrupt, truncated).
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()  # decodes every pixel: truncated files fail here
-            rgb = to_rgb8(img)
-    except Exception as e:  # see read_size
-        reason = "truncated image" if "truncated" in str(e) else "corrupt image"
-        raise BadImage(f"{reason} ({_why(e, path)})") from None
-    height, width = size
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def _why(e: Exception, path: Path) -> str:
-    # PIL names the local file; the caller names it as the user knows it (maybe an s3:// URL).
-    return f"{type(e).__name__}: {str(e).replace(str(path), path.name)}"
-
-
-def to_rgb8(img: Image.Image) -> Image.Image:
-    if img.mode in SIXTEEN_BIT_MODES:
-        # PIL's own conversion clips 16-bit values at 255 instead of scaling them.
-        wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
-        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-    return img if img.mode == "RGB" else img.convert("RGB")

@@ -47,8 +47,8 @@ from PIL import Image
 
 from ..artifacts import RiskPoints, Thresholds
 from ..config import from_dict, to_dict
+from ..data.images import decode_rgb
 from ..data.prepared import PreparedData
-from ..data.sources import to_rgb8
 from ..data.transforms import to_model_input
 from ..errors import ConfigError
 from ..files import atomic_path, write_json
@@ -251,17 +251,11 @@ def decode_image(value: Any, size: tuple[int, int], where: str = "image") -> np.
             "of an image file"
         )
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()  # decodes every pixel: truncated files fail here, not later
-            rgb = to_rgb8(img)
+        return decode_rgb(io.BytesIO(raw), size)
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise bad_request(
             f"{where}: not a decodable image file ({type(e).__name__}: {e}); send PNG or JPEG"
         ) from None
-    height, width = size
-    if rgb.size != (width, height):
-        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def decode_images(frame: Any, size: tuple[int, int]) -> list[np.ndarray]:
