@@ -32,8 +32,7 @@ from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
 from dyn_adapter.params import load_params, stage_params
-from dyn_adapter.reporting import percent
-from dyn_adapter.stages.vtab import difference_cell
+from dyn_adapter.reporting import difference_cell, percent
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"

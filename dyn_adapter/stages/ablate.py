@@ -37,7 +37,7 @@ from ..evaluation.stats import accuracy_interval, averaged_paired_difference, pa
 from ..files import atomic_path, sha256_file, write_json
 from ..inference.config import InferenceConfig
 from ..params import Params
-from ..reporting import percent, points
+from ..reporting.tables import ablation_table
 from ..training.config import TrainConfig
 from ..training.trainer import train
 from .train import static_petl
@@ -235,7 +235,7 @@ def run(
             }
             write_json(out / table_file, table)
     with atomic_path(out / report_file) as tmp:
-        tmp.write_text(markdown(table, recipe))
+        tmp.write_text(ablation_table(table, recipe))
     return table
 
 
@@ -332,70 +332,3 @@ def _verdict(diffs: list[dict[str, Any]]) -> str:
     if all(d["resolved"] and d["difference"] < 0 for d in diffs):
         return "worse"
     return "n.s."
-
-
-def markdown(table: dict[str, Any], train: TrainConfig) -> str:
-    rows = table["rows"]
-    n = max(len(r["accuracy"]) for r in rows)
-    static = table.get("static")
-    vs_static = [" last exit − static |"] if static else []
-    lines = [
-        f"Final-epoch {table['split']} accuracy, {table['images']} images ({train.epochs} epochs; "
-        f"seeds {', '.join(map(str, table['seeds']))}; sparsity rates: forward "
-        f"{train.sparsity.forward_rate:g}, backward keep {train.sparsity.backward_keep:g}). "
-        f"Differences are to `{table['reference']}` with the same seed on the same images "
-        "(paired bootstrap 95% interval; * resolved: the interval excludes 0 and McNemar p < 0.05)"
-        + (f"; the last column, the last exit's to `{static}`'s." if static else "."),
-        "",
-        "| variant | seed | changes | "
-        + " | ".join(f"exit {k}" for k in range(n))
-        + " | mean |"
-        + "".join(vs_static),
-        "|---" * (n + 4 + len(vs_static)) + "|",
-    ]
-    for r in rows:
-        cells = ["—"] * (n - len(r["accuracy"]))  # the static model: its one exit is the last
-        for k in range(len(r["accuracy"])):
-            cell = percent(r["accuracy"][k], r["interval"][k], interval_digits=1)
-            if r["vs_reference"] is not None:
-                cell += f"; {_difference(r['vs_reference'][k])}"
-            cells.append(cell)
-        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "—"
-        line = f"| {r['variant']} | {r['seed']} | {changes} | {' | '.join(cells)} | {100 * r['mean']:.2f} |"
-        if static:
-            d = r.get("last_vs_static")
-            line += f" {_difference(d) if d else '—'} |"
-        lines.append(line)
-    if len(table["seeds"]) > 1:
-        lines += [
-            "",
-            "Over the seeds: accuracy averaged over them and the difference to the reference "
-            "averaged image by image over them (bootstrap 95% interval over the images; "
-            "* the interval excludes 0; † resolved with the same sign under every seed).",
-            "",
-            "| variant | "
-            + " | ".join(f"exit {k}" for k in range(n))
-            + " | mean over exits |"
-            + "".join(vs_static),
-            "|---" * (n + 2 + len(vs_static)) + "|",
-        ]
-        for s in table["summary"]:
-            cells = ["—"] * (n - len(s["accuracy"]))
-            cells += [f"{100 * a:.2f}" for a in s["accuracy"]] + [f"{100 * s['mean']:.2f}"]
-            if "averaged" in s:
-                verdicts = [*s["resolved"], None]
-                for k, (d, v) in enumerate(
-                    zip([*s["averaged"], s["mean_difference"]], verdicts, strict=True)
-                ):
-                    cells[k] += f"; {_difference(d)}{'†' if v in ('better', 'worse') else ''}"
-            if static:
-                d = s.get("last_vs_static")
-                mark = "†" if s.get("last_vs_static_resolved") in ("better", "worse") else ""
-                cells.append(f"{_difference(d)}{mark}" if d else "—")
-            lines.append(f"| {s['variant']} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
-
-
-def _difference(d: dict[str, Any]) -> str:
-    """``+d [low, high]``, in points, starred when resolved."""
-    return points(d["difference"], d["interval"]) + ("*" if d["resolved"] else "")

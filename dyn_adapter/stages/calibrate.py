@@ -38,6 +38,7 @@ from ..models.checkpoint import WEIGHTS_FILE
 from ..params import Params
 from ..policies import risk
 from ..policies.thresholds import ExitScores
+from ..reporting.tables import risk_table
 
 ASSUMPTION = (
     "the calibration images and the images served later are exchangeable (drawn from one "
@@ -214,7 +215,7 @@ def _write(
     else:
         (out / CALIBRATION_SCORES).unlink(missing_ok=True)
     with atomic_path(out / RISK_MARKDOWN) as tmp:
-        tmp.write_text(risk_markdown(report))
+        tmp.write_text(risk_table(report))
     write_json(out / RISK_POINTS_FILE, report)
     write_json(
         out / MANIFEST_FILE,
@@ -226,27 +227,3 @@ def _write(
         ),
     )
     return CalibrateResult(out, report)
-
-
-def risk_markdown(report: dict[str, Any]) -> str:
-    if report["skipped"]:
-        return f"Risk control skipped: {report['skipped']}.\n"
-    which = risk.guaranteed_risk(report.get("window_images"))
-    lines = [
-        f"Certified on {report['calibration_images']} {report['split']} images, "
-        f"delta {report['delta']:g}: P({which} <= epsilon) >= {1 - report['delta']:g}.",
-        "",
-        "| risk | epsilon | certified level | threshold | empirical risk | bound | GFLOPs | "
-        "ratio | exit fractions |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in report["points"]:
-        fractions = " / ".join(f"{f:.2f}" for f in p["exit_fractions"])
-        level = p.get("certified_level", p["epsilon"])
-        lines.append(
-            f"| {p['risk']} | {p['epsilon']:g} | {level:.4f} | {p['threshold']:.4f} | "
-            f"{p['empirical_risk']:.4f} | {p['risk_bound']:.4f} | {p['gflops']:.3f} | "
-            f"{p['gflops_ratio']:.3f} | {fractions} |"
-        )
-    lines += ["", f"Assumption: {report['assumption']}.", f"Method: {report['method']}."]
-    return "\n".join(lines) + "\n"

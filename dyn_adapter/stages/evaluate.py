@@ -29,7 +29,6 @@ from ..artifacts import (
 )
 from ..data.prepared import PreparedData
 from ..data.transforms import to_model_input
-from ..evaluation.card import model_card
 from ..evaluation.certified import certified_points_on_test
 from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
@@ -40,6 +39,7 @@ from ..manifest import stage_manifest
 from ..models import FLOPS_UNIT
 from ..params import Params
 from ..policies.thresholds import ExitScores, correct, oracle, simulate
+from ..reporting.card import model_card
 
 logger = logging.getLogger(__name__)
 

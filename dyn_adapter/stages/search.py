@@ -20,6 +20,7 @@ from ..files import write_json
 from ..params import Params
 from ..policies.search import make_storage, quiet_optuna, save_studies, search_budgets
 from ..policies.thresholds import oracle
+from ..reporting.tables import pareto_table
 
 
 @dataclass
@@ -78,20 +79,5 @@ def run(
         ],
     }
     write_json(out / THRESHOLDS_FILE, result)
-    (out / PARETO_FILE).write_text(pareto_markdown(rows, scores.full_gflops))
+    (out / PARETO_FILE).write_text(pareto_table(rows, scores.full_gflops))
     return SearchResult(out, result)
-
-
-def pareto_markdown(rows: list[dict[str, Any]], full: float) -> str:
-    lines = [
-        "| budget | val accuracy | GFLOPs | ratio | geometric accuracy | policy | thresholds |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        geo = f"{r['geometric']['accuracy']:.4f}" if r["geometric"] else "n/a"
-        thr = ", ".join(f"{t:.3f}" for t in r["thresholds"][:-1])
-        lines.append(
-            f"| {r['budget']:g} | {r['accuracy']:.4f} | {r['gflops']:.3f} | "
-            f"{r['gflops'] / full:.3f} | {geo} | {r['source']} | {thr} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from ..artifacts import (
 )
 from ..files import write_json
 from ..params import Params
+from ..reporting.tables import sparsity_table
 from ..training.config import SparsifyConfig, SparsityConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def select(
     shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
     tmp.rename(out / MODEL_DIR)
     write_json(out / CANDIDATES_TABLE, {"best": best["name"], "candidates": rows})
-    (out / CANDIDATES_MARKDOWN).write_text(_markdown(rows, best["name"]))
+    (out / CANDIDATES_MARKDOWN).write_text(sparsity_table(rows, best["name"]))
     metrics = {"best": best["name"], "score": best["score"], "val_accuracy": best["val_accuracy"]}
     write_json(out / METRICS_FILE, metrics)
     logger.info("best sparsity candidate %s (val mean accuracy %.4f)", best["name"], best["score"])
@@ -159,21 +160,3 @@ def run(
     for cand, d in zip(candidates, dirs, strict=True):
         run_candidate(params, cand, data_dir, init_model, d)
     return select(params, data_dir, init_model, dirs, out)
-
-
-def _markdown(rows: list[dict[str, Any]], best: str) -> str:
-    n = len(rows[0]["val_accuracy"])
-    head = (
-        "| candidate | forward rate | backward keep | "
-        + " | ".join(f"val acc exit {k}" for k in range(n))
-        + " | mean |\n"
-    )
-    head += "|---" * (n + 4) + "|\n"
-    lines = [
-        f"| {r['name']}{' (best)' if r['name'] == best else ''} | {r['forward_rate']:g} | "
-        f"{r['backward_keep']:g} | "
-        + " | ".join(f"{a:.4f}" for a in r["val_accuracy"])
-        + f" | {r['score']:.4f} |"
-        for r in rows
-    ]
-    return head + "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from typing import Any
 from ..artifacts import METRICS_FILE, VTAB_MARKDOWN, VTAB_TABLE, Evaluation
 from ..errors import ConfigError
 from ..files import write_json
-from ..reporting import NA, percent, points
+from ..reporting.tables import vtab_table
 
 # Task directory names of the usual VTAB-1k layout.
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -119,56 +119,9 @@ def run(tasks: Sequence[str], evaluation_dirs: Sequence[str], out: str | Path) -
     }
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json(Path(out) / VTAB_TABLE, result)
-    (Path(out) / VTAB_MARKDOWN).write_text(markdown(result))
+    (Path(out) / VTAB_MARKDOWN).write_text(vtab_table(result))
     write_json(Path(out) / METRICS_FILE, headline(result))
     return result
-
-
-def difference_cell(c: dict[str, Any] | None) -> str:
-    """A paired difference in points, ``(n.s.)`` where not resolved."""
-    if not c:
-        return NA
-    return points(c["difference"], c["interval"]) + ("" if c["resolved"] else " (n.s.)")
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The table: accuracies in % with 95% Wilson intervals; differences in points, paired,
-    marked n.s. where not resolved."""
-    lines = [
-        "| task | static PETL | frozen probe (exits) | Dyn-Adapter last exit | dynamic, iso "
-        "(GFLOPs ratio) | dynamic, <= 0.5 GFLOPs (ratio) | <= 0.5 minus static | "
-        "above probe at every budget |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["tasks"]:
-        iso_ratio = r["dynamic_gflops_ratio"]
-        half_ratio = r.get("half_gflops_ratio")
-        probe = " / ".join(percent(a) for a in r.get("frozen_probe_exits") or []) or "n/a"
-        above = r.get("above_frozen_probe_resolved")
-        margin = r.get("min_margin_over_frozen_probe")
-        lines.append(
-            f"| {r['task']} | {percent(r.get('static_petl_accuracy'), r.get('static_petl_interval'))} "
-            f"| {probe} | {percent(r['accuracy'], r.get('accuracy_interval'))} "
-            f"| {percent(r['dynamic_accuracy'], r.get('dynamic_interval'))} "
-            f"({'n/a' if iso_ratio is None else f'{iso_ratio:.3f}'}) "
-            f"| {percent(r.get('half_gflops_accuracy'), r.get('half_gflops_interval'))} "
-            f"({'n/a' if half_ratio is None else f'{half_ratio:.3f}'}) "
-            f"| {difference_cell(r.get('half_gflops_vs_static_petl'))} "
-            f"| {'n/a' if above is None else ('yes' if above else 'not resolved')}"
-            f"{'' if margin is None else f' (min {100 * margin:+.2f})'} |"
-        )
-    lines.append("")
-    for g, v in result["group_means"].items():
-        lines.append(f"- {g} mean: {percent(v)}")
-    lines.append(f"- mean of group means: {percent(result['mean_of_group_means'])}")
-    lines.append(f"- mean of tasks: {percent(result['mean_of_tasks'])}")
-    for key, label in (
-        ("mean_static_petl", "static PETL"),
-        ("mean_half_gflops_accuracy", "dynamic at <= 0.5 GFLOPs"),
-    ):
-        if result.get(key) is not None:
-            lines.append(f"- mean of tasks, {label}: {percent(result[key])}")
-    return "\n".join(lines) + "\n"
 
 
 def headline(result: dict[str, Any]) -> dict[str, float]:

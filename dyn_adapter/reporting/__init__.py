@@ -1,9 +1,11 @@
-"""How a number reads in every report (the model card, the run summary, the ablation, sparsify
-and VTAB tables): one place, so that a value and its interval look the same everywhere."""
+"""Every report the project writes: how a number reads (here), the stages' Markdown tables
+(:mod:`.tables`) and the model card (:mod:`.card`); one place, so that a value and its
+interval look the same everywhere."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 NA = "n/a"
 
@@ -36,3 +38,10 @@ def points(difference: float, interval: Sequence[float], unit: str = "") -> str:
     (``unit`` after the value: ``+0.12 points [...]``)."""
     low, high = (f"{100 * v:+.2f}" for v in interval)
     return f"{100 * difference:+.2f}{unit} [{low}, {high}]"
+
+
+def difference_cell(c: dict[str, Any] | None) -> str:
+    """A paired difference in points, ``(n.s.)`` where not resolved."""
+    if not c:
+        return NA
+    return points(c["difference"], c["interval"]) + ("" if c["resolved"] else " (n.s.)")

@@ -7,7 +7,7 @@ from typing import Any
 from ..data.prepared import PreparedData
 from ..models import DynAdapterViT
 from ..policies.risk import guaranteed_risk
-from ..reporting import fraction, points
+from . import fraction, points
 
 COMPARISONS = {
     "last_exit_vs_static_petl": "Last exit minus static PETL",
