@@ -3,9 +3,11 @@
 The KFP local runner prints everything to ``sys.stdout``: each task's executor JSON, its logs,
 its outputs. While a run is in flight :class:`RunView` stands in for ``sys.stdout``: every line
 goes to the log file, and the terminal gets one line per finished step (its time and headline
-metric) and, on a terminal, a live line for the step in flight (its epoch and time left). The
-epochs come as data: the tasks append progress records (``console.record_progress``) to a
-file the view follows, whose path :func:`run_view` hands them in ``$DYN_ADAPTER_PROGRESS_FILE``.
+metric) and, on a terminal, a live line for the step in flight (its epoch, or the images or
+budgets done, and time left). Progress comes as data: the tasks append records
+(``console.record_progress``: ``epoch``/``epochs`` from training, ``done``/``total``/``unit``
+from the other long stages) to a file the view follows, whose path :func:`run_view` hands them
+in ``$DYN_ADAPTER_PROGRESS_FILE``.
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ class RunView(io.TextIOBase):
                 continue
             if isinstance(record, dict) and "epoch" in record:
                 self._epoch(record)
+            elif isinstance(record, dict) and {"done", "total", "unit"} <= set(record):
+                self._count(record)
 
     def _epoch(self, record: dict[str, Any]) -> None:
         if self.current is None:
@@ -188,6 +192,19 @@ class RunView(io.TextIOBase):
             f"{self.label(self.current, self.iteration)}, "
             f"epoch {epoch}/{epochs} (val acc last exit "
             f"{f'{acc[-1]:.3f}' if acc else '?'}), {_minutes(left)} left"
+        )
+
+    def _count(self, record: dict[str, Any]) -> None:
+        """Work counted in units (calibration images, searched budgets): done of total, and the
+        time left at the rate since the step started."""
+        if self.current is None:
+            return
+        done, total = int(record["done"]), int(record["total"])
+        left = (time.monotonic() - self.started) / max(done, 1) * (total - done)
+        self._show(
+            f"step {self.step} of {max(self.total, self.step)}: "
+            f"{self.label(self.current, self.iteration)}, {done}/{total} {record['unit']}, "
+            f"{_minutes(left)} left"
         )
 
     def flush(self) -> None:

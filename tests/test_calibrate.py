@@ -15,6 +15,7 @@ from dyn_adapter.artifacts import (
     CARD_FILE,
     RISK_POINTS_FILE,
 )
+from dyn_adapter.console import PROGRESS_FILE_ENV
 from dyn_adapter.data.prepared import PreparedData
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.inference import exit_logits, load_engine, split_scores
@@ -59,9 +60,16 @@ def counting_exit_logits(monkeypatch, fail_on: int | None = None) -> list[int]:
     return calls
 
 
-def test_points_are_those_learn_then_test_gives_on_the_split(tmp_path, trained):
+def test_points_are_those_learn_then_test_gives_on_the_split(tmp_path, trained, monkeypatch):
     model_dir, data_dir = trained
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(tmp_path / "progress.jsonl"))
     report = calibrate.run(params(tmp_path), model_dir, data_dir, tmp_path / "out").report
+    # The run view's progress: the images scored so far, chunk by chunk (256 a chunk).
+    records = [json.loads(x) for x in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    n = SIZES["calibration"]
+    assert [(r["stage"], r["done"], r["total"]) for r in records] == [
+        ("calibrate", min(stop, n), n) for stop in range(256, n + 256, 256)
+    ]
     assert [(p["risk"], p["epsilon"]) for p in report["points"]] == [
         ("disagreement", 0.05),
         ("disagreement", 0.1),

@@ -99,6 +99,24 @@ def test_on_a_terminal_the_step_in_flight_shows_its_epoch_and_time_left(tmp_path
     assert "Got executor_input" not in out.getvalue()
 
 
+def test_the_other_long_stages_show_the_work_done_and_time_left(tmp_path, monkeypatch):
+    """Calibration and search count their work (images, budgets) in records; the view shows the
+    count of the step in flight."""
+    from dyn_adapter.console import PROGRESS_FILE_ENV, record_progress
+
+    progress = tmp_path / "run.log.progress.jsonl"
+    progress.write_text("")
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(progress))
+    log, out = io.StringIO(), Terminal(tty=True)
+    v = RunView(log, {"calibrate": "calibrate risk-controlled exits"}, 11, out, progress=progress)
+    v.write("14:28:16.656 - INFO - Executing task \x1b[96m'calibrate'\x1b[0m\n")
+    record_progress("calibrate", done=2048, total=10000, unit="calibration images")
+    v.write("    [KFP Executor 2026-12-01 14:32:29,044 INFO]: calibration scores\n")
+    v.close_view()
+    assert "calibrate risk-controlled exits, 2048/10000 calibration images," in out.getvalue()
+    assert "left" in out.getvalue()
+
+
 def test_progress_records_are_json_lines_and_never_stop_the_work(tmp_path, monkeypatch):
     import json
 

@@ -28,8 +28,16 @@ def run_search(tmp_path, trained, *overrides):
     return search.run(p, model_dir, data, tmp_path / "search").thresholds
 
 
-def test_search_stage_writes_thresholds_for_every_budget(tmp_path, trained):
+def test_search_stage_writes_thresholds_for_every_budget(tmp_path, trained, monkeypatch):
+    from dyn_adapter.console import PROGRESS_FILE_ENV
+
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(tmp_path / "progress.jsonl"))
     result = run_search(tmp_path, trained, "search.trials=20", "search.budgets=[0.6, 1.0]")
+    records = [json.loads(x) for x in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["done"], r["total"], r["unit"]) for r in records] == [
+        ("search", 1, 2, "budgets"),
+        ("search", 2, 2, "budgets"),
+    ]
     saved = json.loads((tmp_path / "search" / "thresholds.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [r["budget"] for r in saved["budgets"]] == [0.6, 1.0]

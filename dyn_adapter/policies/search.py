@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..console import record_progress
 from ..errors import ConfigError
 from ..files import atomic_path
 from .config import SearchConfig
@@ -169,6 +170,7 @@ def search_budgets(
             if policy.accuracy <= best.accuracy or p_value >= cfg.max_p:
                 policy, source = best, best_source
         found.append(policy)
+        record_progress("search", done=len(found), total=len(cfg.budgets), unit="budgets")
         rows.append(
             {
                 "budget": budget,

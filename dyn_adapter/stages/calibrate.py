@@ -29,6 +29,7 @@ from ..artifacts import (
     RISK_POINTS_FILE,
 )
 from ..config import to_dict
+from ..console import record_progress
 from ..data.prepared import PreparedData
 from ..errors import ConfigError
 from ..files import atomic_path, sha256_file, write_json
@@ -156,6 +157,7 @@ def streamed_scores(
             confidence.append(conf)
             prediction.append(pred)
             bar.update(stop - start)
+            record_progress("calibrate", done=stop, total=n, unit="calibration images")
     return ExitScores(
         np.concatenate(confidence, axis=1),
         np.concatenate(prediction, axis=1),
