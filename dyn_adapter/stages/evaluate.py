@@ -12,6 +12,7 @@ a Markdown model card.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,12 @@ from ..artifacts import (
 from ..data.prepared import PreparedData
 from ..data.transforms import to_model_input
 from ..evaluation.certified import certified_points_on_test
+from ..evaluation.config import EvaluateConfig
 from ..evaluation.iso import iso_accuracy_point
 from ..evaluation.speed import machine_info, time_ratios
 from ..evaluation.stats import classification_summary, paired_difference
 from ..files import atomic_path, write_json
-from ..inference import dynamic_predictions, load_engine, resolve_device, split_scores
+from ..inference import Engine, dynamic_predictions, load_engine, resolve_device, split_scores
 from ..manifest import stage_manifest
 from ..models import FLOPS_UNIT
 from ..params import Params
@@ -53,6 +55,138 @@ def _operating_point(row: dict[str, Any] | None) -> dict[str, Any]:
     """A budget row's test numbers (all ``None`` without a row)."""
     keys = ("budget", "accuracy", "accuracy_interval", "balanced_accuracy", "gflops_ratio")
     return {k: (row[k] if row else None) for k in keys}
+
+
+@dataclass(frozen=True)
+class _TestSplit:
+    """The test split and every exit's answers on it."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    scores: ExitScores
+    num_classes: int
+
+    def summary(self, pred: np.ndarray, per_class: bool = False) -> dict[str, Any]:
+        # Per-class recall only for the models a reader compares (the full and static ones):
+        # every budget and exit would make thousands of MLflow metrics on a 397-class task.
+        return classification_summary(self.labels, pred, self.num_classes, per_class)
+
+
+def _frozen_probe(
+    model_dir: str | Path,
+    search_dir: str | Path,
+    data: PreparedData,
+    params: Params,
+    dev: torch.device,
+) -> tuple[ExitScores, dict[float, dict[str, Any]]]:
+    """The frozen-probe baseline's answers on test and its searched policies by budget."""
+    probe = load_engine(model_dir, dev, params.inference)
+    data.check_model_classes(probe.model.num_classes, model_dir)
+    probe_search = Thresholds(search_dir, probe.num_exits).data
+    scores = split_scores(probe, data, "test", params.evaluate.batch_size)
+    return scores, {r["budget"]: r for r in probe_search["budgets"]}
+
+
+def _budget_rows(
+    engine: Engine,
+    search: dict[str, Any],
+    test: _TestSplit,
+    data: PreparedData,
+    cfg: EvaluateConfig,
+    probe_scores: ExitScores | None,
+    probe_rows: dict[float, dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[float, np.ndarray]]:
+    """Each searched budget's policy run for real on test (budgets sharing a policy run it
+    once), beside what the cached logits predict and the baselines at that budget; and each
+    budget's per-image correctness."""
+    scores, labels, full = test.scores, test.labels, test.scores.full_gflops
+    budgets = []
+    correct_at: dict[float, np.ndarray] = {}
+    runs: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}
+    for row in search["budgets"]:
+        thr = row["thresholds"]
+        if tuple(thr) not in runs:
+            runs[tuple(thr)] = dynamic_predictions(
+                engine, test.images, labels, data.data_config, thr, cfg.batch_size
+            )
+        pred, exits = runs[tuple(thr)]
+        correct_at[row["budget"]] = pred == labels
+        measured = float(scores.gflops[exits].mean())
+        simulated = simulate(scores, thr)
+        entry = {
+            "budget": row["budget"],
+            "thresholds": thr,
+            **test.summary(pred),
+            "val_accuracy": row["accuracy"],
+            "val_gflops_ratio": row["gflops_ratio"],
+            # what risk control bounds, for comparison: answers unlike the full model's
+            "disagreement": float((pred != scores.prediction[-1]).mean()),
+            "gflops": measured,
+            "gflops_ratio": measured / full,
+            "exit_fractions": (
+                np.bincount(exits, minlength=scores.num_exits) / len(labels)
+            ).tolist(),
+            "simulated_accuracy": simulated.accuracy,
+            "simulated_gflops": simulated.gflops,
+            "geometric_accuracy": (
+                simulate(scores, row["geometric"]["thresholds"]).accuracy
+                if row["geometric"]
+                else None
+            ),
+            "frozen_probe_accuracy": None,
+            "frozen_probe_gflops": None,
+            "vs_frozen_probe": None,
+        }
+        probe_row = probe_rows.get(row["budget"])
+        if probe_scores is not None and probe_row is not None:
+            p = simulate(probe_scores, probe_row["thresholds"])
+            entry["frozen_probe_accuracy"], entry["frozen_probe_gflops"] = p.accuracy, p.gflops
+            entry["vs_frozen_probe"] = paired_difference(
+                pred == labels, correct(probe_scores, probe_row["thresholds"])
+            )
+        budgets.append(entry)
+        logger.info(
+            "budget %.2f: test accuracy %.4f at %.3f GFLOPs (%.3f of full)",
+            row["budget"],
+            entry["accuracy"],
+            measured,
+            measured / full,
+        )
+    return budgets, correct_at
+
+
+def _static_petl(
+    static_dir: str | Path,
+    test: _TestSplit,
+    data: PreparedData,
+    params: Params,
+    dev: torch.device,
+    val_labels: np.ndarray,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The static PETL model's test summary and validation accuracy, and its per-image
+    correctness on test."""
+    batch = params.evaluate.batch_size
+    static = load_engine(
+        TrainedModel(static_dir, "train --static").model_dir, dev, params.inference
+    )
+    data.check_model_classes(static.model.num_classes, static_dir)
+    pred = split_scores(static, data, "test", batch).prediction[-1]
+    val_accuracy = _accuracy(split_scores(static, data, "val", batch), val_labels)
+    return {**test.summary(pred, per_class=True), "val_accuracy": val_accuracy}, pred == test.labels
+
+
+def _speed(
+    engine: Engine, x: torch.Tensor, timed: dict[str, Any], cfg: EvaluateConfig, dev: torch.device
+) -> dict[str, Any]:
+    """Wall-clock of ``timed``'s policy against the full model on the images ``x``."""
+    return {
+        **time_ratios(engine, x, timed["thresholds"], repeats=cfg.speed_repeats),
+        "budget": timed["budget"],
+        "images": len(x),
+        "engine": engine.name,
+        "precision": engine.precision,
+        "machine": machine_info(dev),
+    }
 
 
 def run(
@@ -89,100 +223,32 @@ def run(
     model = engine.model
     data.check_model_classes(model.num_classes, model_dir)
     search = Thresholds(search_dir, model.num_exits).data
-    scores = split_scores(engine, data, "test", cfg.batch_size)
     images, labels = data.split("test")
-    labels = np.asarray(labels)
-    full = scores.full_gflops
-    num_classes = len(data.classes)
+    test = _TestSplit(images, np.asarray(labels), split_scores(engine, data, "test", cfg.batch_size),
+                      len(data.classes))  # fmt: skip
+    scores = test.scores
 
-    def summary(pred: np.ndarray, per_class: bool = False) -> dict[str, Any]:
-        # Per-class recall only for the models a reader compares (the full and static ones):
-        # every budget and exit would make thousands of MLflow metrics on a 397-class task.
-        return classification_summary(labels, pred, num_classes, per_class)
-
-    probe_scores, probe_rows = None, {}
+    probe_scores: ExitScores | None = None
+    probe_rows: dict[float, dict[str, Any]] = {}
     if probe_model_dir is not None and probe_search_dir is not None:
-        probe = load_engine(probe_model_dir, dev, params.inference)
-        data.check_model_classes(probe.model.num_classes, probe_model_dir)
-        probe_search = Thresholds(probe_search_dir, probe.num_exits).data
-        probe_scores = split_scores(probe, data, "test", cfg.batch_size)
-        probe_rows = {r["budget"]: r for r in probe_search["budgets"]}
-
-    budgets = []
-    correct_at: dict[float, np.ndarray] = {}  # per-image correctness of each budget's policy
-    runs: dict[tuple[float, ...], tuple[np.ndarray, np.ndarray]] = {}  # budgets may share a policy
-    for row in search["budgets"]:
-        thr = row["thresholds"]
-        if tuple(thr) not in runs:
-            runs[tuple(thr)] = dynamic_predictions(
-                engine, images, labels, data.data_config, thr, cfg.batch_size
-            )
-        pred, exits = runs[tuple(thr)]
-        correct_at[row["budget"]] = pred == labels
-        measured = float(scores.gflops[exits].mean())
-        simulated = simulate(scores, thr)
-        entry = {
-            "budget": row["budget"],
-            "thresholds": thr,
-            **summary(pred),
-            "val_accuracy": row["accuracy"],
-            "val_gflops_ratio": row["gflops_ratio"],
-            # what risk control bounds, for comparison: answers unlike the full model's
-            "disagreement": float((pred != scores.prediction[-1]).mean()),
-            "gflops": measured,
-            "gflops_ratio": measured / full,
-            "exit_fractions": (
-                np.bincount(exits, minlength=scores.num_exits) / len(labels)
-            ).tolist(),
-            "simulated_accuracy": simulated.accuracy,
-            "simulated_gflops": simulated.gflops,
-            "geometric_accuracy": (
-                simulate(scores, row["geometric"]["thresholds"]).accuracy
-                if row["geometric"]
-                else None
-            ),
-            "frozen_probe_accuracy": None,
-            "frozen_probe_gflops": None,
-            "vs_frozen_probe": None,
-        }
-        probe_row = probe_rows.get(row["budget"])
-        if probe_scores is not None and probe_row is not None:
-            p = simulate(probe_scores, probe_row["thresholds"])
-            entry["frozen_probe_accuracy"], entry["frozen_probe_gflops"] = p.accuracy, p.gflops
-            entry["vs_frozen_probe"] = paired_difference(
-                pred == labels, correct(probe_scores, probe_row["thresholds"])
-            )
-        budgets.append(entry)
-        logger.info(
-            "budget %.2f: test accuracy %.4f at %.3f GFLOPs (%.3f of full)",
-            row["budget"],
-            entry["accuracy"],
-            measured,
-            measured / full,
+        probe_scores, probe_rows = _frozen_probe(
+            probe_model_dir, probe_search_dir, data, params, dev
         )
-
+    budgets, correct_at = _budget_rows(engine, search, test, data, cfg, probe_scores, probe_rows)
     static_exits = [
         {
             "block": b,
-            **summary(scores.prediction[k]),
+            **test.summary(scores.prediction[k]),
             "gflops_cumulative": float(scores.gflops[k]),
         }
         for k, b in enumerate(model.exit_blocks)
     ]
-    last_correct = scores.prediction[-1] == labels
     val_labels = np.asarray(data.split("val")[1])
     full_val_accuracy = _accuracy(split_scores(engine, data, "val", cfg.batch_size), val_labels)
     static_petl: dict[str, Any] = {"accuracy": None}
     static_correct = None
     if static_dir is not None:
-        static = load_engine(
-            TrainedModel(static_dir, "train --static").model_dir, dev, params.inference
-        )
-        data.check_model_classes(static.model.num_classes, static_dir)
-        static_pred = split_scores(static, data, "test", cfg.batch_size).prediction[-1]
-        static_correct = static_pred == labels
-        static_val = _accuracy(split_scores(static, data, "val", cfg.batch_size), val_labels)
-        static_petl = {**summary(static_pred, per_class=True), "val_accuracy": static_val}
+        static_petl, static_correct = _static_petl(static_dir, test, data, params, dev, val_labels)
 
     # The headline operating point is chosen on validation: the cheapest budget whose
     # validation accuracy keeps the static PETL model's (the full model's without one).
@@ -202,6 +268,7 @@ def run(
 
     comparisons: dict[str, Any] = {}
     if static_correct is not None:
+        last_correct = scores.prediction[-1] == test.labels
         comparisons["last_exit_vs_static_petl"] = paired_difference(last_correct, static_correct)
         for name, row in (("iso_vs_static_petl", iso_best), ("half_gflops_vs_static_petl", half)):
             if row is not None:
@@ -209,30 +276,24 @@ def run(
 
     # Timed at the iso-accuracy thresholds (the middle budget if none qualifies).
     timed = iso_best or budgets[len(budgets) // 2]
-    subset = images[: cfg.speed_images]
-    x = to_model_input(torch.from_numpy(np.array(subset)).to(dev), data.data_config)
-    speed: dict[str, Any] = {
-        **time_ratios(engine, x, timed["thresholds"], repeats=cfg.speed_repeats),
-        "budget": timed["budget"],
-        "images": len(subset),
-        "engine": engine.name,
-        "precision": engine.precision,
-        "machine": machine_info(dev),
-    }
+    x = to_model_input(
+        torch.from_numpy(np.array(images[: cfg.speed_images])).to(dev), data.data_config
+    )
+    speed = _speed(engine, x, timed, cfg, dev)
 
     risk_control = None
     if risk_dir is not None:
         risk_control = certified_points_on_test(
-            engine, RiskPoints(risk_dir, model.num_exits), scores, images, labels, x, data, cfg
+            engine, RiskPoints(risk_dir, model.num_exits), scores, images, test.labels, x, data, cfg
         )
 
     orc = oracle(scores)
     metrics: dict[str, Any] = {
         "flops_unit": FLOPS_UNIT,
         "full": {
-            **summary(scores.prediction[-1], per_class=True),
+            **test.summary(scores.prediction[-1], per_class=True),
             "val_accuracy": full_val_accuracy,
-            "gflops": full,
+            "gflops": scores.full_gflops,
         },
         "static_petl": static_petl,
         "frozen_probe": {
@@ -240,7 +301,7 @@ def run(
             if probe_scores is None
             else [
                 {
-                    **summary(probe_scores.prediction[k]),
+                    **test.summary(probe_scores.prediction[k]),
                     "gflops_cumulative": float(probe_scores.gflops[k]),
                 }
                 for k in range(probe_scores.num_exits)
@@ -268,14 +329,14 @@ def run(
         "comparisons": comparisons,
         "risk_control": risk_control,
         "speed": speed,
-        "test_images": len(labels),
+        "test_images": len(test.labels),
         "class_shift": data.manifest.get("class_shift"),
     }
     out.mkdir(parents=True, exist_ok=True)
     from ..evaluation.plots import curves, write_plots  # matplotlib: only when writing them
 
     plotted = curves(metrics, search, scores, probe_scores, probe_rows)
-    write_plots(out, metrics, plotted, model, scores, labels, data.classes, iso_best)
+    write_plots(out, metrics, plotted, model, scores, test.labels, data.classes, iso_best)
     with atomic_path(out / CARD_FILE) as tmp:
         tmp.write_text(model_card(metrics, model, data))
     write_json(out / METRICS_FILE, metrics)
