@@ -16,7 +16,6 @@ and binary artifacts containing one are left out (see :func:`redact`).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -26,7 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..artifacts import MANIFEST_FILE
 from ..errors import ConfigError
 from ..manifest import read_timing
 from .names import (
@@ -41,6 +39,7 @@ from .names import (
 from .redaction import redact, redact_items, secret_values
 from .stage_outputs import (
     artifact_files,
+    dataset_input,
     flatten_params,
     manifest_tags,
     stage_artifacts,
@@ -343,37 +342,6 @@ def _share_dataset(client: MlflowClient, parent: Run, dataset: Any) -> None:
         client.log_inputs(parent.info.run_id, datasets=[dataset])
     except MlflowException as e:
         logger.info("pipeline run %s has its dataset (%s)", parent.info.run_id, e.message)
-
-
-def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
-    """The prepared data as an MLflow dataset input: its source's name, a digest of its splits'
-    checksums, where it was read from, and the images per split and class as its profile."""
-    import hashlib
-
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from ..artifacts import read_json
-
-    manifest = read_json(Path(data_dir) / MANIFEST_FILE, "prepare")
-    splits = manifest.get("splits", {})
-    digest = hashlib.sha256(
-        json.dumps({k: v.get("sha256") for k, v in sorted(splits.items())}).encode()
-    ).hexdigest()[:16]
-    source = str(manifest.get("path", ""))
-    dataset = Dataset(
-        name=str(manifest.get("source", "prepared")),
-        digest=digest,
-        source_type="s3" if source.startswith("s3://") else "local",
-        source=redact(source),
-        profile=json.dumps(
-            {
-                k: {"count": v.get("count"), "class_counts": v.get("class_counts")}
-                for k, v in splits.items()
-            }
-        ),
-    )
-    context = "evaluation" if stage.startswith(("evaluate", "search", "calibrate")) else "training"
-    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
 def track_stage(

@@ -26,6 +26,7 @@ from ..artifacts import (
     RISK_POINTS_FILE,
     THRESHOLDS_FILE,
     TRAIN_LOG,
+    read_json,
 )
 from ..errors import ConfigError
 from .redaction import redact
@@ -280,3 +281,32 @@ def stage_artifacts(out: Path, files: Iterable[Path], staging: Path, secrets: Se
             shutil.copyfile(src, dst)
         count += 1
     return count
+
+
+def dataset_input(data_dir: str | os.PathLike[str], stage: str) -> Any:
+    """The prepared data as an MLflow dataset input: its source's name, a digest of its splits'
+    checksums, where it was read from, and the images per split and class as its profile."""
+    import hashlib
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    manifest = read_json(Path(data_dir) / MANIFEST_FILE, "prepare")
+    splits = manifest.get("splits", {})
+    digest = hashlib.sha256(
+        json.dumps({k: v.get("sha256") for k, v in sorted(splits.items())}).encode()
+    ).hexdigest()[:16]
+    source = str(manifest.get("path", ""))
+    dataset = Dataset(
+        name=str(manifest.get("source", "prepared")),
+        digest=digest,
+        source_type="s3" if source.startswith("s3://") else "local",
+        source=redact(source),
+        profile=json.dumps(
+            {
+                k: {"count": v.get("count"), "class_counts": v.get("class_counts")}
+                for k, v in splits.items()
+            }
+        ),
+    )
+    context = "evaluation" if stage.startswith(("evaluate", "search", "calibrate")) else "training"
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
