@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from browser import opens_on_model_training, rendered_dom, visible_text
-from conftest import tiny_model, write_prepared
+from conftest import tiny_model, tiny_params, write_prepared
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
@@ -454,6 +454,40 @@ def test_pyfunc_predicts_like_forward_dynamic(outputs, pyfunc):
     }
     with pytest.raises(MlflowException, match="give one, a fraction of the GFLOPs or a risk"):
         pyfunc.predict(None, frame, params={"budget": 0.5, "max_disagreement": 0.1})
+
+
+def test_a_lower_budget_is_served_from_strictly_earlier_exits(tmp_path):
+    """Real searched policies that must differ: a trained tiny model whose first exit only
+    guesses (its head zeroed: every answer class 0 at confidence 1/4). Only the first exit fits
+    budget 0.45, so its policy answers there; at 1.0 the search has the deeper, trained exits.
+    Served, the low budget's answers come from strictly earlier exits, and cost less."""
+    from safetensors.torch import load_file, save_file
+
+    from dyn_adapter.data.prepared import PreparedData
+    from dyn_adapter.stages import search, train
+
+    data = write_prepared(tmp_path / "prepared", sizes={"train": 128, "val": 64, "test": 32})
+    p = tiny_params(
+        tmp_path, "train.epochs=1", "train.evaluate_test=false", "search.trials=10",
+        "search.budgets=[0.45, 1.0]",
+    )  # fmt: skip
+    model_dir = train.run(p, "dyn", data, tmp_path / "train").model_dir
+    (weights,) = Path(model_dir).glob("*.safetensors")
+    tensors = load_file(weights)
+    save_file(
+        {k: v.zero_() if k.startswith("heads.0.") else v for k, v in tensors.items()}, weights
+    )
+    rows = search.run(p, model_dir, data, tmp_path / "search").thresholds["budgets"]
+    assert [r["budget"] for r in rows] == [0.45, 1.0] and rows[0]["gflops_ratio"] <= 0.45
+
+    served = serving.DynAdapterPyfunc()
+    pre = serving.write_preprocess(PreparedData(data), tmp_path / "preprocess.json")
+    served.setup(model_dir, tmp_path / "search" / "thresholds.json", pre, device="cpu")
+    images = np.load(data / "test_images.npy")
+    frame = pd.DataFrame({"image": [serving.encode_image(im) for im in images]})
+    low, high = (served.predict(None, frame, params={"budget": b}) for b in (0.45, 1.0))
+    assert low["exit_index"].mean() < high["exit_index"].mean()
+    assert low["gflops"].sum() < high["gflops"].sum()
 
 
 def test_pyfunc_accepts_grey_rgba_16bit_and_jpeg(pyfunc):
