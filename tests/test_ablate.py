@@ -46,6 +46,35 @@ def test_every_variant_and_seed_is_scored_on_test(ablation):
             assert lo <= acc <= hi
     md = (root / "out" / "ablation.md").read_text()
     assert "96 images" in md and "Over the seeds" in md
+    assert "\n| none | 0, 1 | " in md  # each averaged row says over which seeds
+
+
+def test_a_variant_run_under_fewer_seeds_says_so():
+    """A candidate trained under one seed beside a reference under two: its averaged row names
+    its one seed, and one seed's resolved difference is not marked as resolved under several."""
+    from dyn_adapter.reporting.tables import ablation_table
+    from dyn_adapter.training.config import TrainConfig
+
+    d = {"difference": -0.004, "interval": [-0.006, -0.001], "resolved": True, "pairs": 1}
+    table = {
+        "split": "selection", "images": 100, "seeds": [0, 1], "reference": "joint",
+        "rows": [
+            {"variant": "joint", "seed": 0, "changes": {}, "accuracy": [0.8, 0.9],
+             "interval": [[0.7, 0.9]] * 2, "mean": 0.85, "vs_reference": None},
+            {"variant": "late", "seed": 0, "changes": {"x": 1}, "accuracy": [0.8, 0.89],
+             "interval": [[0.7, 0.9]] * 2, "mean": 0.845, "vs_reference": [d, d]},
+        ],
+        "summary": [
+            {"variant": "joint", "seeds": [0, 1], "accuracy": [0.8, 0.9], "mean": 0.85},
+            {"variant": "late", "seeds": [0], "accuracy": [0.8, 0.89], "mean": 0.845,
+             "averaged": [d, d], "mean_difference": d, "resolved": ["worse", "worse"]},
+        ],
+    }  # fmt: skip
+    md = ablation_table(table, TrainConfig())
+    averaged = md.split("Over the seeds")[1]
+    (late,) = [line for line in averaged.splitlines() if line.startswith("| late | 0 |")]
+    assert "-0.40 [-0.60, -0.10]*" in late and "†" not in late
+    assert "| joint | 0, 1 |" in averaged
 
 
 def test_the_seeds_are_averaged_image_by_image_with_an_interval(ablation):

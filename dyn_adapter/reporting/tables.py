@@ -107,17 +107,19 @@ def ablation_table(table: dict[str, Any], train: TrainConfig) -> str:
     if len(table["seeds"]) > 1:
         lines += [
             "",
-            "Over the seeds: accuracy averaged over them and the difference to the reference "
-            "averaged image by image over them (bootstrap 95% interval over the images; "
-            "* the interval excludes 0; † resolved with the same sign under every seed).",
+            "Over the seeds: accuracy averaged over the seeds each variant ran and the "
+            "difference to the reference averaged image by image over them (bootstrap 95% "
+            "interval over the images; * the interval excludes 0; † resolved with the same sign "
+            "under each of several seeds).",
             "",
-            "| variant | "
+            "| variant | seeds | "
             + " | ".join(f"exit {k}" for k in range(n))
             + " | mean over exits |"
             + "".join(vs_static),
-            "|---" * (n + 2 + len(vs_static)) + "|",
+            "|---" * (n + 3 + len(vs_static)) + "|",
         ]
         for s in table["summary"]:
+            several = len(s["seeds"]) > 1
             cells = ["—"] * (n - len(s["accuracy"]))
             cells += [f"{100 * a:.2f}" for a in s["accuracy"]] + [f"{100 * s['mean']:.2f}"]
             if "averaged" in s:
@@ -125,12 +127,15 @@ def ablation_table(table: dict[str, Any], train: TrainConfig) -> str:
                 for k, (d, v) in enumerate(
                     zip([*s["averaged"], s["mean_difference"]], verdicts, strict=True)
                 ):
-                    cells[k] += f"; {_difference(d)}{'†' if v in ('better', 'worse') else ''}"
+                    mark = "†" if several and v in ("better", "worse") else ""
+                    cells[k] += f"; {_difference(d)}{mark}"
             if static:
                 d = s.get("last_vs_static")
-                mark = "†" if s.get("last_vs_static_resolved") in ("better", "worse") else ""
+                resolved = s.get("last_vs_static_resolved") in ("better", "worse")
+                mark = "†" if several and resolved else ""
                 cells.append(f"{_difference(d)}{mark}" if d else "—")
-            lines.append(f"| {s['variant']} | {' | '.join(cells)} |")
+            seeds = ", ".join(map(str, s["seeds"]))
+            lines.append(f"| {s['variant']} | {seeds} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
