@@ -16,13 +16,10 @@ from dyn_adapter.console import PROGRESS_FILE_ENV
 from dyn_adapter.errors import ConfigError
 from dyn_adapter.mlops.names import DEFAULT_EXPERIMENT
 from dyn_adapter.params import params_from_dict, read_params_file
-from dyn_adapter.stages import sparsify
 
-from . import demo, vtab
+from .kinds import PIPELINES, PipelineKind, pipeline_kind
 from .progress import executor_tasks, run_view, start_progress_file, task_labels
-from .summary import summarize, summarize_vtab
 
-PipelineKind = Literal["demo", "vtab"]
 Runner = Literal["subprocess", "docker"]
 # The image's user (Dockerfile: USER 1000:1000), as on Kubernetes with runAsNonRoot, and its
 # $DYN_ADAPTER_CACHE.
@@ -42,11 +39,8 @@ FORWARDED_ENV = (
     "MLFLOW_TRACKING_TOKEN",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR",
 )
-# Where `pipeline run` writes each pipeline's summary, under the pipeline root.
-COMPILED = {
-    "demo": Path("pipeline/dyn_adapter_pipeline.yaml"),
-    "vtab": Path("pipeline/vtab_pipeline.yaml"),
-}
+# Where `pipeline compile` writes each pipeline's package by default.
+COMPILED = {name: p.compiled for name, p in PIPELINES.items()}
 
 
 def load_defaults(params_path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -67,11 +61,7 @@ def _drop_nulls(value: Any) -> Any:
 
 
 def build(kind: PipelineKind, defaults: dict[str, Any], image: str = DEFAULT_IMAGE) -> Any:
-    if kind == "demo":
-        return demo.build_pipeline(defaults, image)
-    if kind == "vtab":
-        return vtab.build_pipeline(defaults, image)
-    raise ConfigError(f"pipeline {kind!r}: expected demo or vtab")
+    return pipeline_kind(kind).build(defaults, image, 0)
 
 
 def compile_pipeline(
@@ -86,7 +76,7 @@ def compile_pipeline(
     from dyn_adapter.files import atomic_path
 
     check_image_reference(image)
-    path = Path(out) if out is not None else COMPILED[kind]
+    path = Path(out) if out is not None else pipeline_kind(kind).compiled
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         compiler.Compiler().compile(build(kind, load_defaults(params_path), image), str(tmp))
@@ -130,21 +120,17 @@ def run_local(
     if runner not in ("subprocess", "docker"):
         raise ConfigError(f"runner {runner!r}: expected subprocess or docker")
     check_image_reference(image)
+    dag = pipeline_kind(kind)
     defaults = load_defaults(params_path)
     params = params_from_dict(defaults, overrides)  # fail before any task starts
-    arguments = pipeline_arguments(kind, arguments or {})
+    arguments = dag.arguments(arguments or {})
     root = Path(pipeline_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     uri = resolve_tracking_uri(tracking_uri, params.register.tracking_uri)
     # On a few cores, branches running side by side only slow each other down.
     parallelism = 1 if (os.cpu_count() or 1) < 4 else 0
-    if kind == "demo":
-        pipeline = demo.build_pipeline(defaults, image, candidate_parallelism=parallelism)
-        items = [c.name for c in sparsify.grid(params)]
-        data_path = params.data.path
-    else:
-        pipeline = vtab.build_pipeline(defaults, image, task_parallelism=parallelism)
-        items, data_path = arguments["tasks"], arguments["data_root"]
+    pipeline = dag.build(defaults, image, parallelism)
+    items, data_path = dag.items(params, arguments), dag.data_path(params, arguments)
     log = root / "logs" / time.strftime("run-%Y%m%d-%H%M%S.log")
     progress = start_progress_file(log)  # before the root is handed to the container user
     with ExitStack() as stack:
@@ -174,52 +160,7 @@ def run_local(
             raise ConfigError(f"{message}{said} Its whole log: {log}") from None
         seconds = time.perf_counter() - tic
     shown = redact_uri(uri)  # $MLFLOW_TRACKING_URI may carry what a summary must not show
-    if kind == "demo":
-        summary = summarize(
-            Path(task.outputs["evaluation"].path),
-            Path(task.outputs["registration"].path),
-            seconds,
-            shown,
-        )
-    else:
-        summary = summarize_vtab(Path(task.output.path), seconds, shown)
-    return summary | {"log": str(log), "steps": view.finished}
-
-
-def pipeline_arguments(kind: PipelineKind, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments ``kind`` takes besides params, overrides and tracking_uri, checked."""
-    if kind == "demo":
-        if arguments:
-            raise ConfigError(
-                f"--arg {', '.join(arguments)}: the demo pipeline takes none (use --set)"
-            )
-        return {}
-    if kind != "vtab":
-        raise ConfigError(f"pipeline {kind!r}: expected demo or vtab")
-    unknown = set(arguments) - {"tasks", "data_root"}
-    if unknown:
-        raise ConfigError(
-            f"--arg {', '.join(sorted(unknown))}: the VTAB pipeline takes tasks and data_root"
-        )
-    tasks, data_root = arguments.get("tasks"), arguments.get("data_root")
-    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
-        raise ConfigError(
-            f"--arg tasks={tasks!r}: the VTAB pipeline needs a list of task directories, "
-            "e.g. --arg 'tasks=[fashion_mnist, digits]'"
-        )
-    if not isinstance(data_root, str) or not data_root:
-        raise ConfigError(
-            "--arg data_root=...: the VTAB pipeline needs the directory (or "
-            "s3:// prefix) that holds the task directories"
-        )
-    if not data_root.startswith("s3://"):
-        missing = [t for t in tasks if not (Path(data_root) / t).is_dir()]
-        if missing:
-            raise ConfigError(
-                f"--arg data_root={data_root}: no task directory {', '.join(missing)} there "
-                "(a VTAB-1k task: images/, train800.txt, val200.txt, test.txt)"
-            )
-    return {"tasks": tasks, "data_root": data_root}
+    return dag.summarize(task, seconds, shown) | {"log": str(log), "steps": view.finished}
 
 
 @contextmanager
