@@ -45,3 +45,13 @@ def difference_cell(c: dict[str, Any] | None) -> str:
     if not c:
         return NA
     return points(c["difference"], c["interval"]) + ("" if c["resolved"] else " (n.s.)")
+
+
+def header(*columns: str) -> list[str]:
+    """A Markdown table's first two lines."""
+    return [f"| {' | '.join(columns)} |", "|---" * len(columns) + "|"]
+
+
+def shares(values: Sequence[float]) -> str:
+    """Fractions side by side (the images leaving at each exit): ``0.62 / 0.30 / 0.08``."""
+    return " / ".join(f"{v:.2f}" for v in values)

@@ -7,7 +7,7 @@ from typing import Any
 from ..data.prepared import PreparedData
 from ..models import DynAdapterViT
 from ..policies.risk import guaranteed_risk
-from . import fraction, points
+from . import fraction, header, points, shares
 
 COMPARISONS = {
     "last_exit_vs_static_petl": "Last exit minus static PETL",
@@ -96,12 +96,11 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}; "
         f"{_served_as(metrics['speed'])}).",
         "",
-        "| budget | accuracy [95% interval] | balanced | val accuracy | GFLOPs | ratio | "
-        "exit fractions | geometric | frozen probe |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        *header("budget", "accuracy [95% interval]", "balanced", "val accuracy", "GFLOPs", "ratio",
+                "exit fractions", "geometric", "frozen probe"),
+    ]  # fmt: skip
     for b in metrics["budgets"]:
-        fr = " / ".join(f"{f:.2f}" for f in b["exit_fractions"])
+        fr = shares(b["exit_fractions"])
         geo = f"{b['geometric_accuracy']:.4f}" if b["geometric_accuracy"] is not None else "n/a"
         probe = (
             f"{b['frozen_probe_accuracy']:.4f}" if b["frozen_probe_accuracy"] is not None else "n/a"
@@ -140,10 +139,9 @@ def _risk_lines(control: dict[str, Any] | None) -> list[str]:
         f"- Guarantee: {_guaranteed(control['points'][0].get('window_images'))} <= epsilon "
         f"with probability >= 1 - delta; assumption: {control['assumption']}.",
         "",
-        "| risk | epsilon | delta | test risk [95%] | accuracy | GFLOPs ratio | time ratio b64 "
-        "| splits over epsilon: held-out part / pool |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        *header("risk", "epsilon", "delta", "test risk [95%]", "accuracy", "GFLOPs ratio",
+                "time ratio b64", "splits over epsilon: held-out part / pool"),
+    ]  # fmt: skip
     for p in control["points"]:
         low, high = p["test_risk_interval"]
         rep = p["repeated_splits"]

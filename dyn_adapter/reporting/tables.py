@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..policies.risk import guaranteed_risk
-from . import difference_cell, percent, points
+from . import difference_cell, header, percent, points, shares
 
 if TYPE_CHECKING:
     from ..training.config import TrainConfig
@@ -14,28 +14,28 @@ if TYPE_CHECKING:
 def sparsity_table(rows: list[dict[str, Any]], best: str) -> str:
     """The sparsity candidates' validation accuracy per exit, the best marked."""
     n = len(rows[0]["val_accuracy"])
-    head = (
-        "| candidate | forward rate | backward keep | "
-        + " | ".join(f"val acc exit {k}" for k in range(n))
-        + " | mean |\n"
+    lines = header(
+        "candidate",
+        "forward rate",
+        "backward keep",
+        *(f"val acc exit {k}" for k in range(n)),
+        "mean",
     )
-    head += "|---" * (n + 4) + "|\n"
-    lines = [
+    lines += [
         f"| {r['name']}{' (best)' if r['name'] == best else ''} | {r['forward_rate']:g} | "
         f"{r['backward_keep']:g} | "
         + " | ".join(f"{a:.4f}" for a in r["val_accuracy"])
         + f" | {r['score']:.4f} |"
         for r in rows
     ]
-    return head + "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def pareto_table(rows: list[dict[str, Any]], full: float) -> str:
     """The searched budgets: validation accuracy, cost and thresholds of each policy."""
-    lines = [
-        "| budget | val accuracy | GFLOPs | ratio | geometric accuracy | policy | thresholds |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = header(
+        "budget", "val accuracy", "GFLOPs", "ratio", "geometric accuracy", "policy", "thresholds"
+    )
     for r in rows:
         geo = f"{r['geometric']['accuracy']:.4f}" if r["geometric"] else "n/a"
         thr = ", ".join(f"{t:.3f}" for t in r["thresholds"][:-1])
@@ -55,12 +55,11 @@ def risk_table(report: dict[str, Any]) -> str:
         f"Certified on {report['calibration_images']} {report['split']} images, "
         f"delta {report['delta']:g}: P({which} <= epsilon) >= {1 - report['delta']:g}.",
         "",
-        "| risk | epsilon | certified level | threshold | empirical risk | bound | GFLOPs | "
-        "ratio | exit fractions |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        *header("risk", "epsilon", "certified level", "threshold", "empirical risk", "bound",
+                "GFLOPs", "ratio", "exit fractions"),
+    ]  # fmt: skip
     for p in report["points"]:
-        fractions = " / ".join(f"{f:.2f}" for f in p["exit_fractions"])
+        fractions = shares(p["exit_fractions"])
         level = p.get("certified_level", p["epsilon"])
         lines.append(
             f"| {p['risk']} | {p['epsilon']:g} | {level:.4f} | {p['threshold']:.4f} | "
@@ -76,7 +75,7 @@ def ablation_table(table: dict[str, Any], train: TrainConfig) -> str:
     rows = table["rows"]
     n = max(len(r["accuracy"]) for r in rows)
     static = table.get("static")
-    vs_static = [" last exit − static |"] if static else []
+    vs_static = ["last exit − static"] if static else []
     lines = [
         f"Final-epoch {table['split']} accuracy, {table['images']} images ({train.epochs} epochs; "
         f"seeds {', '.join(map(str, table['seeds']))}; sparsity rates: forward "
@@ -85,11 +84,7 @@ def ablation_table(table: dict[str, Any], train: TrainConfig) -> str:
         "(paired bootstrap 95% interval; * resolved: the interval excludes 0 and McNemar p < 0.05)"
         + (f"; the last column, the last exit's to `{static}`'s." if static else "."),
         "",
-        "| variant | seed | changes | "
-        + " | ".join(f"exit {k}" for k in range(n))
-        + " | mean |"
-        + "".join(vs_static),
-        "|---" * (n + 4 + len(vs_static)) + "|",
+        *header("variant", "seed", "changes", *(f"exit {k}" for k in range(n)), "mean", *vs_static),
     ]
     for r in rows:
         cells = ["—"] * (n - len(r["accuracy"]))  # the static model: its one exit is the last
@@ -112,11 +107,9 @@ def ablation_table(table: dict[str, Any], train: TrainConfig) -> str:
             "interval over the images; * the interval excludes 0; † resolved with the same sign "
             "under each of several seeds).",
             "",
-            "| variant | seeds | "
-            + " | ".join(f"exit {k}" for k in range(n))
-            + " | mean over exits |"
-            + "".join(vs_static),
-            "|---" * (n + 3 + len(vs_static)) + "|",
+            *header(
+                "variant", "seeds", *(f"exit {k}" for k in range(n)), "mean over exits", *vs_static
+            ),
         ]
         for s in table["summary"]:
             several = len(s["seeds"]) > 1
@@ -147,12 +140,11 @@ def _difference(d: dict[str, Any]) -> str:
 def vtab_table(result: dict[str, Any]) -> str:
     """The table: accuracies in % with 95% Wilson intervals; differences in points, paired,
     marked n.s. where not resolved."""
-    lines = [
-        "| task | static PETL | frozen probe (exits) | Dyn-Adapter last exit | dynamic, iso "
-        "(GFLOPs ratio) | dynamic, <= 0.5 GFLOPs (ratio) | <= 0.5 minus static | "
-        "above probe at every budget |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = header(
+        "task", "static PETL", "frozen probe (exits)", "Dyn-Adapter last exit",
+        "dynamic, iso (GFLOPs ratio)", "dynamic, <= 0.5 GFLOPs (ratio)", "<= 0.5 minus static",
+        "above probe at every budget",
+    )  # fmt: skip
     for r in result["tasks"]:
         iso_ratio = r["dynamic_gflops_ratio"]
         half_ratio = r.get("half_gflops_ratio")
