@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_evaluated
-from test_register import _env, _post, free_port, process, wait_until_up
+from servers import free_ports, post_json, process, serving_env, wait_until_healthy
 
 from dyn_adapter.data.transforms import to_model_input
 from dyn_adapter.mlops.pyfunc import encode_image
@@ -102,7 +102,7 @@ def test_served_budget_picks_the_policy_and_none_means_the_full_model(lora, tmp_
         tracking_uri=lora["uri"],
     )
     images = np.load(lora["data"] / "test_images.npy")
-    port = free_port()
+    port = free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
     cmd = [
         *(sys.executable, "-m", "mlflow", "models", "serve"),
@@ -113,12 +113,12 @@ def test_served_budget_picks_the_policy_and_none_means_the_full_model(lora, tmp_
     def ask(**params) -> list[dict]:
         frame = {"columns": ["image"], "data": [[encode_image(im)] for im in images]}
         body = json.dumps({"dataframe_split": frame, "params": params}).encode()
-        status, answer = _post(f"{url}/invocations", body)
+        status, answer = post_json(f"{url}/invocations", body)
         assert status == 200, answer
         return answer["predictions"]
 
-    with process(cmd, tmp_path / "serve.log", _env(MLFLOW_TRACKING_URI=lora["uri"])) as proc:
-        wait_until_up(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
+    with process(cmd, tmp_path / "serve.log", serving_env(MLFLOW_TRACKING_URI=lora["uri"])) as proc:
+        wait_until_healthy(proc, f"{url}/ping", tmp_path / "serve.log", timeout=150)
         low, full, omitted, between = ask(budget=LOW), ask(budget=FULL), ask(), ask(budget=0.8)
 
     assert {p["exit_index"] for p in low} == {0}

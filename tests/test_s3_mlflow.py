@@ -19,8 +19,8 @@ import pytest
 import servers
 import torch
 from conftest import TINY_PARAMS
-from servers import MlflowServer, mlflow_server, seaweedfs
-from test_register import _env, predict_like_forward_dynamic
+from servers import MlflowServer, mlflow_server, seaweedfs, serving_env
+from test_register import predict_like_forward_dynamic
 
 from dyn_adapter.mlops import runs as tracking
 from dyn_adapter.mlops.config import RegisterConfig
@@ -191,7 +191,7 @@ def test_artifacts_go_to_s3_and_the_champion_loads_without_s3_credentials(
     images = np.load(registered["data"] / "test_images.npy")[:2]
     np.save(tmp_path / "two.npy", images)
     rows = json.loads((registered["search"] / "thresholds.json").read_text())["budgets"]
-    env = {k: v for k, v in _env(MLFLOW_TRACKING_URI=url).items() if k not in S3_CLIENT_VARS}
+    env = {k: v for k, v in serving_env(MLFLOW_TRACKING_URI=url).items() if k not in S3_CLIENT_VARS}
     env.update(no_aws_files(tmp_path))
     predict_like_forward_dynamic(
         tmp_path / "two.npy", rows, registered["model_dir"], registered["data"], env, tmp_path
