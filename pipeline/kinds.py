@@ -92,7 +92,7 @@ def _demo_summary(task: Any, seconds: float, shown_uri: str) -> dict[str, Any]:
 
 PIPELINES: dict[str, Pipeline] = {
     "demo": Pipeline(
-        build=lambda defaults, image, n: demo.build_pipeline(defaults, image, n),
+        build=demo.build_pipeline,
         compiled=Path("pipeline/dyn_adapter_pipeline.yaml"),
         arguments=_demo_arguments,
         items=_sparsity_candidates,
@@ -100,7 +100,7 @@ PIPELINES: dict[str, Pipeline] = {
         summarize=_demo_summary,
     ),
     "vtab": Pipeline(
-        build=lambda defaults, image, n: vtab.build_pipeline(defaults, image, n),
+        build=vtab.build_pipeline,
         compiled=Path("pipeline/vtab_pipeline.yaml"),
         arguments=_vtab_arguments,
         items=lambda params, arguments: list(arguments["tasks"]),
