@@ -31,8 +31,9 @@ from dyn_adapter.data.packaged import TASKS, write_tasks
 from dyn_adapter.evaluation.speed import machine_info
 from dyn_adapter.files import atomic_path, write_json
 from dyn_adapter.manifest import code_version, config_hash
-from dyn_adapter.params import load_params, stage_params
+from dyn_adapter.params import load_params
 from dyn_adapter.reporting import difference_cell, percent
+from dyn_adapter.stage_table import stage_params
 from pipeline.runner import run_local
 
 RESULTS = Path(__file__).parent / "results" / "vtab_real.json"
@@ -186,7 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# The stages a VTAB pipeline run reads parameters in (see dyn_adapter.params.STAGE_SECTIONS).
+# The stages a VTAB pipeline run reads parameters in (see dyn_adapter.stage_table.STAGE_SECTIONS).
 VTAB_STAGES = ("prepare", "train", "train-static", "train-probe", "search", "evaluate")
 
 

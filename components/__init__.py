@@ -2,50 +2,52 @@
 
 Each component imports ``dyn_adapter`` inside its body (the project image provides it; nothing
 is pip-installed at run time) and only moves data between KFP artifacts and a step function.
-Components are created by ``build(image)`` so the base image is a compile-time choice.
+Components are created by ``build(image)`` so the base image is a compile-time choice; every
+module here but ``shim`` holds components, found by ``functions()``, so a new stage's component
+is its module and nothing else here.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from kfp import dsl
 
 from dyn_adapter.mlops.names import DEFAULT_IMAGE
 
-from .calibrate import calibrate_thresholds
-from .evaluate import evaluate_model
-from .prepare import prepare_data
-from .register import register_model
-from .run_form import resolve_params
-from .search import search_thresholds
-from .sparsify import sparsify_candidate, sparsify_select, sparsity_grid
-from .train import train_model
-from .vtab import task_overrides, vtab_table
+# Modules of this package that hold helpers for the components' bodies, not components.
+HELPERS = ("shim",)
 
-# Every component function; ``build`` makes each one a component under its own name.
-FUNCTIONS = (
-    resolve_params,
-    prepare_data,
-    train_model,
-    sparsity_grid,
-    sparsify_candidate,
-    sparsify_select,
-    search_thresholds,
-    calibrate_thresholds,
-    evaluate_model,
-    register_model,
-    task_overrides,
-    vtab_table,
-)
+
+def functions() -> list[Callable]:
+    """Every component function: each public function defined in a module of this package
+    (a stage's component is its module here; ``shim`` aside), by module, then in file order."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name in HELPERS:
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        found += sorted(
+            (
+                f
+                for name, f in inspect.getmembers(module, inspect.isfunction)
+                if f.__module__ == module.__name__ and not name.startswith("_")
+            ),
+            key=lambda f: f.__code__.co_firstlineno,
+        )
+    return found
 
 
 def build(image: str = DEFAULT_IMAGE) -> SimpleNamespace:
-    """Every component of :data:`FUNCTIONS`, on the project image ``image``, by function name
+    """Every component of :func:`functions`, on the project image ``image``, by function name
     (``build(image).train_model``)."""
     return SimpleNamespace(
         **{
             f.__name__: dsl.component(f, base_image=image, install_kfp_package=False)
-            for f in FUNCTIONS
+            for f in functions()
         }
     )

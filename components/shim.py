@@ -101,7 +101,7 @@ def track(
     if tracking_uri:
         from dyn_adapter.config import to_dict
         from dyn_adapter.mlops.runs import track_stage
-        from dyn_adapter.params import stage_params
+        from dyn_adapter.stage_table import stage_params
 
         read = stage_params(to_dict(params), stage)
         experiment = params.register.experiment

@@ -1,5 +1,5 @@
-"""The ``dyn-adapter`` command line: the parsers; what each command does is in
-:mod:`dyn_adapter.commands`."""
+"""The ``dyn-adapter`` command line: the parsers (a stage's from its row of
+:mod:`dyn_adapter.stage_table`); what each command does is in :mod:`dyn_adapter.commands`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import commands
-from .artifacts import ABLATION_SPLITS, ABLATION_STUDIES
-from .cli_options import add_model_args, int_list, stage_parser, str_list
+from .cli_options import add_model_args, add_stage_parser
 from .cli_registry import add_registry_parsers
 from .console import configure_logging, finished
 from .errors import USER_ERRORS, ConfigError
+from .stage_table import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,159 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=commands.cmd_vtab_data)
 
-    p = stage_parser(
-        sub,
-        "prepare",
-        out="outputs/prepared",
-        data=False,
-        help="prepare train/val/test splits from the configured source",
-        description="Read the data source in params.yaml (data.*) into class-balanced, "
-        "seeded splits with checksums and the backbone's preprocessing config.",
-    )
-    p.set_defaults(func=commands.cmd_prepare)
-
-    p = stage_parser(
-        sub,
-        "train",
-        out="outputs/train",
-        help="multi-exit training with adaptive loss weights",
-        description="Train the PETL modules and exit heads (params: model.*, train.*). "
-        "Started again on the same --out, it resumes from the last epoch checkpoint.",
-    )
-    p.add_argument(
-        "--init-from",
-        default=None,
-        metavar="MODEL_DIR",
-        help="start from a saved model's PETL and head weights",
-    )
-    baseline = p.add_mutually_exclusive_group()
-    baseline.add_argument(
-        "--probe",
-        action="store_true",
-        help="train the frozen-probe baseline instead: no PETL, a linear head per exit",
-    )
-    baseline.add_argument(
-        "--static",
-        action="store_true",
-        help="train the static PETL baseline instead: the same PETL method, only the final exit",
-    )
-    p.set_defaults(func=commands.cmd_train)
-
-    p = stage_parser(
-        sub,
-        "sparsify",
-        out="outputs/sparsify",
-        model="outputs/train/model",
-        help="tune bidirectional sparsity by short fine-tuning runs",
-        description="Fine-tune the trained model once per sparsity candidate "
-        "(params: sparsify.*), keep the best on validation.",
-    )
-    p.set_defaults(func=commands.cmd_sparsify)
-
-    p = stage_parser(
-        sub,
-        "search",
-        out="outputs/search",
-        model="outputs/sparsify/model",
-        help="per-exit thresholds for FLOPs budgets (Optuna on cached logits)",
-        description="Cache the validation logits of every exit once, then search thresholds "
-        "that maximise accuracy within each budget (params: search.*); also the geometric "
-        "baseline and the oracle.",
-    )
-    p.set_defaults(func=commands.cmd_search)
-
-    p = stage_parser(
-        sub,
-        "calibrate",
-        out="outputs/calibrate",
-        model="outputs/sparsify/model",
-        help="risk-controlled exit thresholds, certified on unlabeled calibration images",
-        description="Run the model once over the calibration split (data.calibration_size "
-        "images of the training pool that train and val leave; labels unused for the "
-        "disagreement risk) and certify, for each calibrate.epsilons, the lowest shared exit "
-        "threshold whose risk is at most epsilon with probability >= 1 - calibrate.delta "
-        "(Learn then Test). Started again on the same --out, it resumes from the saved score "
-        "chunks. Writes risk_points.json and risk.md.",
-    )
-    p.set_defaults(func=commands.cmd_calibrate)
-
-    p = stage_parser(
-        sub,
-        "evaluate",
-        out="outputs/evaluate",
-        model="outputs/sparsify/model",
-        help="real dynamic inference on the test split for every searched budget, with baselines",
-        description="Evaluate the searched thresholds with real early exit on the test split: "
-        "accuracy, measured GFLOPs, exit fractions, wall-clock; baselines; plots; model card "
-        "(params: evaluate.*).",
-    )
-    p.add_argument(
-        "--search", default="outputs/search", help="search output (default: %(default)s)"
-    )
-    p.add_argument(
-        "--static",
-        default=None,
-        metavar="DIR",
-        help="`train --static` output: the static PETL accuracy to keep",
-    )
-    p.add_argument("--probe-model", default=None, metavar="DIR", help="frozen-probe model")
-    p.add_argument("--probe-search", default=None, metavar="DIR", help="its search output")
-    p.add_argument(
-        "--calibrate",
-        default=None,
-        metavar="DIR",
-        help="`calibrate` output: its risk-controlled points are run on test and re-certified "
-        "over evaluate.risk_splits random splits",
-    )
-    p.set_defaults(func=commands.cmd_evaluate)
-
-    p = stage_parser(
-        sub,
-        "ablate",
-        out="outputs/ablation",
-        help="studies of the training recipe (sparsity halves, loss weights; what keeps the "
-        "last exit as good as the static model), scored on held-out images",
-        description="Train one model per variant of a study (--study) and each training seed; "
-        "score every exit on a held-out split (--split) and compare each variant with the first "
-        "on the same images (paired interval, McNemar; over several seeds, the difference "
-        "averaged image by image with its interval). The sparsity study: none / forward / "
-        "backward / both, scheduled vs constant loss weights. The last-exit study: the "
-        "configured (joint) recipe, the static PETL model, and candidates (train.exit_gradient "
-        "0, alone and with train.distill, and 0.3), each last exit compared with the static "
-        "model's. "
-        "A rerun continues where it stopped.",
-    )
-    p.add_argument(
-        "--study",
-        choices=ABLATION_STUDIES,
-        default="sparsity",
-        help="which variants to train: sparsity (ablation*.json) or last-exit "
-        "(last-exit*.json) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--seeds",
-        type=int_list,
-        default=None,
-        help="comma-separated training seeds (default: train.seed)",
-    )
-    p.add_argument(
-        "--variants",
-        type=str_list,
-        default=None,
-        help="comma-separated run-directory names of the variants to train (e.g. "
-        "joint,static; default: the whole study); the table also takes in the variants an "
-        "earlier run finished for these seeds",
-    )
-    p.add_argument(
-        "--split",
-        choices=ABLATION_SPLITS,
-        default="test",
-        help="the images every exit is scored on: test, to report (ablation.md), or "
-        "selection (data.selection_size: training images that train, val and calibration "
-        "leave), to choose a default reading neither test nor calibration "
-        "(ablation-selection.md); the same trainings serve both (default: test)",
-    )
-    p.set_defaults(func=commands.cmd_ablate)
+    for stage in STAGES:
+        if stage.help:
+            add_stage_parser(sub, stage).set_defaults(func=commands.cmd_stage)
     add_registry_parsers(sub)
     _add_plugin_parsers(sub)
     return parser

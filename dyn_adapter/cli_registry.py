@@ -1,73 +1,17 @@
-"""The ``dyn-adapter`` sub-commands around the MLflow registry: register (a stage), track,
-promote, rollback and serve."""
+"""The ``dyn-adapter`` sub-commands on registered models: promote, rollback and serve (the
+``register`` and ``track`` stages are rows of :mod:`dyn_adapter.stage_table`)."""
 
 from __future__ import annotations
 
 import argparse
 
 from . import commands
-from .cli_options import add_params_args, stage_parser
+from .cli_options import TRACKING_HELP, add_params_args
 from .mlops.names import SERVE_PORT
-
-TRACKING_HELP = (
-    "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
-    "sqlite outputs/mlflow/mlflow.db); credentials only via MLFLOW_TRACKING_* variables"
-)
 
 
 def add_registry_parsers(sub: argparse._SubParsersAction) -> None:
-    """``register`` (a stage), ``track``, ``promote`` / ``rollback`` of the champion alias by
-    hand, and ``serve``."""
-    p = stage_parser(
-        sub,
-        "register",
-        out="outputs/register",
-        model="outputs/sparsify/model",
-        help="log the searched model as an MLflow pyfunc, register it, gate the champion alias",
-        description="Log model, thresholds and preprocessing as an MLflow pyfunc model, register "
-        "a version (alias candidate) and move the champion alias only if the gate passes "
-        "(params: register.*). Writes registration.json.",
-    )
-    p.add_argument(
-        "--search", default="outputs/search", help="search output (default: %(default)s)"
-    )
-    p.add_argument(
-        "--evaluate", default="outputs/evaluate", help="evaluate output (default: %(default)s)"
-    )
-    p.add_argument(
-        "--calibrate",
-        default=None,
-        metavar="DIR",
-        help="`calibrate` output: the model carries its risk-controlled points, and requests "
-        "can ask for params.max_disagreement",
-    )
-    p.add_argument(
-        "--pipeline-run-id",
-        default=None,
-        help="identifies this pipeline run; registering it again reuses its version "
-        "(default: a hash of the weights, thresholds and test metrics)",
-    )
-    p.add_argument("--tracking-uri", default=None, help=TRACKING_HELP)
-    p.set_defaults(func=commands.cmd_register)
-
-    p = stage_parser(
-        sub,
-        "track",
-        out="outputs/tracking",
-        data=False,
-        help="log the stages' outputs (dvc repro's layout) to MLflow as one pipeline run",
-        description="Log every stage's output directory under outputs/ as one MLflow run with "
-        "a nested run per stage (params, per-epoch metrics, plots, model card, manifests), as "
-        "the KFP pipeline does while it runs; the last stage of dvc.yaml. Writes tracking.json.",
-    )
-    p.add_argument(
-        "--pipeline-run-id",
-        default=None,
-        help="the pipeline run to log into (default: the one outputs/register registered)",
-    )
-    p.add_argument("--tracking-uri", default=None, help=TRACKING_HELP)
-    p.set_defaults(func=commands.cmd_track)
-
+    """``promote`` / ``rollback`` of the champion alias by hand, and ``serve``."""
     p = sub.add_parser(
         "promote",
         help="move the champion alias to a registered version (no gate)",

@@ -72,145 +72,22 @@ def cmd_vtab_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    from .stages import prepare
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Run the stage ``args.stage`` with the options of its table row, show its report (if it
+    writes one) and its one-line result."""
+    from importlib import import_module
 
-    result = prepare.run(params(args), args.out)
-    print(
-        f"prepared {result.counts} ({result.num_classes} classes, {result.skipped} skipped) "
-        f"-> {result.out_dir}"
-    )
-    return 0
+    from .stage_table import BY_NAME
 
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .stages import train
-
-    variant = "probe" if args.probe else "static" if args.static else "dyn"
-    result = train.run(params(args), variant, args.data, args.out, init_from=args.init_from)
-    acc = result.test_accuracy or result.val_accuracy
-    split = "test" if result.test_accuracy else "val"
-    print(
-        f"final-epoch {split} accuracy per exit: {' '.join(f'{a:.4f}' for a in acc)} "
-        f"-> {result.model_dir}"
-    )
-    return 0
-
-
-def cmd_sparsify(args: argparse.Namespace) -> int:
-    from .stages import sparsify
-
-    best = sparsify.run(params(args), args.data, args.model, args.out).best
-    print(
-        f"best candidate {best['name']}: val accuracy per exit "
-        f"{' '.join(f'{a:.4f}' for a in best['val_accuracy'])} -> {args.out}"
-    )
-    return 0
-
-
-def cmd_search(args: argparse.Namespace) -> int:
-    from .artifacts import PARETO_FILE
-    from .stages import search
-
-    result = search.run(params(args), args.model, args.data, args.out).thresholds
-    show_report(Path(args.out) / PARETO_FILE, "thresholds per budget")
-    print(
-        f"oracle: accuracy {result['oracle']['accuracy']:.4f} at {result['oracle']['gflops']:.3f} GFLOPs"
-    )
-    return 0
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .artifacts import RISK_MARKDOWN
-    from .stages import calibrate
-
-    result = calibrate.run(params(args), args.model, args.data, args.out)
-    show_report(Path(args.out) / RISK_MARKDOWN, "risk-controlled thresholds")
-    points = result.report["points"]
-    print(f"{len(points)} operating point(s) certified -> {Path(args.out)}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .artifacts import CARD_FILE
-    from .stages import evaluate
-
-    metrics = evaluate.run(
-        params(args),
-        args.model,
-        args.search,
-        args.data,
-        args.out,
-        static_dir=args.static,
-        probe_model_dir=args.probe_model,
-        probe_search_dir=args.probe_search,
-        risk_dir=args.calibrate,
-    )
-    iso = metrics["iso_accuracy"]
-    show_report(Path(args.out) / CARD_FILE, "model card")
-    at = (
-        f"iso-accuracy {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the GFLOPs"
-        if iso["gflops_ratio"] is not None
-        else "no budget reached iso-accuracy"
-    )
-    print(
-        f"test accuracy {metrics['full']['accuracy']:.4f} (last exit); {at}; "
-        f"dynamic/full time at batch 64: {metrics['speed']['time_ratio_b64']:.3f}"
-    )
-    return 0
-
-
-def cmd_ablate(args: argparse.Namespace) -> int:
-    from .artifacts import ablation_files
-    from .stages import ablate
-
-    ablate.run(
-        params(args),
-        args.data,
-        args.out,
-        seeds=args.seeds,
-        split=args.split,
-        study=args.study,
-        only=args.variants,
-    )
-    show_report(Path(args.out) / ablation_files(args.split, args.study)[1], "ablation table")
-    return 0
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    from .artifacts import REGISTRATION_FILE
-    from .stages import register
-
-    run_id = args.pipeline_run_id or register.default_pipeline_run_id(
-        args.model, args.search, args.evaluate
-    )
-    result = register.run(
-        params(args),
-        args.model,
-        args.search,
-        args.evaluate,
-        args.data,
-        args.out,
-        pipeline_run_id=run_id,
-        tracking_uri=args.tracking_uri,
-        risk_dir=args.calibrate,
-    )
-    print(
-        f"registered {result['name']} v{result['version']} (aliases: "
-        f"{', '.join(result['aliases']) or 'none'}; {result['reason']}) -> "
-        f"{Path(args.out) / REGISTRATION_FILE}"
-    )
-    return 0
-
-
-def cmd_track(args: argparse.Namespace) -> int:
-    from .stages import track
-
-    record = track.run(params(args), args.out, args.pipeline_run_id, args.tracking_uri)
-    print(
-        f"logged {len(record['stages'])} stages as MLflow run {record['mlflow_run_id']} "
-        f"({record['tracking_uri']})"
-    )
+    stage = BY_NAME[args.stage]
+    module = import_module(stage.module)
+    kwargs = {o.param: getattr(args, o.dest) for o in (*stage.inputs, *stage.options)}
+    if stage.variants:
+        kwargs["variant"] = args.variant
+    result = module.run(params(args), out_dir=args.out, **kwargs)
+    if hasattr(module, "report"):  # the Markdown file it wrote for people to read
+        show_report(*module.report(result, Path(args.out)))
+    print(module.describe(result, Path(args.out)))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The ``dvc repro`` pipeline as one table, and ``dvc.yaml`` generated from it.
 
-Each row names a stage, the ``dyn-adapter`` command it runs, the stages whose outputs it reads
-and its output directory. Everything else ``dvc.yaml`` states is derived: the params.yaml keys
-from :data:`dyn_adapter.params.STAGE_SECTIONS`, the code dependencies from what the stage's
+Each row names a DVC stage, the stage of :mod:`dyn_adapter.stage_table` it runs (and the
+variant), the paths of the stage outputs it reads and its output directory. Everything else
+``dvc.yaml`` states is derived: the command from the stage's row, the params.yaml keys from
+:data:`dyn_adapter.stage_table.STAGE_SECTIONS`, the code dependencies from what the stage's
 module imports (at the top or inside a function, followed through the package), so that
 ``dvc exp run -S search.trials=50`` re-runs that stage and those after it and nothing else.
 ``python -m dyn_adapter.dvc_stages > dvc.yaml`` writes the file; a test fails when it drifts.
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .params import STAGE_SECTIONS
+from .stage_table import BY_NAME, STAGE_SECTIONS, Stage
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,76 +27,90 @@ class DvcStage:
 
     Attributes:
         name: The DVC stage (``train_static``).
-        command: The ``dyn-adapter`` sub-command and its fixed flags (``train --static``).
-        params: Its key in ``STAGE_SECTIONS`` (``train-static``): the params.yaml keys it reads.
+        stage: The stage it runs (a row of :mod:`dyn_adapter.stage_table`: ``train``).
         run_name: Its child run's name when ``track`` logs it to MLflow (None: not logged).
-        inputs: ``(flag, path)`` of the stage outputs it reads (``("--model",
-            "outputs/train/model")``); the directories they lie in are its dependencies.
-        out: Its output directory.
+        inputs: ``{flag: path}`` of the stage outputs it reads (``{"--model":
+            "outputs/train/model"}``; flags of the stage's inputs); the directories they lie
+            in are its dependencies.
+        out: Its output directory (default: the stage's).
+        variant: The stage's variant it runs (``static``), if any.
         data: Raw data it reads.
         cache: Whether DVC caches the output (registrations and tracking records are not
             data to restore: they point into MLflow).
     """
 
     name: str
-    command: str
-    params: str
+    stage: str
     run_name: str | None
-    inputs: tuple[tuple[str, str], ...] = ()
+    inputs: dict[str, str]
     out: str = ""
+    variant: str | None = None
     data: tuple[str, ...] = ()
     cache: bool = True
+
+    def __post_init__(self) -> None:
+        row = self.row
+        unknown = sorted(set(self.inputs) - {o.flag for o in row.inputs})
+        if unknown:
+            raise ValueError(f"dvc stage {self.name}: {row.name} takes no {', '.join(unknown)}")
+        if self.variant is not None and self.variant not in {v.name for v in row.variants}:
+            raise ValueError(f"dvc stage {self.name}: {row.name} has no variant {self.variant}")
+        if not self.out:
+            object.__setattr__(self, "out", row.out)
+
+    @property
+    def row(self) -> Stage:
+        return BY_NAME[self.stage]
+
+    @property
+    def command(self) -> str:
+        """The ``dyn-adapter`` sub-command and its variant's flag (``train --static``)."""
+        flags = [v.flag for v in self.row.variants if v.name == self.variant]
+        return " ".join([self.stage, *flags])
+
+    @property
+    def params(self) -> str:
+        """Its key in ``STAGE_SECTIONS`` (``train-static``): the params.yaml keys it reads."""
+        return f"{self.stage}-{self.variant}" if self.variant else self.stage
 
     @property
     def entry(self) -> str:
         """The module whose ``run`` the command calls."""
-        return f"dyn_adapter.stages.{self.command.split()[0]}"
+        return self.row.module
 
 
-def _in(flag: str, path: str) -> tuple[str, str]:
-    return (flag, path)
-
-
-PREPARED = _in("--data", "outputs/prepared")
-TUNED = _in("--model", "outputs/sparsify/model")
+PREPARED = {"--data": "outputs/prepared"}
+TUNED = {**PREPARED, "--model": "outputs/sparsify/model"}
 
 DVC_STAGES: tuple[DvcStage, ...] = (
-    DvcStage("prepare", "prepare", "prepare", "prepare", (), "outputs/prepared",
-             data=("data/fashion-mnist",)),
-    DvcStage("train", "train", "train", "train-dyn", (PREPARED,), "outputs/train"),
-    DvcStage("train_static", "train --static", "train-static", "train-static", (PREPARED,),
-             "outputs/static"),
-    DvcStage("train_probe", "train --probe", "train-probe", "train-probe", (PREPARED,),
-             "outputs/probe"),
-    DvcStage("sparsify", "sparsify", "sparsify", "sparsify",
-             (PREPARED, _in("--model", "outputs/train/model")), "outputs/sparsify"),
-    DvcStage("search", "search", "search", "search", (PREPARED, TUNED), "outputs/search"),
-    DvcStage("search_probe", "search", "search", "search-probe",
-             (PREPARED, _in("--model", "outputs/probe/model")), "outputs/probe_search"),
-    DvcStage("calibrate", "calibrate", "calibrate", "calibrate", (PREPARED, TUNED),
-             "outputs/calibrate"),
-    DvcStage("evaluate", "evaluate", "evaluate", "evaluate",
-             (PREPARED, TUNED, _in("--search", "outputs/search"),
-              _in("--static", "outputs/static"), _in("--probe-model", "outputs/probe/model"),
-              _in("--probe-search", "outputs/probe_search"),
-              _in("--calibrate", "outputs/calibrate")),
-             "outputs/evaluate"),
-    DvcStage("register", "register", "register", "register",
-             (PREPARED, TUNED, _in("--search", "outputs/search"),
-              _in("--evaluate", "outputs/evaluate"), _in("--calibrate", "outputs/calibrate")),
-             "outputs/register", cache=False),
+    DvcStage("prepare", "prepare", "prepare", {}, data=("data/fashion-mnist",)),
+    DvcStage("train", "train", "train-dyn", PREPARED),
+    DvcStage("train_static", "train", "train-static", PREPARED, "outputs/static", "static"),
+    DvcStage("train_probe", "train", "train-probe", PREPARED, "outputs/probe", "probe"),
+    DvcStage("sparsify", "sparsify", "sparsify", {**PREPARED, "--model": "outputs/train/model"}),
+    DvcStage("search", "search", "search", TUNED),
+    DvcStage("search_probe", "search", "search-probe",
+             {**PREPARED, "--model": "outputs/probe/model"}, "outputs/probe_search"),
+    DvcStage("calibrate", "calibrate", "calibrate", TUNED),
+    DvcStage("evaluate", "evaluate", "evaluate",
+             {**TUNED, "--search": "outputs/search", "--static": "outputs/static",
+              "--probe-model": "outputs/probe/model", "--probe-search": "outputs/probe_search",
+              "--calibrate": "outputs/calibrate"}),
+    DvcStage("register", "register", "register",
+             {**TUNED, "--search": "outputs/search", "--evaluate": "outputs/evaluate",
+              "--calibrate": "outputs/calibrate"}, cache=False),
 )  # fmt: skip
 
 # What ``track`` logs, by child run name: every stage's output above.
 TRACKED_OUTPUTS: dict[str, str] = {s.run_name: s.out for s in DVC_STAGES if s.run_name}
-TRACK = DvcStage("track", "track", "track", None, (), "outputs/tracking", cache=False)
+TRACK = DvcStage("track", "track", None, {}, cache=False)
 
 HEADER = """\
 # Generated by `python -m dyn_adapter.dvc_stages > dvc.yaml` from dyn_adapter/dvc_stages.py:
 # edit the table there, not this file (tests/test_dvc_yaml.py fails when they differ).
 # `dvc repro` runs the demo end to end with the same stage functions as the CLI and KFP, then
 # logs every stage to MLflow as one pipeline run (`track`). Each stage declares the params.yaml
-# keys it reads (dyn_adapter.params.STAGE_SECTIONS) and the package modules it imports, so
+# keys it reads (dyn_adapter.stage_table.STAGE_SECTIONS) and the package modules it imports, so
 # `dvc exp run -S search.trials=50` re-runs that stage and those after it, nothing else.
 """
 
@@ -194,7 +209,7 @@ def code_dependencies(module: str) -> list[str]:
 
 
 def _command(stage: DvcStage) -> list[str]:
-    flags = [f"{flag} {path}" for flag, path in stage.inputs]
+    flags = [f"{flag} {path}" for flag, path in stage.inputs.items()]
     words = f"dyn-adapter {stage.command} {' '.join([*flags, f'--out {stage.out}'])}"
     if len(words) + len("    cmd: ") <= 100:
         return [f"    cmd: {words}"]
@@ -241,7 +256,7 @@ def dvc_yaml() -> str:
     """``dvc.yaml``'s text."""
     lines = [HEADER.rstrip("\n"), "stages:"]
     for stage in DVC_STAGES:
-        lines += _stage(stage, [_output_dir(p) for _, p in stage.inputs]) + [""]
+        lines += _stage(stage, [_output_dir(p) for p in stage.inputs.values()]) + [""]
     lines += _stage(TRACK, list(TRACKED_OUTPUTS.values())) + [""]
     return "\n".join(lines) + TAIL
 

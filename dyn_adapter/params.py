@@ -8,7 +8,7 @@ Unknown keys and wrong types are refused with the dotted key's name. Overrides u
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,69 +97,3 @@ def load_params(path: str | Path | None = DEFAULT_PARAMS, overrides: Sequence[st
 def params_from_dict(raw: dict[str, Any], overrides: Sequence[str] = ()) -> Params:
     """Validate an already-parsed ``params.yaml`` (as a KFP pipeline receives it)."""
     return from_dict(Params, apply_overrides(copy.deepcopy(raw), overrides))
-
-
-# What each stage reads from params.yaml (dotted paths): its MLflow params, and the `params:` of
-# its dvc.yaml stage (a test keeps the two equal). A stage name is looked up whole, then by its
-# kind, the part before the first "-" ("search-probe" -> "search").
-# Sparsity candidates start from a trained model with their own epochs, lr, warm-up and
-# sparsity (sparsify.*); of train.* they read the rest of the recipe.
-SPARSIFY_TRAIN_KEYS = tuple(
-    f"train.{k}"
-    for k in (
-        "batch_size",
-        "head_lr_scale",
-        "min_lr",
-        "weight_decay",
-        "label_smoothing",
-        "augment",
-        "loss_weights",
-        "exit_gradient",
-        "distill",
-        "amp",
-        "device",
-        "eval_batch_size",
-        "seed",
-    )
-)
-
-
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "prepare": ("data", "model.backbone.name", "model.backbone.img_size"),
-    "train": ("model", "train"),
-    # the static baseline has one exit: a LayerNorm + Linear head on pooled tokens
-    "train-static": ("model.backbone", "model.petl", "model.exits.pool", "train"),
-    # the probe baseline: no PETL, a linear probe after each exit block
-    "train-probe": ("model.backbone", "model.exits.blocks", "model.exits.pool", "train"),
-    "sparsify": ("model", *SPARSIFY_TRAIN_KEYS, "sparsify"),
-    "search": ("search", "train.eval_batch_size", "train.device", "inference"),
-    "calibrate": ("calibrate", "train.device", "inference"),
-    "evaluate": ("evaluate", "train.device", "inference"),
-    "register": ("register", "inference"),
-    "ablate": ("model", "train", "inference"),
-    "vtab": (),  # the VTAB table reads only the tasks' evaluations
-    "track": ("register.experiment", "register.tracking_uri"),
-}
-
-
-def stage_params(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """The parts of a parsed ``params.yaml`` that ``stage`` reads (all of it for unknown stages).
-
-    Args:
-        params: ``params.yaml`` as a nested dict.
-        stage: A stage name such as ``train`` or ``train-probe`` (kind before the first ``-``).
-    """
-    sections = STAGE_SECTIONS.get(stage, STAGE_SECTIONS.get(stage.split("-", 1)[0]))
-    if sections is None:
-        return dict(params)
-    out: dict[str, Any] = {}
-    for dotted in sections:
-        *parents, last = dotted.split(".")
-        src: Any = params
-        dst = out
-        for part in parents:
-            src = src.get(part, {}) if isinstance(src, Mapping) else {}
-            dst = dst.setdefault(part, {})
-        if isinstance(src, Mapping) and last in src:
-            dst[last] = src[last]
-    return out

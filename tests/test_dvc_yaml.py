@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dyn_adapter.dvc_stages import DVC_STAGES, TRACK, dvc_yaml, import_closure
-from dyn_adapter.params import STAGE_SECTIONS, stage_params
+from dyn_adapter.stage_table import STAGE_SECTIONS, stage_params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

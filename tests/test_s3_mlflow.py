@@ -24,7 +24,8 @@ from test_register import predict_like_forward_dynamic
 
 from dyn_adapter.mlops import runs as tracking
 from dyn_adapter.mlops.config import RegisterConfig
-from dyn_adapter.params import Params, stage_params
+from dyn_adapter.params import Params
+from dyn_adapter.stage_table import stage_params
 from dyn_adapter.stages import register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -22,7 +22,7 @@ from dyn_adapter.mlops import runs as tracking
 from dyn_adapter.mlops import stage_outputs
 from dyn_adapter.mlops.redaction import is_credential_key, redact
 from dyn_adapter.mlops.store import default_artifact_location, embedded_tracking_uri
-from dyn_adapter.params import stage_params
+from dyn_adapter.stage_table import stage_params
 
 FAKE_SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "fakeSecretAccessKey-wJalrXUtnFEMI-K7MDENG",

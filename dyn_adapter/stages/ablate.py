@@ -332,3 +332,17 @@ def _verdict(diffs: list[dict[str, Any]]) -> str:
     if all(d["resolved"] and d["difference"] < 0 for d in diffs):
         return "worse"
     return "n.s."
+
+
+def report(table: dict[str, Any], out_dir: Path) -> tuple[Path, str]:
+    """The Markdown report the command shows, and what it is."""
+    return out_dir / ablation_files(table["split"], table["study"])[1], "ablation table"
+
+
+def describe(table: dict[str, Any], out_dir: Path) -> str:
+    """The command's result line: what was compared, and where the table lies."""
+    return (
+        f"{table['study']} study: {len(table['rows'])} training(s) scored on "
+        f"{table['images']} {table['split']} images -> "
+        f"{out_dir / ablation_files(table['split'], table['study'])[0]}"
+    )

@@ -229,3 +229,13 @@ def _write(
         ),
     )
     return CalibrateResult(out, report)
+
+
+def report(result: CalibrateResult, out_dir: Path) -> tuple[Path, str]:
+    """The Markdown report the command shows, and what it is."""
+    return out_dir / RISK_MARKDOWN, "risk-controlled thresholds"
+
+
+def describe(result: CalibrateResult, out_dir: Path) -> str:
+    """The command's result line: how many points were certified."""
+    return f"{len(result.report['points'])} operating point(s) certified -> {out_dir}"

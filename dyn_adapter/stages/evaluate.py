@@ -355,3 +355,22 @@ def run(
         ),
     )
     return metrics
+
+
+def report(metrics: dict[str, Any], out_dir: Path) -> tuple[Path, str]:
+    """The Markdown report the command shows, and what it is."""
+    return out_dir / CARD_FILE, "model card"
+
+
+def describe(metrics: dict[str, Any], out_dir: Path) -> str:
+    """The command's result line: the last exit, the iso-accuracy point, the time ratio."""
+    iso = metrics["iso_accuracy"]
+    at = (
+        f"iso-accuracy {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the GFLOPs"
+        if iso["gflops_ratio"] is not None
+        else "no budget reached iso-accuracy"
+    )
+    return (
+        f"test accuracy {metrics['full']['accuracy']:.4f} (last exit); {at}; "
+        f"dynamic/full time at batch 64: {metrics['speed']['time_ratio_b64']:.3f}"
+    )

@@ -19,3 +19,11 @@ def metrics(result: PrepareResult) -> dict[str, float]:
         "classes": float(result.num_classes),
         "skipped": float(result.skipped),
     }
+
+
+def describe(result: PrepareResult, out_dir: Path) -> str:
+    """The command's result line."""
+    return (
+        f"prepared {result.counts} ({result.num_classes} classes, {result.skipped} skipped) "
+        f"-> {result.out_dir}"
+    )

@@ -57,7 +57,7 @@ def run(
     evaluate_dir: str | Path,
     data_dir: str | Path,
     out_dir: str | Path,
-    pipeline_run_id: str,
+    pipeline_run_id: str | None = None,
     tracking_uri: str | None = None,
     risk_dir: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -70,7 +70,8 @@ def run(
         evaluate_dir: The evaluate output (``metrics.json``; ``model_card.md`` is logged too).
         data_dir: The prepared data (preprocessing, class names, the input example's images).
         out_dir: Where ``registration.json``, ``preprocess.json`` and ``manifest.json`` go.
-        pipeline_run_id: Identifies the pipeline run; registering it again reuses its version.
+        pipeline_run_id: Identifies the pipeline run; registering it again reuses its version
+            (default: :func:`default_pipeline_run_id`).
         tracking_uri: Overrides ``register.tracking_uri``
             (:func:`~dyn_adapter.mlops.store.resolve_tracking_uri`).
         risk_dir: The ``calibrate`` output: the model carries its risk-controlled points, so a
@@ -89,6 +90,8 @@ def run(
     from ..mlops.store import redact_uri, resolve_tracking_uri
 
     cfg = params.register
+    if pipeline_run_id is None:
+        pipeline_run_id = default_pipeline_run_id(model_dir, search_dir, evaluate_dir)
     if not pipeline_run_id.strip():
         raise ConfigError("register: pipeline_run_id must not be empty")
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking_uri)  # refuses credentials early
@@ -132,3 +135,12 @@ def run(
         ),
     )
     return result
+
+
+def describe(result: dict[str, Any], out_dir: Path) -> str:
+    """The command's result line: the version and where the champion alias stands."""
+    return (
+        f"registered {result['name']} v{result['version']} (aliases: "
+        f"{', '.join(result['aliases']) or 'none'}; {result['reason']}) -> "
+        f"{out_dir / REGISTRATION_FILE}"
+    )

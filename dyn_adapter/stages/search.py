@@ -81,3 +81,14 @@ def run(
     write_json(out / THRESHOLDS_FILE, result)
     (out / PARETO_FILE).write_text(pareto_table(rows, scores.full_gflops))
     return SearchResult(out, result)
+
+
+def report(result: SearchResult, out_dir: Path) -> tuple[Path, str]:
+    """The Markdown report the command shows, and what it is."""
+    return out_dir / PARETO_FILE, "thresholds per budget"
+
+
+def describe(result: SearchResult, out_dir: Path) -> str:
+    """The command's result line: the oracle's bound."""
+    best = result.thresholds["oracle"]
+    return f"oracle: accuracy {best['accuracy']:.4f} at {best['gflops']:.3f} GFLOPs"

@@ -160,3 +160,12 @@ def run(
     for cand, d in zip(candidates, dirs, strict=True):
         run_candidate(params, cand, data_dir, init_model, d)
     return select(params, data_dir, init_model, dirs, out)
+
+
+def describe(result: SparsifyResult, out_dir: Path) -> str:
+    """The command's result line: the candidate kept."""
+    best = result.best
+    return (
+        f"best candidate {best['name']}: val accuracy per exit "
+        f"{' '.join(f'{a:.4f}' for a in best['val_accuracy'])} -> {out_dir}"
+    )

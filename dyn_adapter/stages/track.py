@@ -14,7 +14,8 @@ from ..config import to_dict
 from ..dvc_stages import TRACKED_OUTPUTS
 from ..errors import ConfigError
 from ..files import write_json
-from ..params import Params, stage_params
+from ..params import Params
+from ..stage_table import stage_params
 
 # Where `dvc repro` and the CLI's defaults put each stage's output, by the stage names the KFP
 # pipeline tracks them under.
@@ -75,3 +76,11 @@ def run(
     }
     write_json(Path(out_dir) / TRACKING_FILE, record)
     return record
+
+
+def describe(record: dict[str, Any], out_dir: Path) -> str:
+    """The command's result line."""
+    return (
+        f"logged {len(record['stages'])} stages as MLflow run {record['mlflow_run_id']} "
+        f"({record['tracking_uri']})"
+    )

@@ -67,3 +67,13 @@ def run(
 def metrics(result: TrainResult) -> dict[str, float]:
     """Final-epoch accuracies per exit, as flat metric names."""
     return accuracy_metrics(result.val_accuracy, result.test_accuracy)
+
+
+def describe(result: TrainResult, out_dir: Path) -> str:
+    """The command's result line: each exit's final-epoch accuracy."""
+    acc = result.test_accuracy or result.val_accuracy
+    split = "test" if result.test_accuracy else "val"
+    return (
+        f"final-epoch {split} accuracy per exit: {' '.join(f'{a:.4f}' for a in acc)} "
+        f"-> {result.model_dir}"
+    )
