@@ -133,7 +133,9 @@ def test_a_new_stage_gets_its_params_dvc_stage_and_component(with_new_stage):
     stage = stages["inventory"]
     assert stage["cmd"] == "dyn-adapter inventory --data outputs/prepared --out outputs/inventory"
     assert stage["params"] == ["data.seed"]
-    assert "outputs/prepared" in stage["deps"] and "dyn_adapter/stages/inventory.py" in stage["deps"]
+    assert (
+        "outputs/prepared" in stage["deps"] and "dyn_adapter/stages/inventory.py" in stage["deps"]
+    )
     assert "outputs/inventory" in stages["track"]["deps"]  # track logs it to MLflow
 
 
