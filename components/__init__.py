@@ -26,7 +26,7 @@ HELPERS = ("shim",)
 def functions() -> list[Callable]:
     """Every component function: each public function defined in a module of this package
     (a stage's component is its module here; ``shim`` aside), by module, then in file order."""
-    found = []
+    found: list[Callable] = []
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name in HELPERS:
             continue
