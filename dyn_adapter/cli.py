@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import commands
-from .cli_options import add_model_args, add_stage_parser
+from .cli_options import add_model_args, add_params_args
 from .cli_registry import add_registry_parsers
 from .console import configure_logging, finished
 from .errors import USER_ERRORS, ConfigError
-from .stage_table import STAGES
+from .stage_table import STAGES, Stage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_parsers(sub)
     _add_plugin_parsers(sub)
     return parser
+
+
+def add_stage_parser(sub: argparse._SubParsersAction, stage: Stage) -> argparse.ArgumentParser:
+    """``stage``'s sub-command (a :class:`~dyn_adapter.stage_table.Stage`): --params/--set, the
+    stage outputs it reads, --out, its other options, its variants' flags."""
+    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
+    add_params_args(p)
+    for option in stage.inputs:
+        p.add_argument(option.flag, default=option.default, help=option.help, **option.argparse)
+    p.add_argument("--out", default=stage.out, help="output directory (default: %(default)s)")
+    for option in stage.options:
+        p.add_argument(option.flag, default=option.default, help=option.help, **option.argparse)
+    if stage.variants:
+        group = p.add_mutually_exclusive_group()
+        for v in stage.variants:
+            group.add_argument(
+                v.flag, dest="variant", action="store_const", const=v.name, help=v.help
+            )
+        p.set_defaults(variant=stage.default)
+    p.set_defaults(stage=stage.name)  # main() records in --out when the stage ran
+    return p
 
 
 # Sub-commands that other installed packages add, such as the Kubeflow layer's ``pipeline``:

@@ -1,13 +1,8 @@
-"""The options the ``dyn-adapter`` sub-commands share, and a stage's command built from its
-row of :mod:`dyn_adapter.stage_table`."""
+"""The options the ``dyn-adapter`` sub-commands share."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .stage_table import Stage
 
 TRACKING_HELP = (
     "MLflow tracking URI (default: register.tracking_uri, else $MLFLOW_TRACKING_URI, else "
@@ -83,24 +78,3 @@ def add_params_args(p: argparse.ArgumentParser) -> None:
         help="override a parameter, e.g. --set train.epochs=5 (repeatable; "
         "same syntax as dvc exp run -S)",
     )
-
-
-def add_stage_parser(sub: argparse._SubParsersAction, stage: Stage) -> argparse.ArgumentParser:
-    """``stage``'s sub-command (a :class:`~dyn_adapter.stage_table.Stage`): --params/--set, the
-    stage outputs it reads, --out, its other options, its variants' flags."""
-    p = sub.add_parser(stage.name, help=stage.help, description=stage.description)
-    add_params_args(p)
-    for option in stage.inputs:
-        p.add_argument(option.flag, default=option.default, help=option.help, **option.argparse)
-    p.add_argument("--out", default=stage.out, help="output directory (default: %(default)s)")
-    for option in stage.options:
-        p.add_argument(option.flag, default=option.default, help=option.help, **option.argparse)
-    if stage.variants:
-        group = p.add_mutually_exclusive_group()
-        for v in stage.variants:
-            group.add_argument(
-                v.flag, dest="variant", action="store_const", const=v.name, help=v.help
-            )
-        p.set_defaults(variant=stage.default)
-    p.set_defaults(stage=stage.name)  # main() records in --out when the stage ran
-    return p

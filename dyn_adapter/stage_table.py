@@ -2,7 +2,7 @@
 
 One row per stage (``dyn_adapter.stages.<name>``, whose ``run(params, ...)`` the CLI, DVC and
 KFP all call). From the rows come the ``dyn-adapter <stage>`` sub-commands
-(:func:`dyn_adapter.cli_options.add_stage_parser`), :data:`STAGE_SECTIONS` (the params.yaml
+(:func:`dyn_adapter.cli.add_stage_parser`), :data:`STAGE_SECTIONS` (the params.yaml
 keys a stage reads: its MLflow params and its ``dvc.yaml`` params) and, through
 :mod:`dyn_adapter.dvc_stages`, ``dvc.yaml``. Adding a stage is one module under ``stages/``
 (``run``, ``describe``), one row here, its KFP component (``components/<stage>.py``) and its
