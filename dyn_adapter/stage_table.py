@@ -238,7 +238,8 @@ STAGES: tuple[Stage, ...] = (
         "difference averaged image by image with its interval). The sparsity study: none / "
         "forward / backward / both, scheduled vs constant loss weights. The last-exit study: "
         "the configured (joint) recipe, the static PETL model, and candidates "
-        "(train.exit_gradient 0, alone and with train.distill, and 0.3), each last exit "
+        "(train.exit_gradient 0, alone and with train.distill, and 0.3; "
+        "train.loss_weights.final_floor 3), each last exit "
         "compared with the static model's. A rerun continues where it stopped.",
         out="outputs/ablation",
         inputs=(_data(),),

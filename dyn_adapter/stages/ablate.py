@@ -84,7 +84,7 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
     # Which recipe keeps the last exit as accurate as the static PETL model: the configured
     # (joint) training against the static model and the candidates: no early-exit gradient in
     # the shared blocks (alone, and with the early exits distilled from the last), a third of
-    # it.
+    # it, a schedule that ends on the last exit.
     "last-exit": (
         Variant("joint", "joint"),
         Variant("static", "static", static=True),
@@ -95,6 +95,9 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
             {"exit_gradient": 0.0, "distill.weight": 1.0},
         ),
         Variant("exit gradient 0.3", "exit-gradient-0.3", {"exit_gradient": 0.3}),
+        # A loss-weight schedule that ends on the last exit: its weight falls to 3 (not 1)
+        # while the early exits' rise to 1, so the blocks are shaped mostly for it throughout.
+        Variant("last-exit weight 3", "last-weight-3", {"loss_weights.final_floor": 3.0}),
     ),
 }
 
