@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ConfigError
+from .evaluation.report import EvaluationReport
 
 # -- names and layout -------------------------------------------------------------------------
 
@@ -206,73 +207,63 @@ class OperatingPoint:
 
 
 class Evaluation:
-    """The evaluate stage's output directory: ``metrics.json``, plots, card, task label."""
+    """The evaluate stage's output directory: its report (``metrics.json``, typed), plots, card,
+    task label."""
 
     def __init__(self, out_dir: str | Path) -> None:
         self.dir = Path(out_dir)
         self.metrics_path = self.dir / METRICS_FILE
-        self.metrics = read_json(self.metrics_path, "evaluate")
-        try:
-            self.full_accuracy = float(self.metrics["full"]["accuracy"])
-            self.full_gflops = float(self.metrics["full"]["gflops"])
-            self.iso: dict[str, Any] = self.metrics["iso_accuracy"]
-            self.budgets: list[dict[str, Any]] = list(self.metrics["budgets"])
-            self.static_accuracy = self.metrics["static_petl"]["accuracy"]
-            self.speed: dict[str, Any] = self.metrics["speed"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(
-                f"{self.metrics_path}: not an evaluate stage output (missing {e}); run "
-                "`dyn-adapter evaluate` again"
-            ) from None
+        self.report = EvaluationReport.from_dict(
+            read_json(self.metrics_path, "evaluate"), str(self.metrics_path)
+        )
 
     @property
     def card_path(self) -> Path:
         return self.dir / CARD_FILE
 
     @property
-    def risk_points(self) -> list[dict[str, Any]]:
-        return list((self.metrics.get("risk_control") or {}).get("points", []))
-
-    @property
     def accuracy_plot(self) -> Path:
         return self.dir / PLOTS_DIR / ACCURACY_PLOT
 
     def operating_point(self) -> OperatingPoint:
-        if self.iso.get("gflops_ratio") is not None:
+        r = self.report
+        iso = r.iso_accuracy
+        if iso.accuracy is not None and iso.budget is not None and iso.gflops_ratio is not None:
             return OperatingPoint(
-                float(self.iso["accuracy"]),
-                float(self.iso["budget"]),
-                float(self.iso["gflops_ratio"]),
-                self.full_gflops,
-                self.iso.get("balanced_accuracy"),
-                self.risk_points,
+                iso.accuracy,
+                iso.budget,
+                iso.gflops_ratio,
+                r.full.gflops,
+                iso.balanced_accuracy,
+                r.risk_points,
             )
-        if not self.budgets:
+        if not r.budgets:
             raise ConfigError(f"{self.metrics_path}: no budgets; run `dyn-adapter evaluate` again")
-        largest = max(self.budgets, key=lambda b: b["budget"])
+        largest = max(r.budgets, key=lambda b: b.budget)
         return OperatingPoint(
-            float(largest["accuracy"]),
-            float(largest["budget"]),
+            largest.accuracy,
+            largest.budget,
             None,
-            self.full_gflops,
-            largest.get("balanced_accuracy"),
-            self.risk_points,
+            r.full.gflops,
+            largest.balanced_accuracy,
+            r.risk_points,
         )
 
     def headline(self) -> dict[str, float]:
         """The numbers worth a glance (the KFP UI's metrics, the run summary): finite only."""
-        out = {
-            "full_accuracy": self.full_accuracy,
-            "full_gflops": self.full_gflops,
-            "full_balanced_accuracy": self.metrics["full"].get("balanced_accuracy"),
-            "static_petl_accuracy": self.static_accuracy,
-            "static_petl_balanced_accuracy": self.metrics["static_petl"].get("balanced_accuracy"),
-            "iso_accuracy": self.iso.get("accuracy"),
-            "iso_gflops_ratio": self.iso.get("gflops_ratio"),
-            "time_ratio_b1": self.speed.get("time_ratio_b1"),
-            "time_ratio_b64": self.speed.get("time_ratio_b64"),
+        r = self.report
+        out: dict[str, Any] = {
+            "full_accuracy": r.full.accuracy,
+            "full_gflops": r.full.gflops,
+            "full_balanced_accuracy": r.full.balanced_accuracy,
+            "static_petl_accuracy": r.static_petl.accuracy,
+            "static_petl_balanced_accuracy": r.static_petl.balanced_accuracy,
+            "iso_accuracy": r.iso_accuracy.accuracy,
+            "iso_gflops_ratio": r.iso_accuracy.gflops_ratio,
+            "time_ratio_b1": r.speed.time_ratio_b1,
+            "time_ratio_b64": r.speed.time_ratio_b64,
         }
-        for p in self.risk_points:
+        for p in r.risk_points:
             key = f"{p['risk']}_eps_{p['epsilon']:g}"
             out[f"test_risk_{key}"] = p["test_risk"]
             out[f"gflops_ratio_{key}"] = p["gflops_ratio"]
@@ -280,9 +271,9 @@ class Evaluation:
             out[f"pool_violation_frequency_{key}"] = p["repeated_splits"][
                 "pool_violation_frequency"
             ]
-        for b in self.budgets:
-            out[f"accuracy_budget_{b['budget']:g}"] = b["accuracy"]
-            out[f"gflops_ratio_budget_{b['budget']:g}"] = b["gflops_ratio"]
+        for b in r.budgets:
+            out[f"accuracy_budget_{b.budget:g}"] = b.accuracy
+            out[f"gflops_ratio_budget_{b.budget:g}"] = b.gflops_ratio
         return {k: float(v) for k, v in out.items() if _number(v) and math.isfinite(v)}
 
     def confusion(self) -> tuple[list[str], list[list[int]]]:

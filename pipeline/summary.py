@@ -16,24 +16,25 @@ def summarize(
 ) -> dict[str, Any]:
     """Headline numbers of a finished run, from its evaluation and registration outputs."""
     from dyn_adapter.artifacts import REGISTRATION_FILE, Evaluation, read_json
+    from dyn_adapter.evaluation.report import as_json
 
     reg = read_json(registration_dir / REGISTRATION_FILE, "register")
-    evaluation = Evaluation(evaluation_dir)
+    report = Evaluation(evaluation_dir).report
     return {
         "kind": "demo",
         "evaluation_dir": str(evaluation_dir),
         "registration_dir": str(registration_dir),
         "seconds": round(seconds, 1),
-        "exits": evaluation.metrics["exits"],
-        "full_accuracy": evaluation.full_accuracy,
-        "static_petl_accuracy": evaluation.static_accuracy,
-        "static_petl": evaluation.metrics["static_petl"],
-        "frozen_probe_exits": (evaluation.metrics.get("frozen_probe") or {}).get("exits"),
-        "iso_accuracy": evaluation.iso,
-        "half_gflops": evaluation.metrics.get("half_gflops"),
-        "comparisons": evaluation.metrics.get("comparisons") or {},
-        "risk_points": evaluation.risk_points,
-        "class_shift": evaluation.metrics.get("class_shift"),
+        "exits": as_json(report.exits),
+        "full_accuracy": report.full.accuracy,
+        "static_petl_accuracy": report.static_petl.accuracy,
+        "static_petl": as_json(report.static_petl),
+        "frozen_probe_exits": as_json(report.frozen_probe.exits),
+        "iso_accuracy": as_json(report.iso_accuracy),
+        "half_gflops": as_json(report.half_gflops),
+        "comparisons": report.comparisons,
+        "risk_points": report.risk_points,
+        "class_shift": report.class_shift,
         "registered": {k: reg.get(k) for k in ("name", "version", "aliases", "reason")},
         "tracking_uri": tracking_uri,
         "mlflow_ui": _ui(tracking_uri, reg.get("experiment_id"), reg.get("run_id")),

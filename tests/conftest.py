@@ -165,6 +165,78 @@ def tiny_params_file(tmp_path):
     return path
 
 
+def evaluation_metrics(
+    accuracy: float,
+    gflops: float,
+    budgets: list[tuple[float, float, float]],
+    iso: tuple[float, float, float] | None,
+    static_accuracy: float | None = None,
+) -> dict:
+    """A complete evaluate report (``metrics.json``) with the numbers a reader under test
+    reads: the last exit's ``accuracy`` at ``gflops``, ``(budget, accuracy, gflops_ratio)`` per
+    budget, the iso-accuracy point as one such triple (None: no budget qualified)."""
+
+    def answers(acc):
+        return {"accuracy": acc, "accuracy_interval": [acc, acc], "balanced_accuracy": acc}
+
+    def point(p):
+        budget, acc, ratio = p if p else (None, None, None)
+        return {
+            "budget": budget,
+            "accuracy": acc,
+            "accuracy_interval": None if p is None else [acc, acc],
+            "balanced_accuracy": acc,
+            "gflops_ratio": ratio,
+        }
+
+    rows = [
+        {
+            "budget": b,
+            "thresholds": [0.5, 0.0],
+            **answers(a),
+            "val_accuracy": a,
+            "val_gflops_ratio": r,
+            "disagreement": 0.0,
+            "gflops": r * gflops,
+            "gflops_ratio": r,
+            "exit_fractions": [1.0 - r, r],
+            "simulated_accuracy": a,
+            "simulated_gflops": r * gflops,
+        }
+        for b, a, r in budgets
+    ]
+    static = {"accuracy": None}
+    if static_accuracy is not None:
+        static = {**answers(static_accuracy), "per_class_recall": [], "val_accuracy": 0.0}
+    return {
+        "flops_unit": "GFLOPs",
+        "full": {**answers(accuracy), "per_class_recall": [], "val_accuracy": accuracy,
+                 "gflops": gflops},
+        "static_petl": static,
+        "frozen_probe": {"exits": None},
+        "exits": [{"block": 1, **answers(accuracy), "gflops_cumulative": gflops / 2},
+                  {"block": 2, **answers(accuracy), "gflops_cumulative": gflops}],
+        "budgets": rows,
+        "oracle": {"accuracy": accuracy, "gflops": gflops, "exit_fractions": [0.5, 0.5]},
+        "iso_accuracy": {
+            "chosen_on": "validation",
+            "reference_val_accuracy": accuracy,
+            **point(iso),
+            "tolerance": 0.005,
+            "test_read": {"chosen_on": "test", "reference_accuracy": accuracy, **point(iso)},
+        },
+        "half_gflops": {"max_budget": 0.5, **point(None)},
+        "comparisons": {},
+        "risk_control": None,
+        "speed": {
+            "seconds_full_b64": 1.0, "seconds_dynamic_b64": 0.5, "time_ratio_b64": 0.5,
+            "seconds_full_b1": 1.0, "seconds_dynamic_b1": 0.6, "time_ratio_b1": 0.6,
+            "budget": 0.5, "images": 16, "engine": "eager", "precision": "fp32", "machine": {},
+        },
+        "test_images": 64,
+    }  # fmt: skip
+
+
 def tiny_evaluated(root, sizes=None, speed_images: int = 16, overrides=()):
     """Train (1 epoch), search and evaluate a tiny model under ``root``: what registration and
     serving tests start from. Returns ``(model_dir, data_dir)``; ``root/search`` and

@@ -159,7 +159,7 @@ def test_evaluate_runs_each_point_on_test_and_repeats_the_split(tmp_path, traine
         data_dir,
         tmp_path / "eval",
         risk_dir=tmp_path / "calibrate",
-    )
+    ).to_dict()
     control = metrics["risk_control"]
     assert control["calibration_images"] == SIZES["calibration"] and len(control["points"]) == 4
     test = one_pass_scores(model_dir, data_dir, "test")

@@ -43,7 +43,7 @@ def test_evaluate_writes_metrics_plots_and_card(trained):
         static_dir=root / "static",
         probe_model_dir=root / "probe" / "model",
         probe_search_dir=root / "probe_search",
-    )
+    ).to_dict()
     saved = json.loads((root / "eval" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     for key in ("full", "static_petl", "exits", "budgets", "iso_accuracy", "speed", "flops_unit"):
@@ -132,7 +132,7 @@ def test_repadapter_is_evaluated_merged(tmp_path):
         tmp_path / "search",
         data,
         tmp_path / "eval",
-    )
+    ).to_dict()
     import dataclasses
 
     from dyn_adapter.models import create_dyn_adapter, load_model
@@ -167,15 +167,14 @@ def test_the_operating_point_is_chosen_on_validation_at_the_tolerance_boundary(t
 
     root, data, p = trained
     model = root / "train" / "model"
-    r = evaluate.run(p, model, root / "search", data, root / "eval-r")["iso_accuracy"][
-        "reference_val_accuracy"
-    ]
+    r = evaluate.run(p, model, root / "search", data, root / "eval-r")
+    r = r.iso_accuracy.reference_val_accuracy
     tolerant = dataclasses.replace(p, evaluate=dataclasses.replace(p.evaluate, iso_tolerance=1.0))
     boundary = r - 1.0
     search_dir = _with_validation_curve(
         root, "search-boundary", {0.5: (boundary, 0.5), 0.8: (boundary - 0.01, 0.2), 1.0: (r, 1.0)}
     )
-    m = evaluate.run(tolerant, model, search_dir, data, root / "eval-boundary")
+    m = evaluate.run(tolerant, model, search_dir, data, root / "eval-boundary").to_dict()
     assert m["iso_accuracy"]["budget"] == 0.5
     assert m["iso_accuracy"]["test_read"]["budget"] is not None  # test would qualify some budget
     assert m["speed"]["budget"] == 0.5
@@ -184,7 +183,7 @@ def test_the_operating_point_is_chosen_on_validation_at_the_tolerance_boundary(t
     search_dir = _with_validation_curve(
         root, "search-none", {0.5: (r - 0.2, 0.5), 0.8: (r - 0.1, 0.8), 1.0: (r - 0.01, 1.0)}
     )
-    m = evaluate.run(strict, model, search_dir, data, root / "eval-none")
+    m = evaluate.run(strict, model, search_dir, data, root / "eval-none").to_dict()
     assert m["iso_accuracy"]["budget"] is None and m["iso_accuracy"]["accuracy"] is None
     assert m["speed"]["budget"] == 0.8
     from dyn_adapter.artifacts import Evaluation

@@ -36,7 +36,7 @@ import pytest
 import servers
 import torch
 import yaml
-from conftest import TINY_PARAMS, tiny_model, write_prepared
+from conftest import TINY_PARAMS, evaluation_metrics, tiny_model, write_prepared
 from servers import MlflowServer, free_ports, mlflow_server, seaweedfs
 from test_prepare import TINY, make_fashion_mnist, make_imagefolder
 
@@ -221,13 +221,7 @@ def model_outputs(tmp_path_factory) -> Path:
         json.dumps({"full_gflops": 0.0055, "budgets": POLICIES})
     )
     (root / "evaluate").mkdir()
-    metrics = {
-        "full": {"accuracy": 0.9, "gflops": 0.0055},
-        "budgets": [{"budget": 0.5, "accuracy": 0.9}, {"budget": 1.0, "accuracy": 0.9}],
-        "iso_accuracy": {"accuracy": 0.9, "budget": 0.5, "gflops_ratio": 0.4},
-        "static_petl": {"accuracy": None},  # every evaluate output has these sections
-        "speed": {},
-    }
+    metrics = evaluation_metrics(0.9, 0.0055, [(0.5, 0.9, 0.4), (1.0, 0.9, 1.0)], (0.5, 0.9, 0.4))
     (root / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
     return root
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import evaluation_metrics
 
 from dyn_adapter.artifacts import Evaluation
 from dyn_adapter.errors import ConfigError
@@ -40,35 +41,27 @@ def test_no_budget_qualifies():
 
 
 def _evaluation(tmp_path, iso, budgets):
-    metrics = {
-        "full": {"accuracy": 0.85, "gflops": 2.0},
-        "static_petl": {"accuracy": 0.85},
-        "iso_accuracy": iso,
-        "budgets": budgets,
-        "speed": {"time_ratio_b1": 0.6, "time_ratio_b64": 0.5},
-        "exits": [],
-    }
+    """An evaluate output with ``budgets`` as (budget, accuracy, gflops_ratio) and the iso
+    point as one such triple (None: no budget qualified)."""
+    metrics = evaluation_metrics(0.85, 2.0, budgets, iso, static_accuracy=0.85)
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
     return Evaluation(tmp_path)
 
 
 def test_gate_reads_the_iso_point_when_there_is_one(tmp_path):
-    rows = curve((0.5, 0.846, 1.0), (1.0, 0.852, 2.0))
-    iso = {"budget": 0.5, "accuracy": 0.846, "gflops_ratio": 0.5}
-    point = _evaluation(tmp_path, iso, rows).operating_point()
+    rows = [(0.5, 0.846, 0.5), (1.0, 0.852, 1.0)]
+    point = _evaluation(tmp_path, (0.5, 0.846, 0.5), rows).operating_point()
     assert (point.accuracy, point.budget, point.gflops_ratio) == (0.846, 0.5, 0.5)
 
 
 def test_without_an_iso_point_the_gate_reads_the_largest_budget(tmp_path):
-    rows = curve((1.0, 0.83, 2.0), (0.5, 0.80, 1.0))
-    iso = {"budget": None, "accuracy": None, "gflops_ratio": None}
-    point = _evaluation(tmp_path, iso, rows).operating_point()
+    rows = [(1.0, 0.83, 1.0), (0.5, 0.80, 0.5)]
+    point = _evaluation(tmp_path, None, rows).operating_point()
     assert (point.accuracy, point.budget, point.gflops_ratio) == (0.83, 1.0, None)
 
 
 def test_headline_leaves_out_what_is_not_a_finite_number(tmp_path):
-    iso = {"budget": None, "accuracy": None, "gflops_ratio": None}
-    headline = _evaluation(tmp_path, iso, curve((1.0, 0.83, 2.0))).headline()
+    headline = _evaluation(tmp_path, None, [(1.0, 0.83, 1.0)]).headline()
     assert "iso_gflops_ratio" not in headline
     assert headline["accuracy_budget_1"] == 0.83
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from browser import opens_on_model_training, rendered_dom, visible_text
-from conftest import tiny_model, tiny_params, write_prepared
+from conftest import evaluation_metrics, tiny_model, tiny_params, write_prepared
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
@@ -104,17 +104,10 @@ def write_metrics(root: Path, accuracy: float, ratio: float | None) -> Path:
     """An evaluate output with the numbers the gate reads (and the sections every evaluate
     output has, which its reader requires)."""
     root.mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "full": {"accuracy": accuracy, "gflops": 0.0055},
-        "budgets": [{"budget": 0.5, "accuracy": accuracy}, {"budget": 1.0, "accuracy": accuracy}],
-        "iso_accuracy": {
-            "accuracy": None if ratio is None else accuracy,
-            "budget": None if ratio is None else 0.5,
-            "gflops_ratio": ratio,
-        },
-        "static_petl": {"accuracy": None},
-        "speed": {},
-    }
+    iso = None if ratio is None else (0.5, accuracy, ratio)
+    metrics = evaluation_metrics(
+        accuracy, 0.0055, [(0.5, accuracy, 0.5), (1.0, accuracy, 1.0)], iso
+    )
     (root / "metrics.json").write_text(json.dumps(metrics))
     (root / "model_card.md").write_text("# Model card\n")
     return root

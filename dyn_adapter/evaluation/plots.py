@@ -17,6 +17,7 @@ from ..artifacts import PLOTS_DIR
 from ..files import atomic_path, write_json
 from ..models import DynAdapterViT
 from ..policies.thresholds import ExitScores, exit_indices, simulate
+from .report import Budget, EvaluationReport
 
 
 def accuracy_vs_gflops(curves: dict[str, list[dict[str, float]]], full_gflops: float) -> Figure:
@@ -49,17 +50,17 @@ def accuracy_vs_gflops(curves: dict[str, list[dict[str, float]]], full_gflops: f
     return fig
 
 
-def exit_distribution(budgets: Sequence[dict[str, Any]], exit_blocks: Sequence[int]) -> Figure:
+def exit_distribution(budgets: Sequence[Budget], exit_blocks: Sequence[int]) -> Figure:
     """Stacked fractions of test images leaving at each exit, per budget."""
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(budgets))  # positions, not strings: matplotlib would log about them
     bottom = np.zeros(len(budgets))
     for k, block in enumerate(exit_blocks):
-        frac = np.array([b["exit_fractions"][k] for b in budgets])
+        frac = np.array([b.exit_fractions[k] for b in budgets])
         ax.bar(x, frac, bottom=bottom, label=f"exit after block {block}")
         bottom += frac
-    ax.set_xticks(x, [f"{b['budget']:g}" for b in budgets])
+    ax.set_xticks(x, [f"{b.budget:g}" for b in budgets])
     ax.set_xlabel("GFLOPs budget (fraction of the full model)")
     ax.set_ylabel("fraction of test images")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
@@ -81,7 +82,7 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str]) -> Figure:
 
 
 def curves(
-    metrics: dict[str, Any],
+    report: EvaluationReport,
     search: dict[str, Any],
     scores: ExitScores,
     probe_scores: ExitScores | None,
@@ -90,32 +91,30 @@ def curves(
     geometric = [simulate(scores, g["thresholds"]) for g in search["geometric_curve"]]
     curves = {
         "Dyn-Adapter (searched)": [
-            {"gflops": b["gflops"], "accuracy": b["accuracy"]} for b in metrics["budgets"]
+            {"gflops": b.gflops, "accuracy": b.accuracy} for b in report.budgets
         ],
         "geometric thresholds": [{"gflops": g.gflops, "accuracy": g.accuracy} for g in geometric],
-        "oracle": [
-            {"gflops": metrics["oracle"]["gflops"], "accuracy": metrics["oracle"]["accuracy"]}
-        ],
+        "oracle": [{"gflops": report.oracle.gflops, "accuracy": report.oracle.accuracy}],
         "static exits": [
-            {"gflops": e["gflops_cumulative"], "accuracy": e["accuracy"]} for e in metrics["exits"]
+            {"gflops": e.gflops_cumulative, "accuracy": e.accuracy} for e in report.exits
         ],
     }
     if probe_scores is not None:
         curves["frozen probe (searched)"] = [
-            {"gflops": b["frozen_probe_gflops"], "accuracy": b["frozen_probe_accuracy"]}
-            for b in metrics["budgets"]
-            if b["frozen_probe_accuracy"] is not None
+            {"gflops": b.frozen_probe_gflops, "accuracy": b.frozen_probe_accuracy}
+            for b in report.budgets
+            if b.frozen_probe_accuracy is not None and b.frozen_probe_gflops is not None
         ]
-    if metrics["static_petl"]["accuracy"] is not None:
+    if report.static_petl.accuracy is not None:
         curves["static PETL"] = [
-            {"gflops": metrics["full"]["gflops"], "accuracy": metrics["static_petl"]["accuracy"]}
+            {"gflops": report.full.gflops, "accuracy": report.static_petl.accuracy}
         ]
     return curves
 
 
 def write_plots(
     out: Path,
-    metrics: dict[str, Any],
+    report: EvaluationReport,
     curves: dict[str, list[dict[str, float]]],
     model: DynAdapterViT,
     scores: ExitScores,
@@ -126,11 +125,11 @@ def write_plots(
     d = out / PLOTS_DIR
     d.mkdir(parents=True, exist_ok=True)
     figures = {
-        "accuracy_vs_gflops.png": accuracy_vs_gflops(curves, metrics["full"]["gflops"]),
-        "exit_distribution.png": exit_distribution(metrics["budgets"], model.exit_blocks),
+        "accuracy_vs_gflops.png": accuracy_vs_gflops(curves, report.full.gflops),
+        "exit_distribution.png": exit_distribution(report.budgets, model.exit_blocks),
     }
     # Confusion matrix of the iso-accuracy policy (the most generous budget if none qualifies).
-    thr = (iso_best or metrics["budgets"][-1])["thresholds"]
+    thr = iso_best["thresholds"] if iso_best else report.budgets[-1].thresholds
     chosen = exit_indices(scores, thr)
     pred = scores.prediction[chosen, np.arange(len(labels))]
     matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)

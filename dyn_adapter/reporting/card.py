@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.prepared import PreparedData
+from ..evaluation.report import EvaluationReport, FullModel, Speed, StaticPetl
 from ..models import DynAdapterViT
 from ..policies.risk import guaranteed_risk
 from . import fraction, header, points, shares
@@ -16,20 +17,21 @@ COMPARISONS = {
 }
 
 
-def _interval(m: dict[str, Any]) -> str:
-    return fraction(m["accuracy"], m["accuracy_interval"])
+def _interval(m: Any) -> str:
+    """A record's test accuracy with its interval (a model, a budget, an operating point)."""
+    return fraction(m.accuracy, m.accuracy_interval)
 
 
-def _summary(m: dict[str, Any]) -> str:
-    return f"accuracy {_interval(m)}, balanced accuracy {m['balanced_accuracy']:.4f}"
+def _summary(m: FullModel | StaticPetl) -> str:
+    return f"accuracy {_interval(m)}, balanced accuracy {m.balanced_accuracy:.4f}"
 
 
-def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData) -> str:
+def model_card(report: EvaluationReport, model: DynAdapterViT, data: PreparedData) -> str:
     """The card as Markdown; artifacts are named by their place in the run, not by a path on
     the machine that made it."""
     cfg = model.config
     assert cfg is not None
-    iso = metrics["iso_accuracy"]
+    iso = report.iso_accuracy
     lines = [
         "# Model card: Dyn-Adapter",
         "",
@@ -44,45 +46,45 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         "",
         "## Data",
         f"- Source: {data.manifest.get('source')} `{data.manifest.get('path')}`; "
-        f"{data.num_classes} classes; test images: {metrics['test_images']}.",
+        f"{data.num_classes} classes; test images: {report.test_images}.",
         *(
             [f"- Class proportions: {shift['note']}."]
-            if (shift := metrics.get("class_shift") or {}).get("marked")
+            if (shift := report.class_shift or {}).get("marked")
             else []
         ),
         "",
         "## Results (test split, final-epoch model; 95% intervals)",
-        f"- Full model (last exit): {_summary(metrics['full'])} at "
-        f"{metrics['full']['gflops']:.3f} GFLOPs ({metrics['flops_unit']}).",
+        f"- Full model (last exit): {_summary(report.full)} at "
+        f"{report.full.gflops:.3f} GFLOPs ({report.flops_unit}).",
     ]
-    if metrics["static_petl"]["accuracy"] is not None:
-        lines.append(f"- Static PETL model: {_summary(metrics['static_petl'])}.")
-    if iso["gflops_ratio"] is not None:
+    if report.static_petl.accuracy is not None:
+        lines.append(f"- Static PETL model: {_summary(report.static_petl)}.")
+    if iso.gflops_ratio is not None and iso.budget is not None:
         lines.append(
             f"- Iso-accuracy (chosen on validation): {_interval(iso)} at "
-            f"{iso['gflops_ratio']:.3f} x the full GFLOPs (budget {iso['budget']:g}: the "
-            f"cheapest whose validation accuracy is within {iso['tolerance']:g} of "
-            f"{iso['reference_val_accuracy']:.4f})."
+            f"{iso.gflops_ratio:.3f} x the full GFLOPs (budget {iso.budget:g}: the "
+            f"cheapest whose validation accuracy is within {iso.tolerance:g} of "
+            f"{iso.reference_val_accuracy:.4f})."
         )
     else:
         lines.append(
             "- No searched budget keeps the reference validation accuracy within the tolerance."
         )
-    half = metrics["half_gflops"]
-    if half["budget"] is not None:
+    half = report.half_gflops
+    if half.budget is not None and half.gflops_ratio is not None:
         lines.append(
-            f"- Searched for at most half the GFLOPs (budget {half['budget']:g}, on "
-            f"validation): {_interval(half)} at {half['gflops_ratio']:.3f} x the full GFLOPs "
+            f"- Searched for at most half the GFLOPs (budget {half.budget:g}, on "
+            f"validation): {_interval(half)} at {half.gflops_ratio:.3f} x the full GFLOPs "
             "measured on test."
         )
-    for name, c in metrics["comparisons"].items():
+    for name, c in report.comparisons.items():
         verdict = "resolved" if c["resolved"] else "not resolved"
         lines.append(
             f"- {COMPARISONS.get(name, name)}: {points(c['difference'], c['interval'], ' points')} "
             f"({verdict}; paired bootstrap, McNemar p "
             f"{c['mcnemar_p']:.3g})."
         )
-    recall = metrics["full"]["per_class_recall"]
+    recall = report.full.per_class_recall
     lines.append(
         "- Per-class recall (last exit): "
         + ", ".join(
@@ -91,26 +93,24 @@ def model_card(metrics: dict[str, Any], model: DynAdapterViT, data: PreparedData
         )
         + "."
     )
+    speed = report.speed
     lines += [
-        f"- Wall-clock, dynamic over full: {metrics['speed']['time_ratio_b64']:.3f} at batch 64, "
-        f"{metrics['speed']['time_ratio_b1']:.3f} at batch 1 (budget {metrics['speed']['budget']:g}; "
-        f"{_served_as(metrics['speed'])}).",
+        f"- Wall-clock, dynamic over full: {speed.time_ratio_b64:.3f} at batch 64, "
+        f"{speed.time_ratio_b1:.3f} at batch 1 (budget {speed.budget:g}; {_served_as(speed)}).",
         "",
         *header("budget", "accuracy [95% interval]", "balanced", "val accuracy", "GFLOPs", "ratio",
                 "exit fractions", "geometric", "frozen probe"),
     ]  # fmt: skip
-    for b in metrics["budgets"]:
-        fr = shares(b["exit_fractions"])
-        geo = f"{b['geometric_accuracy']:.4f}" if b["geometric_accuracy"] is not None else "n/a"
-        probe = (
-            f"{b['frozen_probe_accuracy']:.4f}" if b["frozen_probe_accuracy"] is not None else "n/a"
-        )
+    for b in report.budgets:
+        fr = shares(b.exit_fractions)
+        geo = f"{b.geometric_accuracy:.4f}" if b.geometric_accuracy is not None else "n/a"
+        probe = f"{b.frozen_probe_accuracy:.4f}" if b.frozen_probe_accuracy is not None else "n/a"
         lines.append(
-            f"| {b['budget']:g} | {_interval(b)} | {b['balanced_accuracy']:.4f} | "
-            f"{b['val_accuracy']:.4f} | {b['gflops']:.3f} | {b['gflops_ratio']:.3f} | {fr} | "
+            f"| {b.budget:g} | {_interval(b)} | {b.balanced_accuracy:.4f} | "
+            f"{b.val_accuracy:.4f} | {b.gflops:.3f} | {b.gflops_ratio:.3f} | {fr} | "
             f"{geo} | {probe} |"
         )
-    lines += _risk_lines(metrics.get("risk_control"))
+    lines += _risk_lines(report.risk_control)
     lines += [
         "",
         "## Limits",
@@ -160,11 +160,11 @@ def _guaranteed(window_images: int | None) -> str:
     return guaranteed_risk(window_images) + (scatter if window_images is None else "")
 
 
-def _served_as(speed: dict[str, Any]) -> str:
+def _served_as(speed: Speed) -> str:
     """How the timed (and served) model ran: engine, precision, device."""
-    machine = speed.get("machine") or {}
+    machine = speed.machine or {}
     where = machine.get("gpu") or f"CPU, {machine.get('torch_threads', '?')} threads"
     return (
-        f"{speed.get('engine', 'eager')} engine, {speed.get('precision', 'fp32')} on {where}; "
-        "answers and timings at this precision"
+        f"{speed.engine} engine, {speed.precision} on {where}; answers and timings at this "
+        "precision"
     )

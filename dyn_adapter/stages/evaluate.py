@@ -33,6 +33,7 @@ from ..data.transforms import to_model_input
 from ..evaluation.certified import certified_points_on_test
 from ..evaluation.config import EvaluateConfig
 from ..evaluation.iso import iso_accuracy_point
+from ..evaluation.report import EvaluationReport
 from ..evaluation.speed import machine_info, time_ratios
 from ..evaluation.stats import classification_summary, paired_difference
 from ..files import atomic_path, write_json
@@ -200,8 +201,9 @@ def run(
     probe_search_dir: str | Path | None = None,
     task_name: str = "",
     risk_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate a searched Dyn-Adapter model on the test split; returns ``metrics.json``'s content.
+) -> EvaluationReport:
+    """Evaluate a searched Dyn-Adapter model on the test split; returns the report written as
+    ``metrics.json``.
 
     Args:
         params: ``evaluate.*`` and ``train.device`` are read.
@@ -332,14 +334,15 @@ def run(
         "test_images": len(test.labels),
         "class_shift": data.manifest.get("class_shift"),
     }
+    report = EvaluationReport.from_dict(metrics, "evaluate")  # its shape checked on the way out
     out.mkdir(parents=True, exist_ok=True)
     from ..evaluation.plots import curves, write_plots  # matplotlib: only when writing them
 
-    plotted = curves(metrics, search, scores, probe_scores, probe_rows)
-    write_plots(out, metrics, plotted, model, scores, test.labels, data.classes, iso_best)
+    plotted = curves(report, search, scores, probe_scores, probe_rows)
+    write_plots(out, report, plotted, model, scores, test.labels, data.classes, iso_best)
     with atomic_path(out / CARD_FILE) as tmp:
-        tmp.write_text(model_card(metrics, model, data))
-    write_json(out / METRICS_FILE, metrics)
+        tmp.write_text(model_card(report, model, data))
+    report.write(out / METRICS_FILE)
     if task_name:
         write_task_label(out, task_name)
     write_json(
@@ -354,23 +357,23 @@ def run(
             backbone_sha256=model.backbone_sha256,
         ),
     )
-    return metrics
+    return report
 
 
-def report(metrics: dict[str, Any], out_dir: Path) -> tuple[Path, str]:
+def report(result: EvaluationReport, out_dir: Path) -> tuple[Path, str]:
     """The Markdown report the command shows, and what it is."""
     return out_dir / CARD_FILE, "model card"
 
 
-def describe(metrics: dict[str, Any], out_dir: Path) -> str:
+def describe(result: EvaluationReport, out_dir: Path) -> str:
     """The command's result line: the last exit, the iso-accuracy point, the time ratio."""
-    iso = metrics["iso_accuracy"]
+    iso = result.iso_accuracy
     at = (
-        f"iso-accuracy {iso['accuracy']:.4f} at {iso['gflops_ratio']:.3f} of the GFLOPs"
-        if iso["gflops_ratio"] is not None
+        f"iso-accuracy {iso.accuracy:.4f} at {iso.gflops_ratio:.3f} of the GFLOPs"
+        if iso.accuracy is not None and iso.gflops_ratio is not None
         else "no budget reached iso-accuracy"
     )
     return (
-        f"test accuracy {metrics['full']['accuracy']:.4f} (last exit); {at}; "
-        f"dynamic/full time at batch 64: {metrics['speed']['time_ratio_b64']:.3f}"
+        f"test accuracy {result.full.accuracy:.4f} (last exit); {at}; "
+        f"dynamic/full time at batch 64: {result.speed.time_ratio_b64:.3f}"
     )

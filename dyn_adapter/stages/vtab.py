@@ -53,27 +53,26 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def task_row(evaluation: Evaluation) -> dict[str, Any]:
     """One task's line of the table: Dyn-Adapter against its two baselines, with intervals."""
-    m = evaluation.metrics
-    half, comparisons = m.get("half_gflops") or {}, m.get("comparisons") or {}
-    probe_exits = (m.get("frozen_probe") or {}).get("exits") or []
-    versus_probe = [b["vs_frozen_probe"] for b in evaluation.budgets if b.get("vs_frozen_probe")]
+    r = evaluation.report
+    half, comparisons = r.half_gflops, r.comparisons
+    versus_probe = [b.vs_frozen_probe for b in r.budgets if b.vs_frozen_probe]
     return {
         "task": evaluation.task,
         "group": group_of(evaluation.task),
-        "test_images": m.get("test_images"),
-        "accuracy": evaluation.full_accuracy,
-        "accuracy_interval": m["full"].get("accuracy_interval"),
-        "balanced_accuracy": m["full"].get("balanced_accuracy"),
-        "gflops": evaluation.full_gflops,
-        "static_petl_accuracy": evaluation.static_accuracy,
-        "static_petl_interval": m["static_petl"].get("accuracy_interval"),
-        "frozen_probe_exits": [e["accuracy"] for e in probe_exits],
-        "dynamic_accuracy": evaluation.iso["accuracy"],
-        "dynamic_interval": evaluation.iso.get("accuracy_interval"),
-        "dynamic_gflops_ratio": evaluation.iso["gflops_ratio"],
-        "half_gflops_accuracy": half.get("accuracy"),
-        "half_gflops_interval": half.get("accuracy_interval"),
-        "half_gflops_ratio": half.get("gflops_ratio"),
+        "test_images": r.test_images,
+        "accuracy": r.full.accuracy,
+        "accuracy_interval": r.full.accuracy_interval,
+        "balanced_accuracy": r.full.balanced_accuracy,
+        "gflops": r.full.gflops,
+        "static_petl_accuracy": r.static_petl.accuracy,
+        "static_petl_interval": r.static_petl.accuracy_interval,
+        "frozen_probe_exits": [e.accuracy for e in r.frozen_probe.exits or []],
+        "dynamic_accuracy": r.iso_accuracy.accuracy,
+        "dynamic_interval": r.iso_accuracy.accuracy_interval,
+        "dynamic_gflops_ratio": r.iso_accuracy.gflops_ratio,
+        "half_gflops_accuracy": half.accuracy,
+        "half_gflops_interval": half.accuracy_interval,
+        "half_gflops_ratio": half.gflops_ratio,
         "half_gflops_vs_static_petl": comparisons.get("half_gflops_vs_static_petl"),
         "last_exit_vs_static_petl": comparisons.get("last_exit_vs_static_petl"),
         # Above the frozen-probe exits at every budget: by how much, at the least, and whether
