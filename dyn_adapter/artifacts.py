@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import ConfigError
-from .evaluation.report import EvaluationReport
+from .evaluation_report import EvaluationReport
 
 # -- names and layout -------------------------------------------------------------------------
 

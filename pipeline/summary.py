@@ -16,7 +16,7 @@ def summarize(
 ) -> dict[str, Any]:
     """Headline numbers of a finished run, from its evaluation and registration outputs."""
     from dyn_adapter.artifacts import REGISTRATION_FILE, Evaluation, read_json
-    from dyn_adapter.evaluation.report import as_json
+    from dyn_adapter.evaluation_report import as_json
 
     reg = read_json(registration_dir / REGISTRATION_FILE, "register")
     report = Evaluation(evaluation_dir).report

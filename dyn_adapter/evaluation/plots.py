@@ -14,10 +14,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..artifacts import PLOTS_DIR
+from ..evaluation_report import Budget, EvaluationReport
 from ..files import atomic_path, write_json
 from ..models import DynAdapterViT
 from ..policies.thresholds import ExitScores, exit_indices, simulate
-from .report import Budget, EvaluationReport
 
 
 def accuracy_vs_gflops(curves: dict[str, list[dict[str, float]]], full_gflops: float) -> Figure:

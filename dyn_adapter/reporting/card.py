@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.prepared import PreparedData
-from ..evaluation.report import EvaluationReport, FullModel, Speed, StaticPetl
+from ..evaluation_report import EvaluationReport, FullModel, Speed, StaticPetl
 from ..models import DynAdapterViT
 from ..policies.risk import guaranteed_risk
 from . import fraction, header, points, shares

@@ -33,9 +33,9 @@ from ..data.transforms import to_model_input
 from ..evaluation.certified import certified_points_on_test
 from ..evaluation.config import EvaluateConfig
 from ..evaluation.iso import iso_accuracy_point
-from ..evaluation.report import EvaluationReport
 from ..evaluation.speed import machine_info, time_ratios
 from ..evaluation.stats import classification_summary, paired_difference
+from ..evaluation_report import EvaluationReport
 from ..files import atomic_path, write_json
 from ..inference import Engine, dynamic_predictions, load_engine, resolve_device, split_scores
 from ..manifest import stage_manifest

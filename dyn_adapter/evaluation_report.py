@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import from_dict, to_dict
-from ..errors import ConfigError
+from .config import from_dict, to_dict
+from .errors import ConfigError
 
 Difference = dict[str, Any]  # a paired difference: difference, interval, resolved, ...
 # A field left out of the file when None (the static model's numbers when there is none).
@@ -185,7 +185,7 @@ class EvaluationReport:
         return as_json(self)
 
     def write(self, path: Path) -> None:
-        from ..files import write_json
+        from .files import write_json
 
         write_json(path, self.to_dict())
 
