@@ -69,6 +69,8 @@ class Stage:
         options: Its other options.
         variants: Other ways to run it (its ``run`` gets ``variant``; default ``default``).
         default: The variant when no variant flag is given.
+        components: Its KFP components (functions under ``components/``; none: it does not
+            run in the pipelines, or, as ``track``, the components do its work as they run).
     """
 
     name: str
@@ -80,6 +82,7 @@ class Stage:
     options: tuple[Option, ...] = ()
     variants: tuple[Variant, ...] = ()
     default: str = ""
+    components: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -131,6 +134,7 @@ STAGES: tuple[Stage, ...] = (
         description="Read the data source in params.yaml (data.*) into class-balanced, "
         "seeded splits with checksums and the backbone's preprocessing config.",
         out="outputs/prepared",
+        components=("prepare_data",),
     ),
     Stage(
         "train",
@@ -165,6 +169,7 @@ STAGES: tuple[Stage, ...] = (
             ),
         ),
         default="dyn",
+        components=("train_model",),
     ),
     Stage(
         "sparsify",
@@ -174,6 +179,7 @@ STAGES: tuple[Stage, ...] = (
         "(params: sparsify.*), keep the best on validation.",
         out="outputs/sparsify",
         inputs=(_data(), _model("outputs/train/model", "init_model")),
+        components=("sparsity_grid", "sparsify_candidate", "sparsify_select"),
     ),
     Stage(
         "search",
@@ -184,6 +190,7 @@ STAGES: tuple[Stage, ...] = (
         "baseline and the oracle.",
         out="outputs/search",
         inputs=(_data(), _model(TUNED)),
+        components=("search_thresholds",),
     ),
     Stage(
         "calibrate",
@@ -197,6 +204,7 @@ STAGES: tuple[Stage, ...] = (
         "chunks. Writes risk_points.json and risk.md.",
         out="outputs/calibrate",
         inputs=(_data(), _model(TUNED)),
+        components=("calibrate_thresholds",),
     ),
     Stage(
         "evaluate",
@@ -226,6 +234,7 @@ STAGES: tuple[Stage, ...] = (
                 "re-certified over evaluate.risk_splits random splits",
             ),
         ),
+        components=("evaluate_model",),
     ),
     Stage(
         "ablate",
@@ -313,6 +322,7 @@ STAGES: tuple[Stage, ...] = (
             ),
             TRACKING,
         ),
+        components=("register_model",),
     ),
     Stage(
         "track",
@@ -333,7 +343,7 @@ STAGES: tuple[Stage, ...] = (
         ),
     ),
     # The VTAB table reads only the tasks' evaluations; its pipeline calls it.
-    Stage("vtab", ()),
+    Stage("vtab", (), components=("vtab_table",)),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

@@ -48,6 +48,7 @@ ROW = """    Stage(
         description="Count the files of the prepared data.",
         out="outputs/inventory",
         inputs=(_data(),),
+        components=("count_inventory",),
     ),
 """
 
@@ -120,15 +121,16 @@ def test_a_new_stage_gets_its_command_from_its_row(with_new_stage):
 def test_a_new_stage_gets_its_params_dvc_stage_and_component(with_new_stage):
     root = with_new_stage
     code = (
-        "import json; from dyn_adapter.stage_table import stage_params; "
+        "import json; from dyn_adapter.stage_table import BY_NAME, stage_params; "
         "from dyn_adapter.dvc_stages import TRACKED_OUTPUTS; import components; "
         "print(json.dumps([stage_params({'data': {'seed': 3, 'path': 'x'}}, 'inventory'), "
-        "TRACKED_OUTPUTS['inventory'], [f.__name__ for f in components.functions()]]))"
+        "TRACKED_OUTPUTS['inventory'], [f.__name__ for f in components.functions()], "
+        "BY_NAME['inventory'].components]))"
     )
-    params, tracked, functions = json.loads(_python(root, "-c", code).stdout)
+    params, tracked, functions, named = json.loads(_python(root, "-c", code).stdout)
     assert params == {"data": {"seed": 3}}
     assert tracked == "outputs/inventory"
-    assert "count_inventory" in functions
+    assert "count_inventory" in functions and named == ["count_inventory"]
     stages = yaml.safe_load(_python(root, "-m", "dyn_adapter.dvc_stages").stdout)["stages"]
     stage = stages["inventory"]
     assert stage["cmd"] == "dyn-adapter inventory --data outputs/prepared --out outputs/inventory"
@@ -151,3 +153,15 @@ def test_a_rows_options_are_its_run_functions_arguments(stage):
     needed = {name for name, p in run.items() if p.default is inspect.Parameter.empty}
     assert needed <= given, f"{stage.name}: no option fills {sorted(needed - given)}"
     assert callable(module.describe)
+
+
+def test_each_component_that_runs_a_stage_is_named_by_that_stages_row():
+    """The table says which KFP components run a stage, and a component that imports a stage
+    module is in that stage's row: the table is where a stage's component is found."""
+    components = pytest.importorskip("components")
+    found = {f.__name__: inspect.getsource(f) for f in components.functions()}
+    named = {c: s.name for s in STAGES for c in s.components}
+    assert set(named) <= set(found), f"rows name missing components {set(named) - set(found)}"
+    for name, source in found.items():
+        runs = {s.name for s in STAGES if f"from dyn_adapter.stages import {s.name}\n" in source}
+        assert runs == ({named[name]} if name in named else set()), name
