@@ -5,9 +5,10 @@ KFP all call). From the rows come the ``dyn-adapter <stage>`` sub-commands
 (:func:`dyn_adapter.cli.add_stage_parser`), :data:`STAGE_SECTIONS` (the params.yaml
 keys a stage reads: its MLflow params and its ``dvc.yaml`` params) and, through
 :mod:`dyn_adapter.dvc_stages`, ``dvc.yaml``. Adding a stage is one module under ``stages/``
-(``run``, ``describe``), one row here, its KFP component (``components/<stage>.py``) and its
-place in the DAGs. Nothing here imports a stage: ``--help`` stays light, and a stage's
-``dvc.yaml`` code dependencies do not include this table.
+(``run``, ``describe``), one row here (naming its KFP components), its component module
+(``components/<stage>.py``) and its place in the DAGs. Nothing here imports a stage, so
+``--help`` stays light and editing a row re-runs no ``dvc.yaml`` stage but ``track`` (which
+logs each stage's params with :func:`stage_params`).
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class Stage:
         return f"dyn_adapter.stages.{self.name}"
 
 
-def _data(param: str = "data_dir") -> Option:
-    return Option("--data", param, "prepared data (default: %(default)s)", "outputs/prepared")
+def _data() -> Option:
+    return Option("--data", "data_dir", "prepared data (default: %(default)s)", "outputs/prepared")
 
 
 def _model(default: str, param: str = "model_dir") -> Option:
