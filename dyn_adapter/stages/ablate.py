@@ -98,6 +98,15 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
         # A loss-weight schedule that ends on the last exit: its weight falls to 3 (not 1)
         # while the early exits' rise to 1, so the blocks are shaped mostly for it throughout.
         Variant("last-exit weight 3", "last-weight-3", {"loss_weights.final_floor": 3.0}),
+        # Exit gradient 0 with every weight held at 1: the PETL modules then train exactly as
+        # the static model's (up to the shallow stages' gradient masks). Under the schedule the
+        # last exit's weight falls 3.7 -> 1, and AdamW, which divides each step by the gradient
+        # history, shrinks the late steps of the modules only the last exit reaches.
+        Variant(
+            "constant λ, exit gradient 0",
+            "constant-exit-gradient-0",
+            {"loss_weights.shape": "constant", "exit_gradient": 0.0},
+        ),
     ),
 }
 
