@@ -1,19 +1,19 @@
 """The ``ablate`` stage: Dyn-Adapter's training strategies one at a time, on held-out images.
 
-A study is a list of variants, each trained from scratch with the same recipe but for what
-it changes. The ``sparsity`` study: which halves of bidirectional sparsity are on (none /
-forward / backward / both, at ``train.sparsity``'s rates) and whether the exits' loss weights
-follow the schedule or stay constant. The ``last-exit`` study: what keeps the last exit as
-accurate as the static PETL model, which it trains beside the configured recipe and the
-candidates (``train.exit_gradient``, ``train.distill``). Every exit of every variant is
-scored on a large held-out split (thousands of images, not validation's 200): the test split
-to report, or the selection split (training images that train, val and calibration leave) to
-choose a default reading neither test nor the calibration images that certify the chosen
-model. Each variant is compared with the study's first on the same images and the same
-training seed: a paired interval and McNemar's test per exit (and, in the last-exit study,
-each last exit with the static model's). With several seeds each difference is also
-averaged over them, image by image, with a bootstrap interval over the images; and it counts
-as resolved under every seed only when each seed resolves it with the same sign.
+A study is a list of variants, each trained from scratch with the same recipe but for what it
+changes. The ``sparsity`` study: which halves of bidirectional sparsity are on (none / forward
+/ backward / both, at ``train.sparsity``'s rates) and whether the exits' loss weights follow
+the schedule or stay constant. The ``last-exit`` study: what keeps the last exit as accurate as
+the static PETL model, which it trains beside the configured recipe and the candidates
+(``train.exit_gradient``, ``train.distill``, ``train.loss_weights``). Every exit of every
+variant is scored on a large held-out split (thousands of images, not validation's 200): the
+test split to report, or the selection split (training images that train, val and calibration
+leave) to choose a default reading neither test nor the calibration images that certify the
+chosen model. Each variant is compared with the study's first on the same images and the same
+training seed: a paired interval and McNemar's test per exit (and, in the last-exit study, each
+last exit with the static model's). With several seeds each difference is also averaged over
+them, image by image, with a bootstrap interval over the images; and it counts as resolved
+under every seed only when each seed resolves it with the same sign.
 
 A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
 correctness on a split is kept beside its model, keyed by the weights' hash.
@@ -84,7 +84,7 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
     # Which recipe keeps the last exit as accurate as the static PETL model: the configured
     # (joint) training against the static model and the candidates: no early-exit gradient in
     # the shared blocks (alone, and with the early exits distilled from the last), a third of
-    # it, a schedule that ends on the last exit.
+    # it, a schedule that ends on the last exit, and no early-exit gradient at constant weights.
     "last-exit": (
         Variant("joint", "joint"),
         Variant("static", "static", static=True),
