@@ -87,6 +87,20 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+def require_free_disk(data: Path) -> None:
+    """Fail now if SeaweedFS would start without room for a volume: its volume server keeps 1 %
+    of the disk free and sizes its volume count from the rest, so on a nearly full disk it
+    registers no capacity and every upload hangs instead of failing."""
+    usage = shutil.disk_usage(data)
+    needed = usage.total // 100 + 2**30
+    if usage.free < needed:
+        pytest.fail(
+            f"SeaweedFS under {data} needs about {needed / 2**30:.1f} GiB free "
+            f"(1 % of the disk plus room for its volumes), {usage.free / 2**30:.1f} GiB are: "
+            "free some disk space and rerun"
+        )
+
+
 @contextmanager
 def seaweedfs(base: Path, key_id: str, secret: str) -> Iterator[str]:
     """A SeaweedFS ``weed mini`` (S3 gateway with SigV4 checks) on free loopback ports, with
@@ -95,6 +109,7 @@ def seaweedfs(base: Path, key_id: str, secret: str) -> Iterator[str]:
     same data and ports (the same endpoint URL)."""
     data = base / "data"
     data.mkdir(parents=True, exist_ok=True)
+    require_free_disk(data)
     saved = base / "ports.json"
     if saved.is_file():
         ports = json.loads(saved.read_text())
