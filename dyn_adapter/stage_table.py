@@ -247,10 +247,10 @@ STAGES: tuple[Stage, ...] = (
         "the first on the same images (paired interval, McNemar; over several seeds, the "
         "difference averaged image by image with its interval). The sparsity study: none / "
         "forward / backward / both, scheduled vs constant loss weights. The last-exit study: "
-        "the configured (joint) recipe, the static PETL model, and candidates "
-        "(train.exit_gradient 0, alone and with train.distill, and 0.3; "
-        "train.loss_weights.final_floor 3), each last exit "
-        "compared with the static model's. A rerun continues where it stopped.",
+        "the joint recipe it started from (train.loss_weights.final_floor 1), the static PETL "
+        "model, and candidates (train.exit_gradient 0, alone and with train.distill, and 0.3; "
+        "final_floor 3, the winner and now the default), each last exit compared with the "
+        "static model's. A rerun continues where it stopped.",
         out="outputs/ablation",
         inputs=(_data(),),
         options=(

@@ -180,6 +180,19 @@ def test_variant_changes_reach_the_training_recipe():
     assert cfg.distill.temperature == recipe.distill.temperature and not cfg.evaluate_test
 
 
+def test_the_last_exit_study_reruns_the_recipes_it_compared_whatever_the_default():
+    # It chose last-exit weight 3 over joint training at weight 1; with 3 now the default, a
+    # rerun must still train joint (and the other candidates) at 1, and the winner at 3.
+    recipe = TrainConfig()
+    assert recipe.loss_weights.final_floor == 3.0
+    floors = {
+        v.name: ablate.variant_config(recipe, v, seed=0).loss_weights.final_floor
+        for v in ablate.STUDIES["last-exit"]
+    }
+    assert floors.pop("last-exit weight 3") == 3.0
+    assert set(floors.values()) == {1.0}
+
+
 def test_the_last_exit_study_compares_each_last_exit_with_the_static_model(tmp_path):
     data = write_prepared(tmp_path / "prepared", sizes={"train": 48, "val": 16, "selection": 40})
     params = tiny_params(tmp_path, "train.epochs=1", "train.warmup_epochs=0")

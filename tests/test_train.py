@@ -37,12 +37,14 @@ params = tiny_params
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine"])
-def test_loss_weights_shift_priority_keeping_the_sum(shape):
-    cfg = LossWeightsConfig(shape=shape, early_start=0.1, final_floor=1.0)
+@pytest.mark.parametrize("floor", [1.0, 3.0])
+def test_loss_weights_shift_priority_keeping_the_sum(shape, floor):
+    cfg = LossWeightsConfig(shape=shape, early_start=0.1, final_floor=floor)
     series = [loss_weights(cfg, 4, e, 10) for e in range(10)]
-    assert all(sum(w) == pytest.approx(4.0) for w in series)
+    assert all(sum(w) == pytest.approx(3 + floor) for w in series)
     assert series[0][0] == pytest.approx(0.1) and series[-1][0] == pytest.approx(1.0)
-    assert series[0][-1] == pytest.approx(3.7) and series[-1][-1] == pytest.approx(1.0)
+    # The last exit starts with what the early exits have not yet got and ends on the floor.
+    assert series[0][-1] == pytest.approx(floor + 2.7) and series[-1][-1] == pytest.approx(floor)
     early = [w[0] for w in series]
     assert early == sorted(early)
 

@@ -17,8 +17,9 @@ class LossWeightsConfig:
 
     Early exits' weights rise from ``early_start`` to 1 while the last exit's weight falls to
     ``final_floor``, keeping the sum of weights constant (the last exit is learned first, the
-    early exits catch up). ``shape`` sets how the ramp moves; ``constant`` gives every exit
-    weight 1 throughout (the ablation baseline).
+    early exits catch up; ending at 3 rather than 1 keeps the last exit as accurate as the
+    static PETL model, see ``ablate --study last-exit``). ``shape`` sets how the ramp moves;
+    ``constant`` gives every exit weight 1 throughout (the ablation baseline).
 
     Attributes:
         shape: ``constant``, ``linear`` or ``cosine``.
@@ -28,7 +29,7 @@ class LossWeightsConfig:
 
     shape: WeightShape = "linear"
     early_start: float = 0.1
-    final_floor: float = 1.0
+    final_floor: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.early_start <= 1:
