@@ -5,8 +5,8 @@ changes. The ``sparsity`` study: which halves of bidirectional sparsity are on (
 / backward / both, at ``train.sparsity``'s rates) and whether the exits' loss weights follow
 the schedule or stay constant. The ``last-exit`` study: what keeps the last exit as accurate as
 the static PETL model, which it trains beside the joint recipe it started from and the
-candidates (``train.exit_gradient``, ``train.distill``, ``train.loss_weights``). Every exit of every
-variant is scored on a large held-out split (thousands of images, not validation's 200): the
+candidates (``train.exit_gradient``, ``train.distill``, ``train.loss_weights``). Every exit of
+every variant is scored on a large held-out split (thousands of images, not validation's 200): the
 test split to report, or the selection split (training images that train, val and calibration
 leave) to choose a default reading neither test nor the calibration images that certify the
 chosen model. Each variant is compared with the study's first on the same images and the same
