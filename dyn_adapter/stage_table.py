@@ -249,8 +249,9 @@ STAGES: tuple[Stage, ...] = (
         "forward / backward / both, scheduled vs constant loss weights. The last-exit study: "
         "the joint recipe it started from (train.loss_weights.final_floor 1), the static PETL "
         "model, and candidates (train.exit_gradient 0, alone and with train.distill, and 0.3; "
-        "final_floor 3, the winner and now the default), each last exit compared with the "
-        "static model's. A rerun continues where it stopped.",
+        "final_floor 3, the winner and now the default, alone and with model.exits.heads "
+        "compact), each last exit compared with the static model's. A rerun continues where "
+        "it stopped.",
         out="outputs/ablation",
         inputs=(_data(),),
         options=(

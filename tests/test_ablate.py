@@ -11,6 +11,7 @@ from conftest import tiny_params, write_prepared
 
 from dyn_adapter.artifacts import ABLATION_STUDIES
 from dyn_adapter.errors import ConfigError
+from dyn_adapter.models.config import HEAD_SETTINGS
 from dyn_adapter.stages import ablate
 from dyn_adapter.training.config import TrainConfig
 
@@ -189,8 +190,22 @@ def test_the_last_exit_study_reruns_the_recipes_it_compared_whatever_the_default
         v.name: ablate.variant_config(recipe, v, seed=0).loss_weights.final_floor
         for v in ablate.STUDIES["last-exit"]
     }
-    assert floors.pop("last-exit weight 3") == 3.0
+    assert (
+        floors.pop("last-exit weight 3") == floors.pop("last-exit weight 3, compact heads") == 3.0
+    )
     assert set(floors.values()) == {1.0}
+
+
+def test_a_head_variant_trains_that_head_setting_and_says_so(tmp_path):
+    model = tiny_params(tmp_path).model
+    assert model.exits.heads == "balanced"
+    variant = next(v for v in ablate.STUDIES["last-exit"] if v.heads == "compact")
+    exits = ablate.variant_model(model, variant).exits
+    compact = HEAD_SETTINGS["compact"]
+    assert (exits.head_depths, exits.head_widths) == (list(compact.depths), list(compact.widths))
+    assert exits.head_setting() == "compact"
+    assert variant.changes() == {"loss_weights.final_floor": 3.0, "model.exits.heads": "compact"}
+    assert ablate.variant_model(model, ablate.STUDIES["last-exit"][0]) == model
 
 
 def test_the_last_exit_study_compares_each_last_exit_with_the_static_model(tmp_path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from ..errors import ConfigError
@@ -134,6 +134,11 @@ class ExitsConfig:
         sizes = HEAD_SETTINGS[self.heads]
         self.head_depths = list(self.head_depths or sizes.depths)
         self.head_widths = list(self.head_widths or sizes.widths)
+
+    def with_heads(self, name: str) -> ExitsConfig:
+        """These exits with the named conv head setting's sizes (the sizes resolved from the
+        current setting are dropped, else they would stay)."""
+        return replace(self, heads=name, head_type="conv", head_depths=(), head_widths=())
 
     def head_setting(self) -> str:
         """The named setting these heads are, or ``custom`` where sizes were given instead."""

@@ -26,9 +26,7 @@ def head_settings(cfg: ModelConfig, built: DynAdapterViT) -> list[dict[str, Any]
     built with random weights: parameter counts and FLOPs do not depend on the weights."""
     rows = []
     for name, sizes in HEAD_SETTINGS.items():
-        exits = dataclasses.replace(
-            cfg.exits, heads=name, head_type="conv", head_depths=(), head_widths=()
-        )
+        exits = cfg.exits.with_heads(name)
         if exits == cfg.exits:
             model = built
         else:

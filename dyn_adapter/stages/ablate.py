@@ -5,11 +5,11 @@ changes. The ``sparsity`` study: which halves of bidirectional sparsity are on (
 / backward / both, at ``train.sparsity``'s rates) and whether the exits' loss weights follow
 the schedule or stay constant. The ``last-exit`` study: what keeps the last exit as accurate as
 the static PETL model, which it trains beside the joint recipe it started from and the
-candidates (``train.exit_gradient``, ``train.distill``, ``train.loss_weights``). Every exit of
-every variant is scored on a large held-out split (thousands of images, not validation's 200): the
-test split to report, or the selection split (training images that train, val and calibration
-leave) to choose a default reading neither test nor the calibration images that certify the
-chosen model. Each variant is compared with the study's first on the same images and the same
+candidates (``train.exit_gradient``, ``train.distill``, ``train.loss_weights``,
+``model.exits.heads``). Every exit of every variant is scored on a large held-out split
+(thousands of images, not validation's 200): the test split to report, or the selection split
+(training images that train, val and calibration leave) to choose a default reading neither
+test nor the calibration images that certify the chosen model. Each variant is compared with the study's first on the same images and the same
 training seed: a paired interval and McNemar's test per exit (and, in the last-exit study, each
 last exit with the static model's). With several seeds each difference is also averaged over
 them, image by image, with a bootstrap interval over the images; and it counts as resolved
@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..evaluation.stats import accuracy_interval, averaged_paired_difference, paired_difference
 from ..files import atomic_path, sha256_file, write_json
 from ..inference.config import InferenceConfig
+from ..models.config import ModelConfig
 from ..params import Params
 from ..reporting.tables import ablation_table
 from ..training.config import TrainConfig
@@ -54,12 +55,18 @@ class Variant:
         slug: Its run directory, ``runs/seed-<seed>/<slug>``.
         train: ``train.*`` values it changes, by dotted key (``sparsity.mode``).
         static: The static PETL model (the last exit alone) instead of ``params.model``.
+        heads: A named exit-head setting (``model.exits.heads``) instead of the model's.
     """
 
     name: str
     slug: str
     train: dict[str, Any] = field(default_factory=dict)
     static: bool = False
+    heads: str | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """What it changes, as the tables show it."""
+        return {**self.train, **({"model.exits.heads": self.heads} if self.heads else {})}
 
 
 # The last exit's final loss weight before the last-exit study chose 3.
@@ -88,8 +95,9 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
     # training the study started from against the static model and the candidates: no
     # early-exit gradient in the shared blocks (alone, and with the early exits distilled from
     # the last), a third of it, a schedule that ends on the last exit (the winner, now the
-    # default), and no early-exit gradient at constant weights. Every variant pins the last
-    # exit's final weight, so a rerun compares the same recipes whatever the default.
+    # default), that schedule with compact heads, and no early-exit gradient at constant
+    # weights. Every variant pins the last exit's final weight, so a rerun compares the same
+    # recipes whatever the default.
     "last-exit": (
         Variant("joint", "joint", _WEIGHT_1),
         Variant("static", "static", _WEIGHT_1, static=True),
@@ -103,6 +111,14 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
         # A loss-weight schedule that ends on the last exit: its weight falls to 3 (not 1)
         # while the early exits' rise to 1, so the blocks are shaped mostly for it throughout.
         Variant("last-exit weight 3", "last-weight-3", {"loss_weights.final_floor": 3.0}),
+        # The default with one narrow block per early-exit head: less capacity in the heads,
+        # so more of each early exit's fit is asked of the PETL modules it shares with the last.
+        Variant(
+            "last-exit weight 3, compact heads",
+            "last-weight-3-compact",
+            {"loss_weights.final_floor": 3.0},
+            heads="compact",
+        ),
         # Exit gradient 0 with every weight held at 1: the PETL modules then train exactly as
         # the static model's (up to the shallow stages' gradient masks). Under the schedule the
         # last exit's weight falls 3.7 -> 1, and AdamW, which divides each step by the gradient
@@ -119,6 +135,15 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
 def scores_file(split: str) -> str:
     """Per exit and image of ``split``: right or wrong."""
     return f"{split}_correct.npz"
+
+
+def variant_model(model: ModelConfig, variant: Variant) -> ModelConfig:
+    """``model`` as the variant trains it."""
+    if variant.static:
+        return static_petl(model)
+    if variant.heads:
+        return dataclasses.replace(model, exits=model.exits.with_heads(variant.heads))
+    return model
 
 
 def variant_config(train: TrainConfig, variant: Variant, seed: int) -> TrainConfig:
@@ -222,7 +247,7 @@ def run(
         for i, variant in enumerate(todo):
             cfg = variant_config(recipe, variant, seed)
             logger.info("%s study, seed %d, %d/%d: %s", study, seed, i + 1, len(todo), variant.name)
-            model = static_petl(params.model) if variant.static else params.model
+            model = variant_model(params.model, variant)
             result = train(model, cfg, data_dir, runs / f"seed-{seed}" / variant.slug)
             correct = exit_correctness(result.model_dir, data, cfg, split, params.inference)
             scores[seed, variant.name] = correct
@@ -230,7 +255,7 @@ def run(
                 {
                     "variant": variant.name,
                     "seed": seed,
-                    "changes": dict(variant.train),
+                    "changes": variant.changes(),
                     "static": variant.static,
                     "val_accuracy": result.val_accuracy,
                     "accuracy": [float(c.mean()) for c in correct],
