@@ -9,11 +9,12 @@ candidates (``train.exit_gradient``, ``train.distill``, ``train.loss_weights``,
 ``model.exits.heads``). Every exit of every variant is scored on a large held-out split
 (thousands of images, not validation's 200): the test split to report, or the selection split
 (training images that train, val and calibration leave) to choose a default reading neither
-test nor the calibration images that certify the chosen model. Each variant is compared with the study's first on the same images and the same
-training seed: a paired interval and McNemar's test per exit (and, in the last-exit study, each
-last exit with the static model's). With several seeds each difference is also averaged over
-them, image by image, with a bootstrap interval over the images; and it counts as resolved
-under every seed only when each seed resolves it with the same sign.
+test nor the calibration images that certify the chosen model. Each variant is compared with
+the study's first on the same images and the same training seed: a paired interval and
+McNemar's test per exit (and, in the last-exit study, each last exit with the static model's).
+With several seeds each difference is also averaged over them, image by image, with a
+bootstrap interval over the images; and it counts as resolved under every seed only when each
+seed resolves it with the same sign.
 
 A rerun continues: finished trainings are not repeated (``train`` resumes), and an exit's
 correctness on a split is kept beside its model, keyed by the weights' hash.
