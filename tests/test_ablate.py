@@ -4,6 +4,7 @@ averaged image by image, and a rerun that continues instead of starting over."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,7 +233,7 @@ def test_the_last_exit_study_compares_each_last_exit_with_the_static_model(tmp_p
     assert entry["last_vs_static"]["pairs"] == 1
 
 
-def test_a_subset_of_variants_trains_only_those(tmp_path):
+def test_a_subset_of_variants_trains_only_those(tmp_path, monkeypatch):
     data = write_prepared(tmp_path / "prepared", sizes={"train": 48, "val": 16, "selection": 40})
     params = tiny_params(tmp_path, "train.epochs=1", "train.warmup_epochs=0")
     table = ablate.run(
@@ -244,10 +245,35 @@ def test_a_subset_of_variants_trains_only_those(tmp_path):
     ]
     with pytest.raises(ConfigError, match=r"no variant statik .* its variants are joint, static"):
         ablate.run(params, data, tmp_path / "out", study="last-exit", only=["statik"])
-    # A later run naming another variant trains it and tables it with the finished one,
-    # which it only reloads (the static run's checkpoints and model stay as they were).
     static_run = tmp_path / "out" / "runs-last-exit" / "seed-0" / "static"
     before = {p: p.stat().st_mtime_ns for p in static_run.rglob("*") if p.is_file()}
+    # A run stopped after training the new variant, before reloading the finished one,
+    # leaves the finished table as it was, not a table of the rows it had so far.
+    table_file = tmp_path / "out" / "last-exit-selection.json"
+    finished = table_file.read_bytes()
+    scored = ablate.exit_correctness
+
+    class Stopped(Exception):
+        pass
+
+    def stop_at_static(model_dir, *args, **kwargs):
+        if Path(model_dir).is_relative_to(static_run):
+            raise Stopped
+        return scored(model_dir, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(ablate, "exit_correctness", stop_at_static)
+        with pytest.raises(Stopped):
+            ablate.run(
+                params, data, tmp_path / "out", split="selection", study="last-exit", only=["joint"]
+            )
+    assert table_file.read_bytes() == finished
+    # Run again, it trains nothing (the stopped run finished the new variant) and tables the
+    # new variant with the finished one, which it only reloads (the static run's checkpoints
+    # and model stay as they were).
+    from dyn_adapter.training import trainer
+
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
     table = ablate.run(
         params, data, tmp_path / "out", split="selection", study="last-exit", only=["joint"]
     )

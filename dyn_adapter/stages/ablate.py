@@ -264,19 +264,21 @@ def run(
                     "mean": float(correct.mean()),
                 }
             )
-            checked = compared(rows, scores, variants)
-            table = {
-                "study": study,
-                "epochs": recipe.epochs,
-                "seeds": seeds,
-                "split": split,
-                "images": int(correct.shape[1]),
-                "reference": variants[0].name,
-                "static": static_name(variants),
-                "rows": checked,
-                "summary": summary(checked, scores, variants),
-            }
-            write_json(out / table_file, table)
+    # Written once, when every row is in: a run stopped part-way leaves the last complete
+    # table as it was (its finished trainings and scores are kept and reload on the rerun).
+    checked = compared(rows, scores, variants)
+    table = {
+        "study": study,
+        "epochs": recipe.epochs,
+        "seeds": seeds,
+        "split": split,
+        "images": int(correct.shape[1]),
+        "reference": variants[0].name,
+        "static": static_name(variants),
+        "rows": checked,
+        "summary": summary(checked, scores, variants),
+    }
+    write_json(out / table_file, table)
     with atomic_path(out / report_file) as tmp:
         tmp.write_text(ablation_table(table, recipe))
     return table
